@@ -1,0 +1,154 @@
+"""Binary: vote over sampled paths and write self-generated data (stage 4-5).
+
+Paper §3: the majority answer ỹ of a question's m paths is its pseudo-label
+and EVERY path reaching ỹ is kept (no threshold, cap or de-duplication by
+default; those are knobs). Each kept path becomes four training examples,
+one per `prompts.Format`. Gold answers are never read here: a
+`SelfGenExample` has no gold field.
+
+`no_vote=True` is the ablation: one random parseable path per question,
+no majority filter.
+"""
+
+from __future__ import annotations
+
+import collections
+import glob
+import os
+import random
+import re
+from collections.abc import Mapping, Sequence
+
+from lmsi import answers as answers_lib
+from lmsi import prompts
+from lmsi import records
+from lmsi import voting
+
+
+def read_samples(samples_dir: str) -> list[records.SampledPath]:
+  """All finished sample shards of a directory, in (id, sample) order.
+
+  Raises:
+    FileNotFoundError: if there are no shards, or a shard is unfinished.
+  """
+  paths = sorted(glob.glob(os.path.join(samples_dir, 'samples-*.jsonl')))
+  if not paths:
+    raise FileNotFoundError(f'no samples-*.jsonl shards in {samples_dir}')
+  out = []
+  for path in paths:
+    out.extend(records.read_jsonl(path, records.SampledPath))
+  return sorted(out, key=lambda p: (p.id, p.sample))
+
+
+def select_paths(
+    paths: Sequence[records.SampledPath], *, no_vote: bool = False,
+    seed: int = 0, min_vote_share: float = 0.0,
+    max_paths_per_question: int | None = None, dedup: bool = False,
+) -> tuple[list[tuple[records.SampledPath, str, float]], dict]:
+  """Chooses the training paths.
+
+  Returns:
+    ([(path, label, vote share)], counts for the manifest).
+  """
+  by_id = collections.defaultdict(list)
+  for p in paths:
+    by_id[p.id].append(p)
+  kept, counts = [], collections.Counter()
+  for qid in sorted(by_id):
+    group = sorted(by_id[qid], key=lambda p: p.sample)
+    vote = voting.majority_vote([p.answer for p in group])
+    counts['questions'] += 1
+    counts['samples'] += len(group)
+    counts['unparseable'] += len(group) - vote.num_valid
+    counts['ties'] += int(vote.tied)
+    if no_vote:
+      valid = [p for p in group if p.answer is not None]
+      if valid:
+        pick = random.Random(f'{seed}/{qid}').choice(valid)
+        kept.append((pick, pick.answer, vote.share))
+      continue
+    if vote.answer is None or vote.share < min_vote_share:
+      continue
+    chosen, seen = [], set()
+    for p in group:
+      if p.answer != vote.answer or (dedup and p.text in seen):
+        continue
+      seen.add(p.text)
+      chosen.append(p)
+    kept.extend((p, vote.answer, vote.share)
+                for p in chosen[:max_paths_per_question])
+    counts['questions_kept'] += 1
+  counts['paths_kept'] = len(kept)
+  return kept, dict(counts)
+
+
+_ANSWER_SENTENCE = re.compile(
+    re.escape(answers_lib.ANSWER_PREFIX) + r'[^\n]*?\.(?=\s|$)')
+
+
+def trim_after_answer(text: str) -> str:
+  """Drops whatever a path says after its "The answer is X." sentence."""
+  m = _ANSWER_SENTENCE.search(text)
+  return text[: m.end()] if m else text
+
+
+def to_examples(kept, questions: Mapping[str, records.Question],
+                exemplars: Sequence[prompts.Exemplar]
+                ) -> list[records.SelfGenExample]:
+  """Each kept path in the four formats (paper §3.2, Table 2)."""
+  out = []
+  for path, label, share in kept:
+    reasoning = trim_after_answer(path.text)
+    for fmt in prompts.Format:
+      out.append(records.SelfGenExample(
+          task=path.task, id=path.id, sample=path.sample, format=fmt.value,
+          inputs=prompts.render(fmt, questions[path.id].question, exemplars),
+          targets=prompts.target(fmt, reasoning, label),
+          vote_share=round(share, 4)))
+  return out
+
+
+def aggregate(
+    *,
+    samples_dir: str,
+    questions: Sequence[records.Question],
+    output_dir: str,
+    exemplars: Sequence[prompts.Exemplar],
+    no_vote: bool = False,
+    seed: int = 0,
+    min_vote_share: float = 0.0,
+    max_paths_per_question: int | None = None,
+    dedup: bool = False,
+) -> str:
+  """Votes and writes `output_dir/selfgen.jsonl` (+ marker, manifest).
+
+  Returns:
+    The path of the self-generated file.
+  """
+  path = os.path.join(output_dir, 'selfgen.jsonl')
+  if records.is_complete(path):
+    print(f'aggregate: {path} is complete, skipping')
+    return path
+  kept, counts = select_paths(
+      read_samples(samples_dir), no_vote=no_vote, seed=seed,
+      min_vote_share=min_vote_share,
+      max_paths_per_question=max_paths_per_question, dedup=dedup)
+  by_id = {q.id: q for q in questions}
+  missing = sorted({p.id for p, _, _ in kept} - set(by_id))
+  if missing:
+    raise ValueError(f'{samples_dir}: samples for {len(missing)} questions '
+                     f'not in the task split, e.g. {missing[:3]}')
+  examples = to_examples(kept, by_id, exemplars)
+  counts['examples'] = len(examples)
+  records.write_json(os.path.join(output_dir, 'aggregate_manifest.json'), {
+      'samples_dir': os.path.abspath(samples_dir),
+      'counts': counts,
+      'choices': {
+          'no_vote': no_vote, 'min_vote_share': min_vote_share,
+          'max_paths_per_question': max_paths_per_question, 'dedup': dedup,
+          'tie_rule': 'answer appearing first (lowest sample index) wins',
+          'unparseable': 'excluded from the vote, counted',
+          'formats': [f.value for f in prompts.Format],
+      }})
+  records.write_jsonl(path, examples)
+  return path

@@ -1,0 +1,191 @@
+"""Final-answer extraction from sampled reasoning paths (LMSI stage 4 input).
+
+Each sampled chain-of-thought ends with "The answer is ...". This module finds
+the first such prefix, parses the text after it into a canonical answer string
+for one of three answer families, and compares canonical answers. Paths whose
+answer cannot be parsed yield None and never vote.
+
+Only the rest of the line after the prefix is parsed (leading whitespace,
+including newlines, is skipped first), so a few-shot continuation such as
+"\\nQ: There are 15 trees ..." cannot leak a number into the answer.
+"""
+
+from collections.abc import Sequence
+import decimal
+import enum
+import re
+
+ANSWER_PREFIX = 'The answer is'
+
+
+class Family(enum.StrEnum):
+  """Answer families: arithmetic, multiple choice and NLI labels."""
+  NUMBER = 'number'
+  LETTER = 'letter'
+  NLI = 'nli'
+
+
+_PREFIX_RE = re.compile(r'\bthe answer is(?![\w\'’])', re.IGNORECASE)
+_MINUS = '-−'  # ASCII hyphen-minus and U+2212.
+_NUMBER_RE = re.compile(
+    rf'(?<![\w.])(?P<sign>[{_MINUS}])?\s?\$?\s?'
+    r'(?P<digits>\d{1,3}(?:,\d{3})+(?:\.\d+)?(?!\d)|\d+(?:\.\d+)?|\.\d+)')
+_PLAIN_NUMBER_RE = re.compile(r'[-+]?(?:\d+(?:\.\d*)?|\.\d+)')
+_LETTERS = 'ABCDE'
+_LETTER_RE = re.compile(
+    r'(?:(?:option|choice)\s+)?'
+    r'(?:\((?P<paren>[a-e])\)|(?P<closed>[a-e])\)|(?P<bare>[a-e])(?![\w]))',
+    re.IGNORECASE)
+_ARTICLE_RE = re.compile(r'^\W*(?:a|an|the)\s+', re.IGNORECASE)
+_NLI_LABELS = {
+    'yes': 'entailment',
+    'no': 'contradiction',
+    'it is not possible to tell': 'neutral',
+    'it s not possible to tell': 'neutral',
+    'not possible to tell': 'neutral',
+    'entailment': 'entailment',
+    'contradiction': 'contradiction',
+    'neutral': 'neutral',
+}
+
+
+def normalize_number(s: str) -> str | None:
+  """Canonicalises a number string, e.g. a GSM8K gold answer.
+
+  Strips whitespace, `$` and thousands commas and accepts a leading sign.
+  Integers lose leading zeros and trailing `.0`; decimals lose trailing zeros.
+
+  Args:
+    s: A number such as "1,234", "$18", "-3", "12.00" or "3.50".
+
+  Returns:
+    The canonical string ("1234", "18", "-3", "12", "3.5"; "-0" -> "0"), or
+    None if `s` is not a plain number (units, exponents, words, empty).
+  """
+  cleaned = re.sub(r'[\s$,]', '', s)
+  for minus in _MINUS:
+    cleaned = cleaned.replace(minus, '-')
+  if not _PLAIN_NUMBER_RE.fullmatch(cleaned):
+    return None
+  value = decimal.Decimal(cleaned)
+  if value == value.to_integral_value():
+    return str(int(value))
+  return format(value.normalize(), 'f')
+
+
+def _words(s: str) -> str:
+  """Lower-cases `s` and replaces punctuation runs with single spaces."""
+  return ' '.join(re.sub(r'[^\w]+', ' ', s.lower()).split())
+
+
+def _starts_with_words(text: str, prefix: str) -> bool:
+  return bool(prefix) and (text == prefix or text.startswith(prefix + ' '))
+
+
+def _parse_number(rest: str) -> str | None:
+  match = _NUMBER_RE.search(rest)
+  if match is None:
+    return None
+  return normalize_number((match['sign'] or '') + match['digits'])
+
+
+def _parse_letter(rest: str, options: Sequence[str] | None) -> str | None:
+  """Parses "(B)", "B)", "b", "B.", "option C" or, failing that, option text."""
+  match = _LETTER_RE.match(rest.lstrip(' :'))
+  # A lower-case bare "a" followed by a word is the article, not option A.
+  if match and not (match['bare'] == 'a' and re.match(
+      r'\s+\w', rest.lstrip(' :')[match.end():])):
+    return (match['paren'] or match['closed'] or match['bare']).upper()
+  if not options:
+    return None
+  text = _words(rest)
+  candidates = [text, _words(_ARTICLE_RE.sub('', rest, count=1))]
+  best, best_len = None, 0
+  for i, option in enumerate(options[:len(_LETTERS)]):
+    option_words = _words(option)
+    if len(option_words) > best_len and any(
+        _starts_with_words(c, option_words) for c in candidates):
+      best, best_len = _LETTERS[i], len(option_words)
+  return best
+
+
+def _parse_nli(rest: str) -> str | None:
+  text = _words(rest)
+  for phrase in sorted(_NLI_LABELS, key=len, reverse=True):
+    if _starts_with_words(text, phrase):
+      return _NLI_LABELS[phrase]
+  return None
+
+
+def extract_answer(
+    text: str,
+    family: Family | str = Family.NUMBER,
+    *,
+    options: Sequence[str] | None = None,
+) -> str | None:
+  """Extracts the canonical final answer from one generated reasoning path.
+
+  Args:
+    text: The generated text, e.g. "... 16 - 3 - 4 = 9. The answer is 18."
+    family: "number" (canonical number string, see `normalize_number`),
+      "letter" (upper-case option letter A-E) or "nli" ("entailment",
+      "contradiction" or "neutral"; "yes"/"no"/"it is not possible to tell"
+      are mapped to these).
+    options: For the letter family, options[i] is the text of option
+      chr(65 + i). Used only when no letter parses: the option whose text
+      starts the answer (ignoring case, punctuation and a leading article;
+      longest match wins) gives the letter.
+
+  Returns:
+    The canonical answer, or None if the case-insensitive prefix "the answer
+    is" is absent or the rest of its line does not parse. Only the first
+    occurrence of the prefix is used.
+  """
+  family = Family(family)
+  match = _PREFIX_RE.search(text)
+  if match is None:
+    return None
+  rest = text[match.end():].lstrip().split('\n', 1)[0]
+  if family is Family.NUMBER:
+    return _parse_number(rest)
+  if family is Family.LETTER:
+    return _parse_letter(rest, options)
+  return _parse_nli(rest)
+
+
+def _canonical(answer: str | None, family: Family) -> str | None:
+  """Canonicalises an already-extracted (or gold) answer; None if invalid."""
+  if answer is None:
+    return None
+  if family is Family.NUMBER:
+    return normalize_number(answer)
+  if family is Family.LETTER:
+    match = re.fullmatch(r'\(?([a-e])\)?\.?', answer.strip(), re.IGNORECASE)
+    return match[1].upper() if match else None
+  return _NLI_LABELS.get(_words(answer))
+
+
+def answers_equal(
+    a: str | None, b: str | None, family: Family | str = Family.NUMBER
+) -> bool:
+  """Whether two answers agree; None (or an invalid answer) equals nothing.
+
+  Numbers compare numerically after `normalize_number` ("12.0" == "12",
+  "1,000" == "1000"); letters ignore case and parentheses; NLI answers map
+  "yes"/"no"/"it is not possible to tell" onto their labels first.
+
+  Args:
+    a: First answer, e.g. an extracted prediction.
+    b: Second answer, e.g. a gold label.
+    family: The answer family of both answers.
+
+  Returns:
+    True iff both answers are valid for `family` and canonically equal.
+  """
+  family = Family(family)
+  ca, cb = _canonical(a, family), _canonical(b, family)
+  if ca is None or cb is None:
+    return False
+  if family is Family.NUMBER:
+    return decimal.Decimal(ca) == decimal.Decimal(cb)
+  return ca == cb

@@ -1,0 +1,128 @@
+"""Binary: accuracy on a labeled split (LMSI stage 7; the only gold reader).
+
+Three ways of prompting (paper §4): direct few-shot (greedy), greedy CoT
+(few-shot CoT, temperature 0), and self-consistency maj@k over m sampled CoT
+paths for each k in `ks` <= m (the first k samples). Calibration: accuracy
+of the majority answer per vote-share bin (paper Fig. 2).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from lmsi import answers as answers_lib
+from lmsi import decoder as decoder_lib
+from lmsi import prompts
+from lmsi import records
+from lmsi import sample as sample_lib
+from lmsi import sampling
+from lmsi import vocab as vocab_lib
+from lmsi import voting
+
+DEFAULT_KS = (1, 4, 8, 16, 32)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EvalConfig:
+  """What evaluation runs. Paper: T 0.7 before LMSI, 1.2 after."""
+
+  num_samples: int = 32
+  temperature: float = 0.7
+  top_k: int = 40
+  max_decode_steps: int = 256
+  direct_decode_steps: int = 32
+  ks: tuple[int, ...] = DEFAULT_KS
+  seed: int = 0
+  batch_rows: int = 2048  # questions x samples per device batch
+
+
+def evaluate(
+    *,
+    model_config: decoder_lib.DecoderConfig,
+    params: Any,
+    examples: Sequence[Mapping[str, str]],
+    exemplars: Sequence[prompts.Exemplar],
+    config: EvalConfig,
+    vocab: vocab_lib.ByteVocab,
+    answer_family: str = 'number',
+    output_dir: str | None = None,
+    desc: str = 'eval',
+) -> dict:
+  """Evaluates on labeled `examples` ({id, question, answer}).
+
+  Returns:
+    {"accuracy": {"direct", "greedy_cot", "maj@k"...}, "calibration": [...],
+     "num_questions": N}; also written to `output_dir/eval.json`.
+  """
+  out_path = output_dir and os.path.join(output_dir, 'eval.json')
+  if out_path and records.is_complete(out_path):
+    import json  # pylint: disable=g-import-not-at-top
+    with open(out_path, encoding='utf-8') as f:
+      return json.load(f)
+  ids = [e['id'] for e in examples]
+  gold = [answers_lib.normalize_number(e['answer'])
+          if answer_family == 'number' else e['answer'] for e in examples]
+
+  def run(fmt, cfg):
+    texts = [prompts.render(fmt, e['question'], exemplars) for e in examples]
+    return sample_lib.sample_prompts(
+        model_config, params, texts, ids, cfg, vocab=vocab,
+        batch_questions=max(1, config.batch_rows // cfg.num_samples),
+        desc=f'{desc} {fmt.value} x{cfg.num_samples}')
+
+  def parse(text):
+    return answers_lib.extract_answer(text, answer_family)
+
+  def correct(pred, g):
+    return answers_lib.answers_equal(pred, g, answer_family)
+
+  greedy = sampling.SamplingConfig(
+      num_samples=1, temperature=0.0, max_decode_steps=config.max_decode_steps,
+      seed=config.seed)
+  direct = run(prompts.Format.DIRECT_FEWSHOT, dataclasses.replace(
+      greedy, max_decode_steps=config.direct_decode_steps))
+  cot = run(prompts.Format.COT_FEWSHOT, greedy)
+  sampled = run(prompts.Format.COT_FEWSHOT, sampling.SamplingConfig(
+      num_samples=config.num_samples, temperature=config.temperature,
+      top_k=config.top_k, max_decode_steps=config.max_decode_steps,
+      seed=config.seed))
+  n = max(len(examples), 1)
+  acc = {
+      'direct': sum(correct(parse(d[0][0]), g)
+                    for d, g in zip(direct, gold)) / n,
+      'greedy_cot': sum(correct(parse(c[0][0]), g)
+                        for c, g in zip(cot, gold)) / n,
+  }
+  answers = [[parse(t) for t, _ in paths] for paths in sampled]
+  for k in config.ks:
+    if k <= config.num_samples:
+      acc[f'maj@{k}'] = sum(
+          correct(voting.majority_at_k(a, k), g)
+          for a, g in zip(answers, gold)) / n
+  votes = [voting.majority_vote(a) for a in answers]
+  calibration = voting.calibration_bins(
+      [v.share for v in votes],
+      [correct(v.answer, g) for v, g in zip(votes, gold)])
+  result = {'accuracy': acc, 'calibration': calibration,
+            'num_questions': len(examples)}
+  if out_path:
+    records.write_jsonl(os.path.join(output_dir, 'predictions.jsonl'), [
+        _Prediction(id=i, gold=g, direct=d[0][0], greedy_cot=c[0][0],
+                    majority=v.answer, vote_share=round(v.share, 4))
+        for i, g, d, c, v in zip(ids, gold, direct, cot, votes)])
+    records.write_json(out_path, result)
+    records.write_text_atomic(out_path + records.MARKER, '')
+  return result
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _Prediction:
+  id: str
+  gold: str | None
+  direct: str
+  greedy_cot: str
+  majority: str | None
+  vote_share: float

@@ -1,0 +1,84 @@
+"""Where data enters: task splits and training batches through SeqIO.
+
+This is the only lmsi module (with `tasks/`) that imports seqio/TensorFlow,
+and it does so lazily, so decoder, sampling and voting run without them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+import numpy as np
+
+
+def load_split(task_name: str, split: str) -> list[dict[str, str]]:
+  """Reads a whole split of a registered task, in order, as str dicts."""
+  import seqio  # pylint: disable=g-import-not-at-top
+
+  try:
+    task = seqio.get_mixture_or_task(task_name)
+  except ValueError:
+    close = [n for n in seqio.TaskRegistry.names()
+             if n.split('_')[:2] == task_name.split('_')[:2]]
+    raise ValueError(f'unknown SeqIO task {task_name!r}; registered tasks '
+                     f'like it: {sorted(close)[:10]}') from None
+  if split not in task.splits:
+    raise ValueError(f'task {task_name!r} has no split {split!r}; '
+                     f'splits: {list(task.splits)}')
+  ds = task.get_dataset(split=split, shuffle=False, num_epochs=1)
+  return [{k: v.decode('utf-8') if isinstance(v, bytes) else v
+           for k, v in ex.items()} for ex in ds.as_numpy_iterator()]
+
+
+def decoder_only_batch(inputs: list[np.ndarray], targets: list[np.ndarray],
+                       length: int) -> dict[str, np.ndarray]:
+  """Packs prefix-LM examples for a decoder-only model.
+
+  Each row is `inputs ++ targets`, right-padded to the batch's longest row
+  (rounded up to 32, at most `length`); position i predicts token
+  i + 1; the loss is on target tokens only.
+
+  Returns:
+    tokens int32 [B, L], valid bool [B, L], labels int32 [B, L] (next
+    token), weights float32 [B, L] (1 where labels are targets).
+  """
+  b = len(inputs)
+  longest = max(len(x) + len(y) for x, y in zip(inputs, targets))
+  # Pad to the batch's longest row rounded up to 32 (few shapes compile).
+  length = min(length, -(-longest // 32) * 32)
+  tokens = np.zeros((b, length), np.int32)
+  weights = np.zeros((b, length), np.float32)
+  for i, (x, y) in enumerate(zip(inputs, targets)):
+    seq = np.concatenate([x, y])[:length]
+    tokens[i, : len(seq)] = seq
+    # Target token j sits at len(x) + j and is predicted at len(x) + j - 1.
+    weights[i, max(len(x) - 1, 0): len(seq) - 1] = 1.0
+  labels = np.zeros_like(tokens)
+  labels[:, :-1] = tokens[:, 1:]
+  return dict(tokens=tokens, valid=tokens != 0, labels=labels,
+              weights=weights)
+
+
+def training_batches(mixture_or_task_name: str,
+                     task_feature_lengths: Mapping[str, int],
+                     batch_size: int, *, seed: int, start_step: int = 0
+                     ) -> Iterator[dict[str, np.ndarray]]:
+  """Endless, deterministic training batches; resumes at `start_step`.
+
+  The stream depends only on (mixture, lengths, batch size, seed), so a
+  resumed run sees exactly the batches an uninterrupted one would.
+  """
+  length = sum(task_feature_lengths.values())
+  import seqio  # pylint: disable=g-import-not-at-top
+
+  ds = seqio.get_mixture_or_task(mixture_or_task_name).get_dataset(
+      sequence_length=dict(task_feature_lengths), split='train', shuffle=True,
+      seed=seed, num_epochs=None, trim_output_features=True)
+  ds = ds.skip(start_step * batch_size)
+  inputs, targets = [], []
+  for ex in ds.as_numpy_iterator():
+    inputs.append(ex['inputs'])
+    targets.append(ex['targets'])
+    if len(inputs) == batch_size:
+      yield decoder_only_batch(inputs, targets, length)
+      inputs, targets = [], []

@@ -1,0 +1,206 @@
+"""Binary: one or more LMSI rounds end to end, with control and ablation.
+
+Stages talk through files under `output_dir`, so a killed run resumes:
+  data/            the embedded arithmetic task (seed, seed_dev, unlabeled,
+                   test); seed is EASIER than unlabeled/test.
+  base/            a weak base model trained on the labeled seed split until
+                   its held-out (seed_dev) greedy-CoT accuracy plateaus.
+  r<k>/samples     m CoT paths per unlabeled question from the previous model.
+  r<k>/selfgen     majority-vote-filtered paths in the four formats.
+  r<k>/model       the base fine-tuned on the round's mixture.
+  control/model    the base fine-tuned on the seed split only, same budget.
+  no_vote/...      the base fine-tuned on one random path per question.
+  */eval           direct, greedy CoT, maj@k and calibration on test.
+  metrics.json, report.md, *.png, config.gin, manifest.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from lmsi import aggregate as aggregate_lib
+from lmsi import arithmetic
+from lmsi import decoder as decoder_lib
+from lmsi import evaluate as evaluate_lib
+from lmsi import prompts
+from lmsi import records
+from lmsi import report
+from lmsi import sample as sample_lib
+from lmsi import sampling
+from lmsi import train as train_lib
+from lmsi import vocab as vocab_lib
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainSettings:
+  """One fine-tuning budget (paper: 10k steps, Adafactor, 5e-5, batch 32)."""
+
+  steps: int = 10_000
+  batch_size: int = 32
+  learning_rate: float = 5e-5
+  optimizer: str = 'adafactor'
+  warmup_steps: int = 0
+  weight_decay: float = 0.0
+
+
+def git_revision() -> str:
+  try:
+    return subprocess.run(
+        ['git', 'rev-parse', 'HEAD'], capture_output=True, text=True,
+        cwd=os.path.dirname(os.path.abspath(__file__)), check=True
+    ).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return 'unknown'
+
+
+def run_pipeline(
+    *,
+    output_dir: str,
+    model_config: decoder_lib.DecoderConfig,
+    seed: int = 0,
+    split_sizes: Mapping[str, int],
+    seed_difficulty: arithmetic.Difficulty,
+    hard_difficulty: arithmetic.Difficulty,
+    num_exemplars: int | None = None,
+    task_feature_lengths: Mapping[str, int],
+    base_train: TrainSettings,
+    base_plateau: train_lib.Plateau,
+    finetune: TrainSettings,
+    sampling_config: sampling.SamplingConfig,
+    eval_before: evaluate_lib.EvalConfig,
+    eval_after: evaluate_lib.EvalConfig,
+    num_rounds: int = 1,
+    mix_seed_data: bool = True,
+    run_control: bool = True,
+    run_no_vote: bool = True,
+    gin_config: str = '',
+) -> dict:
+  """Runs the demo study; returns (and writes) metrics.json's content."""
+  import tasks.arithmetic as arith_tasks  # pylint: disable=g-import-not-at-top
+  import tasks.selfgen as selfgen_tasks  # pylint: disable=g-import-not-at-top
+  from lmsi import inputs  # pylint: disable=g-import-not-at-top
+
+  t_start = time.monotonic()
+  timings: dict[str, float] = {}
+  os.makedirs(output_dir, exist_ok=True)
+  if gin_config:
+    records.write_text_atomic(os.path.join(output_dir, 'config.gin'),
+                              gin_config)
+  d = lambda *p: os.path.join(output_dir, *p)
+  exemplars = prompts.exemplars_for('arithmetic', num_exemplars)
+  difficulties = {'seed': seed_difficulty, 'seed_dev': seed_difficulty,
+                  'unlabeled': hard_difficulty, 'test': hard_difficulty}
+  arithmetic.write_splits(
+      d('data'), dict(split_sizes), difficulties,
+      [prompts.render(f, '', exemplars) for f in prompts.Format])
+  arith_tasks.register(d('data'), num_exemplars)
+  vocab_path = os.path.join(d('data'), arithmetic.VOCAB_FILE)
+  vocab = vocab_lib.load(vocab_path)
+  if vocab.vocab_size > model_config.vocab_size:
+    raise ValueError(f'{vocab_path} has {vocab.vocab_size} tokens but the '
+                     f'model config has vocab_size={model_config.vocab_size}')
+  test = inputs.load_split(arith_tasks.TASK, 'test')
+  seed_dev = inputs.load_split(arith_tasks.TASK, 'seed_dev')
+  unlabeled = sample_lib.load_questions(arith_tasks.TASK, 'unlabeled')
+
+  def fit(name, mixture, settings, init=None, plateau=None, eval_fn=None):
+    t0 = time.monotonic()
+    train_lib.train(
+        model_config=model_config, mixture_or_task_name=mixture,
+        task_feature_lengths=task_feature_lengths,
+        train_steps=settings.steps, model_dir=d(name),
+        initial_checkpoint_path=init, batch_size=settings.batch_size,
+        learning_rate=settings.learning_rate, optimizer=settings.optimizer,
+        warmup_steps=settings.warmup_steps,
+        weight_decay=settings.weight_decay, seed=seed,
+        checkpoint_period=settings.steps, plateau=plateau, eval_fn=eval_fn)
+    timings[f'train {name}'] = time.monotonic() - t0
+    return train_lib.restore_params(model_config, d(name))
+
+  def evaluate(name, params, config):
+    t0 = time.monotonic()
+    out = evaluate_lib.evaluate(
+        model_config=model_config, params=params, examples=test,
+        exemplars=exemplars, config=dataclasses.replace(config, seed=seed),
+        vocab=vocab,
+        output_dir=d(name, 'eval'), desc=f'eval {name}')
+    timings[f'eval {name}'] = time.monotonic() - t0
+    return {'accuracy': out['accuracy'], 'calibration': out['calibration']}
+
+  def dev_accuracy(params):
+    greedy = dataclasses.replace(eval_before, num_samples=1, ks=(1,))
+    return evaluate_lib.evaluate(
+        model_config=model_config, params=params, examples=seed_dev,
+        exemplars=exemplars, config=greedy, vocab=vocab, desc='seed_dev'
+    )['accuracy']['greedy_cot']
+
+  # Base: the seed split in all four formats, trained to a plateau.
+  base = fit('base', arith_tasks.SEED_MIXTURE, base_train,
+             plateau=base_plateau, eval_fn=dev_accuracy)
+  metrics: dict[str, Any] = {'rounds': [
+      {'round': 0, **evaluate('base', base, eval_before)}]}
+  base_ckpt = d('base')
+  seed_tasks = ([arith_tasks.seed_task_name(f) for f in prompts.Format]
+                if mix_seed_data else [])
+  sample_cfg = dataclasses.replace(sampling_config, seed=seed)
+
+  def self_generate(name, params, no_vote, samples_dir):
+    t0 = time.monotonic()
+    sample_lib.sample(
+        model_config=model_config, params=params, questions=unlabeled,
+        output_dir=samples_dir, sampling_config=sample_cfg,
+        exemplars=exemplars, vocab=vocab)
+    path = aggregate_lib.aggregate(
+        samples_dir=samples_dir, questions=unlabeled,
+        output_dir=d(name, 'selfgen'), exemplars=exemplars, no_vote=no_vote,
+        seed=seed)
+    timings[f'self-generate {name}'] = time.monotonic() - t0
+    return path
+
+  params = base
+  for r in range(1, num_rounds + 1):
+    path = self_generate(f'r{r}', params, False, d(f'r{r}', 'samples'))
+    mixture = selfgen_tasks.register(path, 'arith', r, vocabulary=vocab_path,
+                                     extra_tasks=seed_tasks)
+    params = fit(f'r{r}/model', mixture, finetune, init=base_ckpt)
+    metrics['rounds'].append({'round': r, **evaluate(f'r{r}', params,
+                                                     eval_after)})
+  if run_control:
+    control = fit('control/model', arith_tasks.SEED_MIXTURE, finetune,
+                  init=base_ckpt)
+    metrics['control'] = evaluate('control', control, eval_after)
+  if run_no_vote:
+    # The base's paths, as round 1 drew them (same model, seed, questions).
+    path = self_generate('no_vote', base, True, d('r1', 'samples'))
+    mixture = selfgen_tasks.register(path, 'arith', 1, vocabulary=vocab_path,
+                                     extra_tasks=seed_tasks, suffix='_novote')
+    no_vote = fit('no_vote/model', mixture, finetune, init=base_ckpt)
+    metrics['no_vote'] = evaluate('no_vote', no_vote, eval_after)
+  timings['total'] = time.monotonic() - t_start
+  metrics['timings_s'] = {k: round(v, 1) for k, v in timings.items()}
+  records.write_json(d('metrics.json'), metrics)
+  records.write_json(d('manifest.json'), {
+      'git_revision': git_revision(),
+      'data_dir': os.path.abspath(d('data')),
+      'split_sizes': dict(split_sizes),
+      'base_checkpoint': os.path.abspath(base_ckpt),
+      'num_rounds': num_rounds, 'seed': seed,
+      'choices': {'mix_seed_data': mix_seed_data,
+                  'finetune_from': 'base checkpoint every round',
+                  'top_k': sampling_config.top_k,
+                  'stop_strings': list(sampling_config.stop_strings)},
+  })
+  report.write_report(metrics, output_dir, title='LMSI demo')
+  print(report.format_table(metrics))
+  return metrics
+
+
+if __name__ == '__main__':
+  from lmsi import gin_flags  # pylint: disable=g-import-not-at-top
+  gin_flags.main('lmsi.pipeline', 'run_pipeline', output_dir_arg='output_dir',
+                 pass_config_as='gin_config')

@@ -1,0 +1,213 @@
+"""Run reports: metrics table, report.md and plots (LMSI stage 7).
+
+The input is the metrics dict written as ``metrics.json`` by the evaluation
+stage: a list of per-round results plus optional ``control`` and ``no_vote``
+arms, each holding an ``accuracy`` dict (``direct``, ``greedy_cot``,
+``maj@k``) and a ``calibration`` list of vote-share bins.
+"""
+
+import os
+from typing import Any, Callable, Sequence
+
+_BASE_METHODS = ('direct', 'greedy_cot')
+_EXTRA_ARMS = (('control', 'control'), ('no_vote', 'no-vote'))
+
+
+def _round_name(index: int) -> str:
+  return 'base' if index == 0 else f'LMSI r{index}'
+
+
+def arms(metrics: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+  """Returns the ordered (name, result) rows of a run.
+
+  Args:
+    metrics: The run's metrics dict.
+
+  Returns:
+    ``("base", rounds[0])``, ``("LMSI r1", rounds[1])``, ..., then
+    ``("control", ...)`` and ``("no-vote", ...)`` when present.
+  """
+  rows = [(_round_name(i), r) for i, r in enumerate(metrics.get('rounds', []))]
+  for key, name in _EXTRA_ARMS:
+    if metrics.get(key) is not None:
+      rows.append((name, metrics[key]))
+  return rows
+
+
+def _maj_ks(metrics: dict[str, Any]) -> list[int]:
+  """Returns the sorted k values of every maj@k present in any arm."""
+  ks = set()
+  for _, result in arms(metrics):
+    for key in result.get('accuracy', {}):
+      if key.startswith('maj@') and key[4:].isdigit():
+        ks.add(int(key[4:]))
+  return sorted(ks)
+
+
+def _columns(metrics: dict[str, Any]) -> list[str]:
+  return list(_BASE_METHODS) + [f'maj@{k}' for k in _maj_ks(metrics)]
+
+
+def _pct(value: float | None) -> str:
+  return '-' if value is None else f'{100.0 * value:.1f}'
+
+
+def _cells(metrics: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+  """Returns the header and the string cells of every row."""
+  columns = _columns(metrics)
+  rows = []
+  for name, result in arms(metrics):
+    accuracy = result.get('accuracy', {})
+    rows.append([name] + [_pct(accuracy.get(c)) for c in columns])
+  return ['arm'] + columns, rows
+
+
+def format_table(metrics: dict[str, Any]) -> str:
+  """Formats the accuracy table as fixed-width plain text.
+
+  The arm column is left-aligned; accuracies (in percent, one decimal, ``-``
+  when missing) are right-aligned.
+
+  Args:
+    metrics: The run's metrics dict.
+
+  Returns:
+    The table, one line per arm below a header line, without a trailing
+    newline.
+  """
+  header, rows = _cells(metrics)
+  widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
+  widths = [widths[0]] + [max(w, 5) for w in widths[1:]]
+
+  def line(cells: Sequence[str]) -> str:
+    parts = [cells[0].ljust(widths[0])]
+    parts += [c.rjust(w) for c, w in zip(cells[1:], widths[1:])]
+    return '  '.join(parts).rstrip()
+
+  return '\n'.join([line(header)] + [line(r) for r in rows])
+
+
+def _markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+  lines = ['| ' + ' | '.join(header) + ' |',
+           '|' + '|'.join(['---'] + ['---:'] * (len(header) - 1)) + '|']
+  lines += ['| ' + ' | '.join(r) + ' |' for r in rows]
+  return '\n'.join(lines)
+
+
+def format_markdown_table(metrics: dict[str, Any]) -> str:
+  """Formats the accuracy table as a markdown table (same cells)."""
+  return _markdown(*_cells(metrics))
+
+
+def _calibration_markdown(result: dict[str, Any]) -> str:
+  rows = [[f'{b["vote_share_lo"]:.2f}-{b["vote_share_hi"]:.2f}',
+           str(b.get('n', 0)), _pct(b.get('accuracy'))]
+          for b in result.get('calibration', [])]
+  return _markdown(['vote share', 'n', 'accuracy'], rows)
+
+
+def _atomic_write(path: str, write: Callable[[str], None]) -> str:
+  """Calls ``write(tmp_path)`` then renames the temp file onto ``path``."""
+  tmp = path + '.tmp'
+  try:
+    write(tmp)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+  return path
+
+
+def _write_plots(metrics: dict[str, Any], output_dir: str) -> list[str]:
+  """Writes accuracy.png, maj_at_k.png and calibration.png."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  rows = arms(metrics)
+  ks = _maj_ks(metrics)
+  methods = list(_BASE_METHODS) + ([f'maj@{ks[-1]}'] if ks else [])
+  paths = []
+
+  def save(fig: Any, name: str) -> None:
+    path = os.path.join(output_dir, name)
+    paths.append(_atomic_write(
+        path, lambda tmp: fig.savefig(tmp, format='png', dpi=100)))
+    plt.close(fig)
+
+  fig, ax = plt.subplots(figsize=(8, 4.5))
+  width = 0.8 / max(len(rows), 1)
+  for i, (name, result) in enumerate(rows):
+    acc = result.get('accuracy', {})
+    values = [100.0 * (acc.get(m) or 0.0) for m in methods]
+    ax.bar([j + (i - (len(rows) - 1) / 2) * width for j in range(len(methods))],
+           values, width, label=name)
+  ax.set_xticks(range(len(methods)), methods)
+  ax.set_ylabel('accuracy (%)')
+  ax.legend()
+  save(fig, 'accuracy.png')
+
+  fig, ax = plt.subplots(figsize=(6, 4.5))
+  for name, result in rows:
+    acc = result.get('accuracy', {})
+    points = [(k, 100.0 * acc[f'maj@{k}']) for k in ks
+              if acc.get(f'maj@{k}') is not None]
+    if points:
+      ax.plot(*zip(*points), marker='o', label=name)
+  ax.set_xscale('log', base=2)
+  ax.set_xlabel('k (sampled paths)')
+  ax.set_ylabel('maj@k accuracy (%)')
+  if ks:
+    ax.set_xticks(ks, [str(k) for k in ks])
+    ax.legend()
+  save(fig, 'maj_at_k.png')
+
+  fig, ax = plt.subplots(figsize=(6, 4.5))
+  for name, result in rows:
+    points = [((b['vote_share_lo'] + b['vote_share_hi']) / 2,
+               100.0 * b['accuracy'])
+              for b in result.get('calibration', [])
+              if b.get('accuracy') is not None]
+    if points:
+      ax.plot(*zip(*points), marker='o', label=name)
+  ax.set_xlabel('majority vote share')
+  ax.set_ylabel('accuracy of majority answer (%)')
+  ax.set_xlim(0.0, 1.0)
+  if ax.get_legend_handles_labels()[0]:
+    ax.legend()
+  save(fig, 'calibration.png')
+  return paths
+
+
+def write_report(metrics: dict[str, Any], output_dir: str, *,
+                 title: str = 'LMSI run') -> list[str]:
+  """Writes report.md and the three PNG plots into ``output_dir``.
+
+  Every file is written to ``<path>.tmp`` and then moved into place.
+
+  Args:
+    metrics: The run's metrics dict.
+    output_dir: Directory to write into; created if missing.
+    title: Title of the markdown report.
+
+  Returns:
+    The paths written: report.md, accuracy.png, maj_at_k.png,
+    calibration.png.
+  """
+  os.makedirs(output_dir, exist_ok=True)
+  pngs = _write_plots(metrics, output_dir)
+  parts = [f'# {title}', '', '## Accuracy (%)', '',
+           format_markdown_table(metrics), '', '## Calibration', '']
+  for name, result in arms(metrics):
+    if result.get('calibration'):
+      parts += [f'### {name}', '', _calibration_markdown(result), '']
+  parts += ['## Plots', '']
+  parts += [f'![{os.path.basename(p)}]({os.path.basename(p)})' for p in pngs]
+  text = '\n'.join(parts) + '\n'
+
+  def write_md(tmp: str) -> None:
+    with open(tmp, 'w', encoding='utf-8') as f:
+      f.write(text)
+
+  report = _atomic_write(os.path.join(output_dir, 'report.md'), write_md)
+  return [report] + pngs

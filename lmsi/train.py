@@ -1,0 +1,277 @@
+"""Fine-tuning on a SeqIO mixture, T5X-style (LMSI stage 6).
+
+t5x is not on PyPI, so this is our trainer. It keeps the contract of t5x's
+`configs/runs/finetune.gin`: macros MIXTURE_OR_TASK_NAME,
+TASK_FEATURE_LENGTHS, TRAIN_STEPS, MODEL_DIR, INITIAL_CHECKPOINT_PATH;
+`--gin_file` / `--gin.X=...` flags; auto-resume from the latest checkpoint in
+MODEL_DIR. Loss is on target tokens only. Metrics go to
+`MODEL_DIR/metrics.jsonl` and TensorBoard event files in `MODEL_DIR/tb`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import linen as nn
+
+from lmsi import checkpoints
+from lmsi import decoder as decoder_lib
+from lmsi import inputs as inputs_lib
+from lmsi import progress as progress_lib
+from lmsi import records
+from lmsi import sharding
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Plateau:
+  """Stop when `metric` has not improved by `min_delta` for `patience` evals.
+
+  The base model of the demo is trained "until its held-out accuracy has
+  plateaued" so that it stands in for a converged pretrained LM.
+  """
+
+  eval_period: int
+  patience: int
+  min_delta: float = 0.0
+  min_steps: int = 0  # early evals are noise: never stop before this
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+  step: int
+  loss: float
+  stopped_early: bool
+  evals: list[dict]
+
+
+def make_optimizer(name: str, learning_rate: float, weight_decay: float = 0.0,
+                   warmup_steps: int = 0) -> optax.GradientTransformation:
+  """'adafactor' (paper default, constant lr) or 'adamw' (clipped)."""
+  lr = learning_rate
+  if warmup_steps:
+    lr = optax.join_schedules(
+        [optax.linear_schedule(0.0, learning_rate, warmup_steps),
+         optax.constant_schedule(learning_rate)], [warmup_steps])
+  if name == 'adafactor':
+    return optax.adafactor(learning_rate=lr)
+  if name == 'adamw':
+    return optax.chain(optax.clip_by_global_norm(1.0),
+                       optax.adamw(lr, weight_decay=weight_decay))
+  raise ValueError(f"unknown optimizer {name!r}; use 'adafactor' or 'adamw'")
+
+
+def loss_fn(cfg: decoder_lib.DecoderConfig, params, batch):
+  """Mean cross-entropy over target tokens."""
+  logits = decoder_lib.Decoder(cfg).apply(
+      {'params': params}, batch['tokens'], batch['valid'])
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch['labels'])
+  return jnp.sum(ce * batch['weights']) / jnp.maximum(
+      jnp.sum(batch['weights']), 1.0)
+
+
+def _rewrite_metrics(path: str, upto_step: int) -> None:
+  """Drops metric lines past the restored step (a resumed run rewrites them)."""
+  if not os.path.exists(path):
+    return
+  with open(path, encoding='utf-8') as f:
+    keep = [l for l in f if l.strip() and json.loads(l)['step'] <= upto_step]
+  records.write_text_atomic(path, ''.join(keep))
+
+
+def train(
+    *,
+    model_config: decoder_lib.DecoderConfig,
+    mixture_or_task_name: str,
+    task_feature_lengths: Mapping[str, int],
+    train_steps: int,
+    model_dir: str,
+    initial_checkpoint_path: str | None = None,
+    batch_size: int = 32,
+    learning_rate: float = 5e-5,
+    optimizer: str = 'adafactor',
+    weight_decay: float = 0.0,
+    warmup_steps: int = 0,
+    seed: int = 0,
+    checkpoint_period: int = 1000,
+    log_period: int = 50,
+    plateau: Plateau | None = None,
+    eval_fn: Callable[[Any], float] | None = None,
+    mesh_shape: tuple[int, int] = (-1, 1),
+) -> TrainResult:
+  """Trains until `train_steps` (or a plateau); resumes from MODEL_DIR.
+
+  Args:
+    model_config: the decoder.
+    mixture_or_task_name: a registered SeqIO task or mixture with
+      `inputs`/`targets` features and a `train` split.
+    task_feature_lengths: {'inputs': N, 'targets': M}; rows are inputs ++
+      targets, at most N + M tokens.
+    train_steps: total steps (absolute, as in T5X).
+    model_dir: checkpoints, metrics.jsonl and tb/ go here; the latest
+      checkpoint here is resumed.
+    initial_checkpoint_path: params to start from when MODEL_DIR has none;
+      None starts from random init (seeded).
+    batch_size, learning_rate, optimizer, weight_decay, warmup_steps: the
+      optimisation (paper: 32, 5e-5, Adafactor, constant).
+    seed: init and data order.
+    checkpoint_period: steps between checkpoints (also saved at the end).
+    log_period: steps between metric lines.
+    plateau: optional early stop on `eval_fn(params)` (higher is better).
+    eval_fn: called every `plateau.eval_period` steps.
+    mesh_shape: ('data', 'model') mesh; -1 takes the remaining devices.
+
+  Returns:
+    A `TrainResult`.
+
+  Raises:
+    FloatingPointError: if the loss becomes NaN/Inf (the last good
+      checkpoint is kept).
+  """
+  os.makedirs(model_dir, exist_ok=True)
+  done_path = os.path.join(model_dir, 'train_done.json')
+  if os.path.exists(done_path):  # finished (maybe stopped early) before
+    with open(done_path, encoding='utf-8') as f:
+      done = json.load(f)
+    if done['train_steps'] == train_steps:
+      print(f'train: {model_dir} finished at step {done["step"]}, skipping')
+      return TrainResult(step=done['step'], loss=done['loss'],
+                         stopped_early=done['stopped_early'],
+                         evals=done['evals'])
+  mesh = sharding.create_mesh(*mesh_shape)
+  rules = sharding.logical_axis_rules(for_sampling=False)
+  specs = decoder_lib.logical_param_specs(model_config)
+  param_sh = sharding.shardings_for(specs, mesh, rules)
+  tx = make_optimizer(optimizer, learning_rate, weight_decay, warmup_steps)
+  mngr = checkpoints.manager(model_dir)
+  metrics_path = os.path.join(model_dir, 'metrics.jsonl')
+  evals_path = os.path.join(model_dir, 'evals.json')
+
+  init_params, _ = decoder_lib.init_params(model_config, seed)
+  abstract_params = jax.tree_util.tree_map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+      init_params, param_sh)
+  with mesh, nn.logical_axis_rules(rules):
+    init_opt = jax.jit(tx.init)(jax.device_put(init_params, param_sh))
+  abstract_state = {'opt_state': jax.tree_util.tree_map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+      init_opt), 'step': jax.ShapeDtypeStruct((), jnp.int32)}
+  evals: list[dict] = []
+  latest = mngr.latest_step()
+  if latest is not None:
+    params, state = checkpoints.restore(mngr, latest, abstract_params,
+                                        abstract_state)
+    opt_state, step = state['opt_state'], int(state['step'])
+    _rewrite_metrics(metrics_path, step)
+    if os.path.exists(evals_path):
+      with open(evals_path, encoding='utf-8') as f:
+        evals = [e for e in json.load(f) if e['step'] <= step]
+    print(f'train: resumed {model_dir} at step {step}')
+  else:
+    if initial_checkpoint_path:
+      params = checkpoints.load_params(initial_checkpoint_path,
+                                       abstract_params)
+    else:
+      params = jax.device_put(init_params, param_sh)
+    opt_state, step = init_opt, 0
+
+  @jax.jit
+  def train_step(params, opt_state, batch):
+    loss, grads = jax.value_and_grad(
+        lambda p: loss_fn(model_config, p, batch))(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  batches = inputs_lib.training_batches(
+      mixture_or_task_name, task_feature_lengths, batch_size, seed=seed,
+      start_step=step)
+  batch_sh = sharding.batch_sharding(mesh, 2)
+  name = os.path.join(*os.path.normpath(model_dir).split(os.sep)[-2:])
+  prog = progress_lib.Progress(f'train {name}',
+                               train_steps, 'steps', start=step)
+  tb = _summary_writer(model_dir)
+  loss_val, t_log, stopped = float('nan'), time.monotonic(), False
+  with mesh, nn.logical_axis_rules(rules):
+    while step < train_steps:
+      batch = jax.device_put(next(batches), batch_sh)
+      params, opt_state, loss = train_step(params, opt_state, batch)
+      step += 1
+      prog.update(1, f'loss {float(loss):.3f}' if step % log_period == 0
+                  else '')
+      if step % log_period == 0 or step == train_steps:
+        loss_val = float(loss)
+        if not math.isfinite(loss_val):
+          raise FloatingPointError(
+              f'loss is {loss_val} at step {step} in {model_dir}; stopped, '
+              f'the last good checkpoint is step {mngr.latest_step()}')
+        now = time.monotonic()
+        line = {'step': step, 'loss': loss_val,
+                'steps_per_s': log_period / max(now - t_log, 1e-9)}
+        t_log = now
+        with open(metrics_path, 'a', encoding='utf-8') as f:
+          f.write(json.dumps(line) + '\n')
+        tb.scalar('loss', loss_val, step)
+      at_eval = plateau is not None and step % plateau.eval_period == 0
+      if at_eval:
+        metric = float(eval_fn(params))
+        evals.append({'step': step, 'metric': metric})
+        records.write_json(evals_path, evals)
+        tb.scalar('eval_metric', metric, step)
+        print(f'train: step {step} eval {metric:.4f}')
+        stopped = _plateaued(evals, plateau)
+      if at_eval or step % checkpoint_period == 0 or step == train_steps \
+          or stopped:
+        checkpoints.save(mngr, step, params,
+                         {'opt_state': opt_state, 'step': jnp.int32(step)})
+      if stopped:
+        print(f'train: held-out metric plateaued at step {step}')
+        break
+  tb.close()
+  records.write_json(done_path, {
+      'train_steps': train_steps, 'step': step, 'loss': loss_val,
+      'stopped_early': stopped, 'evals': evals})
+  return TrainResult(step=step, loss=loss_val, stopped_early=stopped,
+                     evals=evals)
+
+
+def _plateaued(evals: list[dict], plateau: Plateau) -> bool:
+  if len(evals) <= plateau.patience or evals[-1]['step'] < plateau.min_steps:
+    return False
+  best_before = max(e['metric'] for e in evals[: -plateau.patience])
+  recent = max(e['metric'] for e in evals[-plateau.patience:])
+  return recent <= best_before + plateau.min_delta
+
+
+class _summary_writer:  # pylint: disable=invalid-name
+  """TensorBoard event files (tensorboardX; needs no TensorFlow)."""
+
+  def __init__(self, model_dir: str):
+    import tensorboardX  # pylint: disable=g-import-not-at-top
+    self._writer = tensorboardX.SummaryWriter(os.path.join(model_dir, 'tb'))
+
+  def scalar(self, name: str, value: float, step: int) -> None:
+    self._writer.add_scalar(name, value, step)
+
+  def close(self) -> None:
+    self._writer.close()
+
+
+def restore_params(model_config: decoder_lib.DecoderConfig, path: str) -> Any:
+  """Loads params for `model_config` from a model dir or step dir."""
+  abstract = jax.eval_shape(
+      lambda: decoder_lib.init_params(model_config, 0)[0])
+  return checkpoints.load_params(path, abstract)
+
+
+if __name__ == '__main__':
+  from lmsi import gin_flags  # pylint: disable=g-import-not-at-top
+  gin_flags.main('lmsi.train', 'train', output_dir_arg='model_dir')

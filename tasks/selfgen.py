@@ -1,0 +1,56 @@
+"""SeqIO tasks over self-generated examples (LMSI stage 5).
+
+`register(selfgen_path, dataset, round_)` registers one task per format,
+`lmsi_selfgen_<dataset>_r<round>_<format>`, over the file `lmsi.aggregate`
+writes, and the mixture `lmsi_selfgen_r<round>` (equal rates, [open] in the
+paper). `extra_tasks` adds e.g. the labeled seed tasks to the mixture.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from lmsi import prompts
+from lmsi import records
+from lmsi import vocab as vocab_lib
+from tasks import sources
+
+
+def task_name(dataset: str, round_: int, fmt: prompts.Format) -> str:
+  return f'lmsi_selfgen_{dataset}_r{round_}_{fmt.value}'
+
+
+def mixture_name(round_: int, suffix: str = '') -> str:
+  return f'lmsi_selfgen_r{round_}{suffix}'
+
+
+def register(selfgen_path: str, dataset: str, round_: int, *,
+             vocabulary: str = 'bytes', extra_tasks: Sequence[str] = (),
+             suffix: str = '') -> str:
+  """Registers the per-format tasks and the mixture; returns its name.
+
+  Args:
+    selfgen_path: the `selfgen.jsonl` that `lmsi.aggregate` wrote.
+    dataset, round_: name parts.
+    vocabulary: 'bytes' or a `WordVocab` JSON file (`lmsi.vocab.load`).
+    extra_tasks: more tasks for the mixture (e.g. labeled seed tasks).
+    suffix: appended to task and mixture names (e.g. an ablation's).
+  """
+  vocab = vocab_lib.load(vocabulary)
+
+  def rows(fmt):
+    return lambda: [
+        {'inputs': ex.inputs, 'targets': ex.targets}
+        for ex in records.read_jsonl(selfgen_path, records.SelfGenExample)
+        if ex.format == fmt.value]
+
+  names = []
+  for fmt in prompts.Format:
+    name = task_name(dataset, round_, fmt) + suffix
+    sources.add_task(
+        name, sources.rows_source({'train': rows(fmt)}, ('inputs', 'targets')),
+        tokenize=True, vocab=vocab)
+    names.append(name)
+  mixture = mixture_name(round_, suffix)
+  sources.add_mixture(mixture, names + list(extra_tasks))
+  return mixture

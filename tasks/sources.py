@@ -1,0 +1,62 @@
+"""SeqIO sources over in-memory rows read from JSONL files (TF enters here).
+
+Rows are read in Python (so a bad line is reported as file:line and field)
+and handed to tf.data as a dict of string tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import seqio
+import tensorflow as tf
+
+from lmsi import vocab as vocab_lib
+
+Rows = Callable[[], Sequence[Mapping[str, str]]]
+
+
+def text_features(vocab=None) -> dict[str, seqio.Feature]:
+  """`inputs` (no EOS) and `targets` (+EOS) in `vocab` (default bytes)."""
+  sv = (vocab or vocab_lib.ByteVocab()).to_seqio()
+  return {'inputs': seqio.Feature(sv, add_eos=False),
+          'targets': seqio.Feature(sv, add_eos=True)}
+
+
+def rows_source(splits: Mapping[str, Rows], fields: Sequence[str]
+                ) -> seqio.FunctionDataSource:
+  """A source whose split `s` yields the string `fields` of `splits[s]()`."""
+
+  def dataset_fn(split: str, shuffle_files: bool, seed: int | None = None):
+    del shuffle_files, seed  # One in-memory shard; the Task shuffles.
+    rows = splits[split]()
+    columns = {f: [str(r[f]) for r in rows] for f in fields}
+    return tf.data.Dataset.from_tensor_slices(
+        {f: tf.constant(v, tf.string, shape=[len(rows)])
+         for f, v in columns.items()})
+
+  return seqio.FunctionDataSource(dataset_fn, splits=list(splits))
+
+
+def add_task(name: str, source: seqio.DataSource, *, tokenize: bool,
+             vocab=None, metric_fns=()) -> seqio.Task:
+  """(Re-)registers a task; text tasks get byte-tokenized inputs/targets."""
+  if name in seqio.TaskRegistry.names():
+    seqio.TaskRegistry.remove(name)
+  if tokenize:
+    return seqio.TaskRegistry.add(
+        name, source=source, output_features=text_features(vocab),
+        preprocessors=[seqio.preprocessors.tokenize,
+                       seqio.preprocessors.append_eos_after_trim],
+        metric_fns=list(metric_fns))
+  return seqio.TaskRegistry.add(name, source=source, output_features={},
+                                metric_fns=list(metric_fns))
+
+
+def add_mixture(name: str, tasks: Sequence[str | tuple[str, float]],
+                default_rate: float = 1.0) -> seqio.Mixture:
+  """(Re-)registers a mixture; equal rates unless given ([open] paper)."""
+  if name in seqio.MixtureRegistry.names():
+    seqio.MixtureRegistry.remove(name)
+  return seqio.MixtureRegistry.add(name, list(tasks),
+                                   default_rate=default_rate)

@@ -1,0 +1,63 @@
+"""Test setup: 8 fake CPU devices, repo on sys.path, a shared tiny model."""
+
+import os
+import sys
+
+os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import pytest  # pylint: disable=g-import-not-at-top
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DATA = os.path.join(os.path.dirname(REPO), 'shared', 'data')
+
+
+def tiny_config():
+  """The decoder config of gin/testing/tiny.gin (the production gin path)."""
+  import gin  # pylint: disable=g-import-not-at-top
+  gin.clear_config()
+  gin.add_config_file_search_path(REPO)
+  gin.parse_config_file(os.path.join(REPO, 'gin/testing/tiny.gin'))
+  cfg = gin.query_parameter('%MODEL_CONFIG').scoped_configurable_fn()
+  gin.clear_config()
+  return cfg
+
+
+@pytest.fixture(scope='session')
+def tiny_cfg():
+  return tiny_config()
+
+
+EASY = dict(min_steps=1, max_steps=2, max_start=9, max_operand=9, max_total=20)
+
+
+def write_arith_data(data_dir, sizes=None):
+  """Writes small arithmetic splits (seed split easier, as in the demo)."""
+  from lmsi import arithmetic  # pylint: disable=g-import-not-at-top
+  easy = arithmetic.Difficulty(**EASY)
+  hard = arithmetic.Difficulty(min_steps=2, max_steps=3, max_start=20,
+                               max_operand=9, max_total=40)
+  sizes = sizes or {'seed': 200, 'seed_dev': 20, 'unlabeled': 12, 'test': 8}
+  return arithmetic.write_splits(
+      str(data_dir), sizes,
+      {'seed': easy, 'seed_dev': easy, 'unlabeled': hard, 'test': hard})
+
+
+@pytest.fixture(scope='session')
+def trained_tiny(tiny_cfg, tmp_path_factory):
+  """A tiny model trained briefly on the seed split: it writes answers."""
+  import tasks.arithmetic as arith_tasks  # pylint: disable=g-import-not-at-top
+  from lmsi import train  # pylint: disable=g-import-not-at-top
+  root = tmp_path_factory.mktemp('trained_tiny')
+  write_arith_data(root / 'data')
+  arith_tasks.register(str(root / 'data'))
+  train.train(model_config=tiny_cfg,
+              mixture_or_task_name=arith_tasks.SEED_MIXTURE,
+              task_feature_lengths={'inputs': 256, 'targets': 64},
+              train_steps=120, model_dir=str(root / 'model'), batch_size=16,
+              learning_rate=3e-3, optimizer='adamw', log_period=40,
+              checkpoint_period=120)
+  params = train.restore_params(tiny_cfg, str(root / 'model'))
+  return root, params

@@ -1,0 +1,93 @@
+"""Sampling: cache == recomputation, one prefill per question, keyed RNG."""
+
+import numpy as np
+import pytest
+
+from lmsi import decoder as decoder_lib
+from lmsi import sampling
+from lmsi import vocab as vocab_lib
+
+VOCAB = vocab_lib.ByteVocab()
+PROMPTS = ['Q: Ann has 3 pens. She buys 4. How many pens now?\nA:',
+           'Q: hi\nA:', 'Q: Ben has 12 cups.\nA: 12']
+
+
+@pytest.fixture(scope='module')
+def params(tiny_cfg):
+  return decoder_lib.init_params(tiny_cfg, seed=7)[0]
+
+
+def _greedy(steps):
+  return sampling.SamplingConfig(num_samples=1, temperature=0.0,
+                                 max_decode_steps=steps, stop_strings=())
+
+
+def test_temperature_zero_with_cache_equals_recomputation(tiny_cfg, params):
+  gen = sampling.generate(tiny_cfg, params, VOCAB, PROMPTS,
+                          ['a', 'b', 'c'], _greedy(24))
+  for i, prompt in enumerate(PROMPTS):
+    want = sampling.greedy_reference(tiny_cfg, params, VOCAB.encode(prompt),
+                                     24)
+    n = gen.lengths[i, 0]
+    assert gen.tokens[i, 0, :n].tolist() == want[:n]
+    if n < 24:  # stopped at EOS
+      assert want[n - 1] == VOCAB.eos_id
+
+
+def test_one_prefill_for_m_samples(tiny_cfg, params, monkeypatch):
+  shapes = []
+  real = sampling._prefill
+
+  def spy(cfg, p, tokens, valid):
+    shapes.append(tokens.shape)
+    return real(cfg, p, tokens, valid)
+
+  monkeypatch.setattr(sampling, '_prefill', spy)
+  cfg = sampling.SamplingConfig(num_samples=32, max_decode_steps=8)
+  gen = sampling.generate(tiny_cfg, params, VOCAB, PROMPTS, ['a', 'b', 'c'],
+                          cfg)
+  assert gen.tokens.shape == (3, 32, 8)
+  assert gen.prefill_rows == 3
+  assert len(shapes) == 1 and shapes[0][0] == 3  # [B, P], not [B*S, P]
+
+
+def test_samples_keyed_by_question_not_batch(tiny_cfg, params):
+  cfg = sampling.SamplingConfig(num_samples=4, max_decode_steps=12,
+                                temperature=1.0, seed=5)
+  together = sampling.generate(tiny_cfg, params, VOCAB, PROMPTS,
+                               ['a', 'b', 'c'], cfg)
+  alone = sampling.generate(tiny_cfg, params, VOCAB, PROMPTS[1:2], ['b'], cfg)
+  np.testing.assert_array_equal(together.tokens[1], alone.tokens[0])
+  # Different samples of one question differ; a new seed changes them.
+  assert len({tuple(t) for t in together.tokens[0]}) > 1
+  reseeded = sampling.generate(tiny_cfg, params, VOCAB, PROMPTS[1:2], ['b'],
+                               sampling.SamplingConfig(
+                                   num_samples=4, max_decode_steps=12,
+                                   temperature=1.0, seed=6))
+  assert not np.array_equal(reseeded.tokens, alone.tokens)
+
+
+def test_choose_top_k_and_top_p():
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  logits = jnp.log(jnp.array([[0.5, 0.3, 0.15, 0.05]] * 400))
+  keys = jax.random.split(jax.random.PRNGKey(0), 400)
+  top2 = np.asarray(sampling._choose(logits, keys, 1.0, 2, 1.0))
+  assert set(top2.tolist()) == {0, 1}
+  nucleus = np.asarray(sampling._choose(logits, keys, 1.0, 0, 0.7))
+  assert set(nucleus.tolist()) == {0, 1}  # 0.5 + 0.3 >= 0.7
+  greedy = np.asarray(sampling._choose(logits, keys, 0.0, 0, 1.0))
+  assert set(greedy.tolist()) == {0}
+
+
+def test_stop_string_ends_a_path(tiny_cfg, params):
+  # Whatever greedy emits first becomes the stop string: it must stop at once
+  # and the returned text must not contain it.
+  first = sampling.generate(tiny_cfg, params, VOCAB, PROMPTS[:1], ['a'],
+                            _greedy(4))
+  stop = VOCAB.decode(first.tokens[0, 0, :2])
+  cfg = sampling.SamplingConfig(num_samples=1, temperature=0.0,
+                                max_decode_steps=16, stop_strings=(stop,))
+  gen = sampling.generate(tiny_cfg, params, VOCAB, PROMPTS[:1], ['a'], cfg)
+  assert gen.lengths[0, 0] == 2
+  assert gen.texts[0][0] == ''
