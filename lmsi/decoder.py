@@ -56,11 +56,10 @@ class DecoderConfig:
 
 
 def _kernel_init(fan_in_axes: int):
+  """LeCun-normal init whose fan-in is the product of the leading axes."""
   return nn.initializers.variance_scaling(
       1.0, 'fan_in', 'truncated_normal',
-      in_axis=tuple(range(fan_in_axes)),
-      out_axis=-1 if fan_in_axes == 1 else -1,
-  )
+      in_axis=tuple(range(fan_in_axes)), out_axis=-1)
 
 
 def _param(module: nn.Module, name: str, shape, axes, init, dtype):

@@ -23,6 +23,7 @@ from lmsi import vocab as vocab_lib
 from lmsi import voting
 
 DEFAULT_KS = (1, 4, 8, 16, 32)
+METHODS = ('direct', 'greedy_cot', 'self_consistency')
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -36,6 +37,7 @@ class EvalConfig:
   direct_decode_steps: int = 32
   ks: tuple[int, ...] = DEFAULT_KS
   seed: int = 0
+  methods: tuple[str, ...] = METHODS
   batch_rows: int = 2048  # questions x samples per device batch
 
 
@@ -82,20 +84,23 @@ def evaluate(
   greedy = sampling.SamplingConfig(
       num_samples=1, temperature=0.0, max_decode_steps=config.max_decode_steps,
       seed=config.seed)
-  direct = run(prompts.Format.DIRECT_FEWSHOT, dataclasses.replace(
-      greedy, max_decode_steps=config.direct_decode_steps))
-  cot = run(prompts.Format.COT_FEWSHOT, greedy)
+  n = max(len(examples), 1)
+  acc = {}
+  if 'direct' in config.methods:
+    direct = run(prompts.Format.DIRECT_FEWSHOT, dataclasses.replace(
+        greedy, max_decode_steps=config.direct_decode_steps))
+    acc['direct'] = sum(correct(parse(d[0][0]), g)
+                        for d, g in zip(direct, gold)) / n
+  if 'greedy_cot' in config.methods:
+    cot = run(prompts.Format.COT_FEWSHOT, greedy)
+    acc['greedy_cot'] = sum(correct(parse(c[0][0]), g)
+                            for c, g in zip(cot, gold)) / n
+  if 'self_consistency' not in config.methods:
+    return {'accuracy': acc, 'num_questions': len(examples)}
   sampled = run(prompts.Format.COT_FEWSHOT, sampling.SamplingConfig(
       num_samples=config.num_samples, temperature=config.temperature,
       top_k=config.top_k, max_decode_steps=config.max_decode_steps,
       seed=config.seed))
-  n = max(len(examples), 1)
-  acc = {
-      'direct': sum(correct(parse(d[0][0]), g)
-                    for d, g in zip(direct, gold)) / n,
-      'greedy_cot': sum(correct(parse(c[0][0]), g)
-                        for c, g in zip(cot, gold)) / n,
-  }
   answers = [[parse(t) for t, _ in paths] for paths in sampled]
   for k in config.ks:
     if k <= config.num_samples:

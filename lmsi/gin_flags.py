@@ -15,6 +15,8 @@ from collections.abc import Sequence
 
 import gin
 
+from lmsi import records
+
 
 def parse_args(argv: Sequence[str]) -> tuple[list[str], list[str],
                                                    list[str]]:
@@ -69,7 +71,7 @@ def resolve(value):
 
 
 def main(module: str, function: str, *, output_dir_arg: str,
-         pass_config_as: str | None = None, argv: Sequence[str] | None = None):
+         argv: Sequence[str] | None = None):
   """Runs `module.function` configured by the command line's gin flags."""
   argv = sys.argv[1:] if argv is None else argv
   fn = getattr(importlib.import_module(module), function)
@@ -77,10 +79,10 @@ def main(module: str, function: str, *, output_dir_arg: str,
   configured = gin.get_configurable(fn)
   output_dir = resolve(
       gin.query_parameter(f'{module}.{function}.{output_dir_arg}'))
-  config = gin.config_str()
   os.makedirs(output_dir, exist_ok=True)
-  with open(os.path.join(output_dir, 'config.gin'), 'w',
-            encoding='utf-8') as f:
-    f.write(config)
-  kwargs = {pass_config_as: config} if pass_config_as else {}
-  return configured(**kwargs)
+  path = os.path.join(output_dir, 'config.gin')
+  records.write_text_atomic(path, gin.config_str())  # even if the run dies
+  result = configured()
+  # Then the operative values (defaults included) of what ran.
+  records.write_text_atomic(path, gin.operative_config_str())
+  return result

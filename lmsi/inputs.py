@@ -76,9 +76,11 @@ def training_batches(mixture_or_task_name: str,
       seed=seed, num_epochs=None, trim_output_features=True)
   ds = ds.skip(start_step * batch_size)
   inputs, targets = [], []
-  for ex in ds.as_numpy_iterator():
+  for ex in ds.as_numpy_iterator():  # endless unless a task is empty
     inputs.append(ex['inputs'])
     targets.append(ex['targets'])
     if len(inputs) == batch_size:
       yield decoder_only_batch(inputs, targets, length)
       inputs, targets = [], []
+  raise ValueError(f'{mixture_or_task_name!r} ran out of examples: one of '
+                   'its tasks is empty')

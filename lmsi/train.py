@@ -148,6 +148,9 @@ def train(
                          stopped_early=done['stopped_early'],
                          evals=done['evals'])
   mesh = sharding.create_mesh(*mesh_shape)
+  if batch_size % mesh.shape[sharding.DATA]:
+    raise ValueError(f'batch_size={batch_size} is not a multiple of the '
+                     f"mesh's data axis ({mesh.shape[sharding.DATA]})")
   rules = sharding.logical_axis_rules(for_sampling=False)
   specs = decoder_lib.logical_param_specs(model_config)
   param_sh = sharding.shardings_for(specs, mesh, rules)
@@ -162,9 +165,15 @@ def train(
       init_params, param_sh)
   with mesh, nn.logical_axis_rules(rules):
     init_opt = jax.jit(tx.init)(jax.device_put(init_params, param_sh))
-  abstract_state = {'opt_state': jax.tree_util.tree_map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
-      init_opt), 'step': jax.ShapeDtypeStruct((), jnp.int32)}
+  def abstract(x):
+    sh = x.sharding if isinstance(x.sharding, jax.sharding.NamedSharding) \
+        else sharding.replicated(mesh)
+    return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh)
+
+  abstract_state = {
+      'opt_state': jax.tree_util.tree_map(abstract, init_opt),
+      'step': jax.ShapeDtypeStruct((), jnp.int32,
+                                   sharding=sharding.replicated(mesh))}
   evals: list[dict] = []
   latest = mngr.latest_step()
   if latest is not None:

@@ -8,6 +8,7 @@ paper). `extra_tasks` adds e.g. the labeled seed tasks to the mixture.
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Sequence
 
 from lmsi import prompts
@@ -37,6 +38,9 @@ def register(selfgen_path: str, dataset: str, round_: int, *,
     suffix: appended to task and mixture names (e.g. an ablation's).
   """
   vocab = vocab_lib.load(vocabulary)
+  counts = collections.Counter(
+      ex.format
+      for ex in records.read_jsonl(selfgen_path, records.SelfGenExample))
 
   def rows(fmt):
     return lambda: [
@@ -46,11 +50,17 @@ def register(selfgen_path: str, dataset: str, round_: int, *,
 
   names = []
   for fmt in prompts.Format:
+    if not counts[fmt.value]:  # an empty task would end the mixture
+      print(f'selfgen: no {fmt.value} examples in {selfgen_path}')
+      continue
     name = task_name(dataset, round_, fmt) + suffix
     sources.add_task(
         name, sources.rows_source({'train': rows(fmt)}, ('inputs', 'targets')),
         tokenize=True, vocab=vocab)
     names.append(name)
+  if not names and not extra_tasks:
+    raise ValueError(f'{selfgen_path} holds no self-generated examples: '
+                     'nothing to fine-tune on (did any sampled path parse?)')
   mixture = mixture_name(round_, suffix)
   sources.add_mixture(mixture, names + list(extra_tasks))
   return mixture

@@ -53,7 +53,7 @@ def test_one_round(trained_tiny, tiny_cfg, tmp_path):
       model_config=tiny_cfg, mixture_or_task_name=mixture,
       task_feature_lengths={'inputs': 256, 'targets': 64}, train_steps=2,
       model_dir=model_dir, initial_checkpoint_path=str(root / 'model'),
-      batch_size=4, learning_rate=1e-3, optimizer='adafactor', log_period=1)
+      batch_size=8, learning_rate=1e-3, optimizer='adafactor', log_period=1)
   assert result.step == 2 and np.isfinite(result.loss)
   tuned = train.restore_params(tiny_cfg, model_dir)
   diff = sum(float(np.abs(a - b).sum()) for a, b in zip(

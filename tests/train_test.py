@@ -1,0 +1,66 @@
+"""Trainer: resume equals an uninterrupted run; plateau rule; T5X macros."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from lmsi import train
+from tests.conftest import write_arith_data
+
+
+def test_plateau_rule():
+  rule = train.Plateau(eval_period=10, patience=2, min_delta=0.01,
+                       min_steps=30)
+  ev = lambda *m: [{'step': 10 * (i + 1), 'metric': x} for i, x in
+                   enumerate(m)]
+  assert not train._plateaued(ev(0.1, 0.2, 0.3), rule)
+  assert train._plateaued(ev(0.1, 0.5, 0.5, 0.505), rule)
+  assert not train._plateaued(ev(0.1, 0.5, 0.5, 0.52), rule)
+  assert train._plateaued(ev(0.5, 0.4, 0.4), rule)
+  early = train.Plateau(eval_period=10, patience=2, min_steps=40)
+  assert not train._plateaued(ev(0.5, 0.4, 0.4), early)  # before min_steps
+
+
+@pytest.fixture(scope='module')
+def seed_mixture(tmp_path_factory):
+  import tasks.arithmetic as arith_tasks  # pylint: disable=g-import-not-at-top
+  data = tmp_path_factory.mktemp('data')
+  write_arith_data(data, {'seed': 40, 'seed_dev': 4, 'unlabeled': 4,
+                          'test': 4})
+  arith_tasks.register(str(data))
+  return arith_tasks.SEED_MIXTURE
+
+
+def _train(cfg, mixture, model_dir, steps):
+  return train.train(model_config=cfg, mixture_or_task_name=mixture,
+                     task_feature_lengths={'inputs': 128, 'targets': 32},
+                     train_steps=steps, model_dir=str(model_dir),
+                     batch_size=8, learning_rate=1e-3, optimizer='adamw',
+                     log_period=1, checkpoint_period=2)
+
+
+def test_resume_equals_uninterrupted(tiny_cfg, seed_mixture, tmp_path):
+  _train(tiny_cfg, seed_mixture, tmp_path / 'straight', 4)
+  _train(tiny_cfg, seed_mixture, tmp_path / 'resumed', 2)
+  os.remove(tmp_path / 'resumed' / 'train_done.json')  # as if killed
+  result = _train(tiny_cfg, seed_mixture, tmp_path / 'resumed', 4)
+  assert result.step == 4
+  a = train.restore_params(tiny_cfg, str(tmp_path / 'straight'))
+  b = train.restore_params(tiny_cfg, str(tmp_path / 'resumed'))
+  for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  lines = [json.loads(l) for l in open(tmp_path / 'resumed' / 'metrics.jsonl')]
+  straight = [json.loads(l) for l in
+              open(tmp_path / 'straight' / 'metrics.jsonl')]
+  assert [l['step'] for l in lines] == [1, 2, 3, 4]
+  assert [l['loss'] for l in lines] == [l['loss'] for l in straight]
+
+
+def test_bad_optimizer_and_missing_checkpoint(tiny_cfg, tmp_path):
+  with pytest.raises(ValueError, match="unknown optimizer 'sgdx'"):
+    train.make_optimizer('sgdx', 1e-3)
+  with pytest.raises(FileNotFoundError, match='no finished orbax checkpoint'):
+    train.restore_params(tiny_cfg, str(tmp_path))
