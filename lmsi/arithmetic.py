@@ -22,7 +22,6 @@ NAMES = {'Ann': 'She', 'Ben': 'He', 'Cal': 'He', 'Dee': 'She', 'Eve': 'She',
          'Fay': 'She', 'Gus': 'He', 'Hal': 'He', 'Ida': 'She', 'Jon': 'He'}
 ITEMS = ('pens', 'cups', 'eggs', 'hats', 'keys', 'jars', 'figs', 'nuts')
 VOCAB_FILE = 'vocab.json'
-STRATEGIES = ('forward', 'gains_first', 'losses_first')
 GAIN = ('buys', 'finds', 'gets', 'wins')
 LOSS = ('loses', 'sells', 'eats', 'gives away')
 
@@ -36,7 +35,6 @@ class Difficulty:
   max_start: int
   max_operand: int
   max_total: int
-  strategies: tuple[str, ...] = ('forward',)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -47,41 +45,14 @@ class Problem:
   answer: str
 
 
-def _order(ops: list[tuple[str, int]], strategy: str) -> list[tuple[str, int]]:
-  if strategy == 'forward':
-    return ops
-  gains = [o for o in ops if o[0] == '+']
-  losses = [o for o in ops if o[0] == '-']
-  if strategy == 'gains_first':
-    return gains + losses
-  if strategy == 'losses_first':
-    return losses + gains
-  raise ValueError(f'unknown strategy {strategy!r}; known: {STRATEGIES}')
-
-
-def _chain(start: int, ops: list[tuple[str, int]]) -> list[tuple[int, str, int, int]]:
-  out, total = [], start
-  for sign, n in ops:
-    new = total + n if sign == '+' else total - n
-    out.append((total, sign, n, new))
-    total = new
-  return out
-
-
 def make_problem(split: str, index: int, d: Difficulty) -> Problem:
-  """Generates problem `index` of `split` deterministically.
-
-  The reasoning applies the actions in the order of one of `d.strategies`
-  (chosen per problem): in sentence order, gains first, or losses first.
-  Several strategies give several reasoning paths to one answer, with
-  different intermediate sums, as self-consistency assumes.
-  """
+  """Generates problem `index` of `split` deterministically."""
   rng = random.Random(f'lmsi-arith/{split}/{index}')
   name, item = rng.choice(sorted(NAMES)), rng.choice(ITEMS)
   pronoun = NAMES[name]
-  start = total = rng.randint(1, d.max_start)
+  total = rng.randint(1, d.max_start)
   sentences = [f'{name} has {total} {item}.']
-  ops = []
+  steps = []
   for _ in range(rng.randint(d.min_steps, d.max_steps)):
     gain = rng.random() < 0.5
     if gain and total >= d.max_total:
@@ -91,22 +62,15 @@ def make_problem(split: str, index: int, d: Difficulty) -> Problem:
     if gain:
       n = rng.randint(1, min(d.max_operand, d.max_total - total))
       sentences.append(f'{pronoun} {rng.choice(GAIN)} {n}.')
-      ops.append(('+', n))
+      steps.append(f'{total} + {n} = {total + n}.')
       total += n
     else:
       n = rng.randint(1, min(d.max_operand, total - 1))
       sentences.append(f'{pronoun} {rng.choice(LOSS)} {n}.')
-      ops.append(('-', n))
+      steps.append(f'{total} - {n} = {total - n}.')
       total -= n
-  strategy = 'forward'
-  if len(d.strategies) > 1:
-    strategy = rng.choice(d.strategies)
-  steps = _chain(start, _order(ops, strategy))
-  if any(not 0 <= new <= d.max_total for *_, new in steps):
-    steps = _chain(start, ops)  # that order leaves the range: use forward
   question = ' '.join(sentences) + f' How many {item} now?'
-  cot = ' '.join(f'{a} {sign} {n} = {b}.' for a, sign, n, b in steps)
-  cot += f' The answer is {total}.'
+  cot = ' '.join(steps) + f' The answer is {total}.'
   return Problem(id=f'{split}-{index:05d}', question=question, cot=cot,
                  answer=str(total))
 

@@ -86,6 +86,7 @@ def evaluate(
       seed=config.seed)
   n = max(len(examples), 1)
   acc = {}
+  direct = cot = [[('', 0.0)]] * len(examples)  # methods not run
   if 'direct' in config.methods:
     direct = run(prompts.Format.DIRECT_FEWSHOT, dataclasses.replace(
         greedy, max_decode_steps=config.direct_decode_steps))
@@ -116,8 +117,9 @@ def evaluate(
   if out_path:
     records.write_jsonl(os.path.join(output_dir, 'predictions.jsonl'), [
         _Prediction(id=i, gold=g, direct=d[0][0], greedy_cot=c[0][0],
-                    majority=v.answer, vote_share=round(v.share, 4))
-        for i, g, d, c, v in zip(ids, gold, direct, cot, votes)])
+                    majority=v.answer, vote_share=round(v.share, 4),
+                    answers=a)
+        for i, g, d, c, v, a in zip(ids, gold, direct, cot, votes, answers)])
     records.write_json(out_path, result)
     records.write_text_atomic(out_path + records.MARKER, '')
   return result
@@ -131,3 +133,4 @@ class _Prediction:
   greedy_cot: str
   majority: str | None
   vote_share: float
+  answers: list[str | None]  # of the m sampled paths, in sample order
