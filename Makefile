@@ -4,6 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
+export TF_CPP_MIN_LOG_LEVEL ?= 3
 
 .PHONY: install demo test test-slow clean
 

@@ -47,10 +47,7 @@ def params_path(path: str) -> str:
     FileNotFoundError: if no finished checkpoint is found under `path`.
   """
   path = os.path.abspath(path)
-  candidates = [path]
-  for sub in ('checkpoints',):
-    candidates.append(os.path.join(path, sub))
-  for cand in candidates:
+  for cand in (path, os.path.join(path, 'checkpoints')):
     if os.path.isdir(os.path.join(cand, 'params')):
       return os.path.join(cand, 'params')
     if os.path.isdir(cand):

@@ -1,7 +1,6 @@
 """Decoder: golden logits vs a numpy forward pass; prefill/decode agree."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

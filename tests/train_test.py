@@ -64,3 +64,16 @@ def test_bad_optimizer_and_missing_checkpoint(tiny_cfg, tmp_path):
     train.make_optimizer('sgdx', 1e-3)
   with pytest.raises(FileNotFoundError, match='no finished orbax checkpoint'):
     train.restore_params(tiny_cfg, str(tmp_path))
+
+
+def test_checkpoint_shape_mismatch_is_named(tiny_cfg, tmp_path):
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  from lmsi import checkpoints  # pylint: disable=g-import-not-at-top
+  from lmsi import decoder  # pylint: disable=g-import-not-at-top
+  params, _ = decoder.init_params(tiny_cfg)
+  checkpoints.save_params(str(tmp_path), params)
+  restored = train.restore_params(tiny_cfg, str(tmp_path))
+  np.testing.assert_array_equal(restored['embedding'], params['embedding'])
+  wider = dataclasses.replace(tiny_cfg, mlp_dim=tiny_cfg.mlp_dim * 2)
+  with pytest.raises(ValueError, match='does not match the model config'):
+    train.restore_params(wider, str(tmp_path))
