@@ -33,10 +33,13 @@ from lmsi import sharding
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Plateau:
-  """Stop when `metric` has not improved by `min_delta` for `patience` evals.
+  """Stop when the mean metric of the last `patience` evals is no more than
+  `min_delta` above the mean of the `patience` evals before them.
 
-  The base model of the demo is trained "until its held-out accuracy has
-  plateaued" so that it stands in for a converged pretrained LM.
+  Window means, not single evals, so one lucky eval on a small held-out set
+  cannot end training early. The base model of the demo is trained "until
+  its held-out accuracy has plateaued" so that it stands in for a converged
+  pretrained LM.
   """
 
   eval_period: int
@@ -252,11 +255,11 @@ def train(
 
 
 def _plateaued(evals: list[dict], plateau: Plateau) -> bool:
-  if len(evals) <= plateau.patience or evals[-1]['step'] < plateau.min_steps:
+  k = plateau.patience
+  if len(evals) < 2 * k or evals[-1]['step'] < plateau.min_steps:
     return False
-  best_before = max(e['metric'] for e in evals[: -plateau.patience])
-  recent = max(e['metric'] for e in evals[-plateau.patience:])
-  return recent <= best_before + plateau.min_delta
+  mean = lambda es: sum(e['metric'] for e in es) / len(es)
+  return mean(evals[-k:]) <= mean(evals[-2 * k:-k]) + plateau.min_delta
 
 
 class _summary_writer:  # pylint: disable=invalid-name

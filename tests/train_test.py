@@ -16,12 +16,14 @@ def test_plateau_rule():
                        min_steps=30)
   ev = lambda *m: [{'step': 10 * (i + 1), 'metric': x} for i, x in
                    enumerate(m)]
-  assert not train._plateaued(ev(0.1, 0.2, 0.3), rule)
-  assert train._plateaued(ev(0.1, 0.5, 0.5, 0.505), rule)
-  assert not train._plateaued(ev(0.1, 0.5, 0.5, 0.52), rule)
-  assert train._plateaued(ev(0.5, 0.4, 0.4), rule)
-  early = train.Plateau(eval_period=10, patience=2, min_steps=40)
-  assert not train._plateaued(ev(0.5, 0.4, 0.4), early)  # before min_steps
+  assert not train._plateaued(ev(0.1, 0.2, 0.3), rule)  # too few evals
+  assert not train._plateaued(ev(0.1, 0.2, 0.3, 0.4), rule)  # rising
+  assert train._plateaued(ev(0.5, 0.5, 0.5, 0.505), rule)
+  assert not train._plateaued(ev(0.5, 0.5, 0.5, 0.53), rule)  # mean +0.015
+  # One lucky eval does not end training: means 0.55 -> 0.6.
+  assert not train._plateaued(ev(0.4, 0.7, 0.6, 0.6), rule)
+  early = train.Plateau(eval_period=10, patience=2, min_steps=50)
+  assert not train._plateaued(ev(0.5, 0.5, 0.5, 0.5), early)  # before min
 
 
 @pytest.fixture(scope='module')
