@@ -18,8 +18,11 @@ import numpy as np
 from lmsi import decoder, prompts, sampling, vocab as vocab_lib
 
 
+PREFILL = sampling._prefill  # the jitted prefill, before the spy wraps it
+
+
 def prefill_flops(cfg, params, tokens, valid) -> float:
-  compiled = sampling._prefill.lower(cfg, params, tokens, valid).compile()
+  compiled = PREFILL.lower(cfg, params, tokens, valid).compile()
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, list) else cost
   return float(cost['flops'])
