@@ -56,8 +56,8 @@ def to_json(record: Any) -> str:
                     ensure_ascii=False)
 
 
-def from_json(cls: type[T], line: str, where: str) -> T:
-  """Parses one JSONL line into `cls`, naming `where` (file:line) on error."""
+def _parse_object(line: str, where: str) -> dict:
+  """One JSON object from a line, naming `where` (file:line) on error."""
   try:
     raw = json.loads(line)
   except json.JSONDecodeError as e:
@@ -65,6 +65,12 @@ def from_json(cls: type[T], line: str, where: str) -> T:
                      ) from None
   if not isinstance(raw, dict):
     raise ValueError(f'{where}: expected a JSON object, got {type(raw).__name__}')
+  return raw
+
+
+def from_json(cls: type[T], line: str, where: str) -> T:
+  """Parses one JSONL line into `cls`, naming `where` (file:line) on error."""
+  raw = _parse_object(line, where)
   kwargs = {}
   for field in dataclasses.fields(cls):
     if field.name not in raw:
@@ -138,13 +144,5 @@ def read_jsonl_dicts(path: str) -> Iterator[dict]:
     raise FileNotFoundError(f'data file {path} does not exist')
   with open(path, encoding='utf-8') as f:
     for n, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        raw = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise ValueError(f'{path}:{n}: malformed JSON ({e.msg} at column '
-                         f'{e.colno})') from None
-      if not isinstance(raw, dict):
-        raise ValueError(f'{path}:{n}: expected a JSON object')
-      yield raw
+      if line.strip():
+        yield _parse_object(line, f'{path}:{n}')

@@ -38,24 +38,21 @@ def register(selfgen_path: str, dataset: str, round_: int, *,
     suffix: appended to task and mixture names (e.g. an ablation's).
   """
   vocab = vocab_lib.load(vocabulary)
-  counts = collections.Counter(
-      ex.format
-      for ex in records.read_jsonl(selfgen_path, records.SelfGenExample))
-
-  def rows(fmt):
-    return lambda: [
-        {'inputs': ex.inputs, 'targets': ex.targets}
-        for ex in records.read_jsonl(selfgen_path, records.SelfGenExample)
-        if ex.format == fmt.value]
+  # Read the file once; each format's task serves its share from memory.
+  by_format = collections.defaultdict(list)
+  for ex in records.read_jsonl(selfgen_path, records.SelfGenExample):
+    by_format[ex.format].append({'inputs': ex.inputs, 'targets': ex.targets})
 
   names = []
   for fmt in prompts.Format:
-    if not counts[fmt.value]:  # an empty task would end the mixture
+    rows = by_format[fmt.value]
+    if not rows:  # an empty task would end the mixture
       print(f'selfgen: no {fmt.value} examples in {selfgen_path}')
       continue
     name = task_name(dataset, round_, fmt) + suffix
     sources.add_task(
-        name, sources.rows_source({'train': rows(fmt)}, ('inputs', 'targets')),
+        name, sources.rows_source({'train': lambda rows=rows: rows},
+                                  ('inputs', 'targets')),
         tokenize=True, vocab=vocab)
     names.append(name)
   if not names and not extra_tasks:
