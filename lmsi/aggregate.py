@@ -8,35 +8,57 @@ one per `prompts.Format`. Gold answers are never read here: a
 
 `no_vote=True` is the ablation: one random parseable path per question,
 no majority filter.
+
+`python -m lmsi.aggregate --gin_file=gin/runs/aggregate.gin --gin.TASK=...`
+runs `aggregate_task` over what `lmsi.sample`'s binary wrote.
 """
 
 from __future__ import annotations
 
 import collections
-import glob
 import os
 import random
 import re
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from lmsi import answers as answers_lib
+from lmsi import files
 from lmsi import prompts
 from lmsi import records
 from lmsi import voting
 
 
 def read_samples(samples_dir: str) -> list[records.SampledPath]:
-  """All finished sample shards of a directory, in (id, sample) order.
+  """All shards of one finished sampling run, merged in (id, sample) order.
 
   Raises:
-    FileNotFoundError: if there are no shards, or a shard is unfinished.
+    FileNotFoundError: if there are no shards, or a shard is missing or
+      unfinished (no valid `.COMPLETED` marker).
+    ValueError: if shards of different shardings are mixed or an (id,
+      sample) pair repeats.
   """
-  paths = sorted(glob.glob(os.path.join(samples_dir, 'samples-*.jsonl')))
+  paths = files.glob(os.path.join(samples_dir, 'samples-*-of-*.jsonl'))
   if not paths:
     raise FileNotFoundError(f'no samples-*.jsonl shards in {samples_dir}')
-  out = []
+  totals = {int(p.rsplit('-of-', 1)[1].split('.')[0]) for p in paths}
+  if len(totals) != 1:
+    raise ValueError(f'{samples_dir}: shards of different shardings '
+                     f'(-of-{sorted(totals)}); remove the stale ones')
+  total = totals.pop()
+  missing = sorted(set(range(total)) - {
+      int(os.path.basename(p).split('-')[1]) for p in paths})
+  if missing:
+    raise FileNotFoundError(f'{samples_dir}: shards {missing} of {total} '
+                            'are missing')
+  out, seen = [], set()
   for path in paths:
-    out.extend(records.read_jsonl(path, records.SampledPath))
+    for rec in records.read_jsonl(path, records.SampledPath):
+      if (rec.id, rec.sample) in seen:
+        raise ValueError(f'{path}: question {rec.id!r} sample {rec.sample} '
+                         'also appears in another shard')
+      seen.add((rec.id, rec.sample))
+      out.append(rec)
   return sorted(out, key=lambda p: (p.id, p.sample))
 
 
@@ -93,17 +115,22 @@ def trim_after_answer(text: str) -> str:
 
 
 def to_examples(kept, questions: Mapping[str, records.Question],
-                exemplars: Sequence[prompts.Exemplar]
+                exemplars: Sequence[prompts.Exemplar],
+                answer_family: str = 'number'
                 ) -> list[records.SelfGenExample]:
-  """Each kept path in the four formats (paper §3.2, Table 2)."""
+  """Each kept path in the four formats (paper §3.2, Table 2).
+
+  Direct targets write the label as the prompts do ("(b)", "yes").
+  """
   out = []
   for path, label, share in kept:
     reasoning = trim_after_answer(path.text)
+    answer = answers_lib.answer_text(label, answer_family)
     for fmt in prompts.Format:
       out.append(records.SelfGenExample(
           task=path.task, id=path.id, sample=path.sample, format=fmt.value,
           inputs=prompts.render(fmt, questions[path.id].question, exemplars),
-          targets=prompts.target(fmt, reasoning, label),
+          targets=prompts.target(fmt, reasoning, answer),
           vote_share=round(share, 4)))
   return out
 
@@ -119,8 +146,13 @@ def aggregate(
     min_vote_share: float = 0.0,
     max_paths_per_question: int | None = None,
     dedup: bool = False,
+    answer_family: str = 'number',
+    manifest_extra: Mapping[str, Any] | None = None,
 ) -> str:
   """Votes and writes `output_dir/selfgen.jsonl` (+ marker, manifest).
+
+  `answer_family` only sets how direct targets write the label;
+  `manifest_extra` adds entries (task, pool origin) to the manifest.
 
   Returns:
     The path of the self-generated file.
@@ -138,9 +170,10 @@ def aggregate(
   if missing:
     raise ValueError(f'{samples_dir}: samples for {len(missing)} questions '
                      f'not in the task split, e.g. {missing[:3]}')
-  examples = to_examples(kept, by_id, exemplars)
+  examples = to_examples(kept, by_id, exemplars, answer_family)
   counts['examples'] = len(examples)
   records.write_json(os.path.join(output_dir, 'aggregate_manifest.json'), {
+      **(manifest_extra or {}),
       'samples_dir': os.path.abspath(samples_dir),
       'counts': counts,
       'choices': {
@@ -152,3 +185,50 @@ def aggregate(
       }})
   records.write_jsonl(path, examples)
   return path
+
+
+def aggregate_task(
+    *,
+    samples_dir: str,
+    task_name: str,
+    split: str,
+    output_dir: str,
+    exemplars: str | None = None,
+    num_exemplars: int | None = None,
+    answer_family: str | None = None,
+    no_vote: bool = False,
+    seed: int = 0,
+    min_vote_share: float = 0.0,
+    max_paths_per_question: int | None = None,
+    dedup: bool = False,
+) -> list[str]:
+  """Aggregates what `lmsi.sample.sample_task` wrote for a task or mixture.
+
+  A mixture's member task `t` reads `samples_dir/t` and writes
+  `output_dir/t/selfgen.jsonl`, as `sample_task` lays them out.
+
+  Returns:
+    The self-generated files, one per task.
+  """
+  from lmsi import inputs  # pylint: disable=g-import-not-at-top  # TF here.
+  from lmsi import sample as sample_lib  # pylint: disable=g-import-not-at-top
+  paths = []
+  for name in inputs.member_tasks(task_name):
+    sub = '' if name == task_name else name
+    family, exemplar_set, notes = sample_lib.task_settings(
+        name, exemplars=exemplars, num_exemplars=num_exemplars,
+        answer_family=answer_family)
+    paths.append(aggregate(
+        samples_dir=os.path.join(samples_dir, sub),
+        questions=sample_lib.load_questions(name, split),
+        output_dir=os.path.join(output_dir, sub), exemplars=exemplar_set,
+        no_vote=no_vote, seed=seed, min_vote_share=min_vote_share,
+        max_paths_per_question=max_paths_per_question, dedup=dedup,
+        answer_family=family.value, manifest_extra={**notes, 'split': split}))
+  return paths
+
+
+if __name__ == '__main__':
+  from lmsi import gin_flags  # pylint: disable=g-import-not-at-top
+  gin_flags.main('lmsi.aggregate', 'aggregate_task',
+                 output_dir_arg='output_dir')

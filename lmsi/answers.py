@@ -6,8 +6,9 @@ for one of three answer families, and compares canonical answers. Paths whose
 answer cannot be parsed yield None and never vote.
 
 Only the rest of the line after the prefix is parsed (leading whitespace,
-including newlines, is skipped first), so a few-shot continuation such as
-"\\nQ: There are 15 trees ..." cannot leak a number into the answer.
+a single newline and a colon are skipped first; a blank line ends it), so a
+few-shot continuation such as "\\n\\nQ: There are 15 trees ..." cannot leak
+a number into the answer.
 """
 
 from collections.abc import Sequence
@@ -19,10 +20,11 @@ ANSWER_PREFIX = 'The answer is'
 
 
 class Family(enum.StrEnum):
-  """Answer families: arithmetic, multiple choice and NLI labels."""
+  """Answer families: arithmetic, multiple choice, NLI labels, yes/no."""
   NUMBER = 'number'
   LETTER = 'letter'
   NLI = 'nli'
+  YESNO = 'yesno'  # StrategyQA-style questions
 
 
 _PREFIX_RE = re.compile(r'\bthe answer is(?![\w\'’])', re.IGNORECASE)
@@ -47,6 +49,12 @@ _NLI_LABELS = {
     'contradiction': 'contradiction',
     'neutral': 'neutral',
 }
+# ANLI's release labels: valid gold, never parsed out of a generation.
+_NLI_GOLD = {**_NLI_LABELS, 'e': 'entailment', 'n': 'neutral',
+             'c': 'contradiction'}
+_YESNO_GOLD = {'yes': 'yes', 'no': 'no', 'true': 'yes', 'false': 'no'}
+_NLI_TEXTS = {'entailment': 'yes', 'contradiction': 'no',
+              'neutral': 'it is not possible to tell'}
 
 
 def normalize_number(s: str) -> str | None:
@@ -109,6 +117,14 @@ def _parse_letter(rest: str, options: Sequence[str] | None) -> str | None:
   return best
 
 
+def _parse_yesno(rest: str) -> str | None:
+  text = _words(rest)
+  for word in ('yes', 'no'):
+    if _starts_with_words(text, word):
+      return word
+  return None
+
+
 def _parse_nli(rest: str) -> str | None:
   text = _words(rest)
   for phrase in sorted(_NLI_LABELS, key=len, reverse=True):
@@ -128,9 +144,9 @@ def extract_answer(
   Args:
     text: The generated text, e.g. "... 16 - 3 - 4 = 9. The answer is 18."
     family: "number" (canonical number string, see `normalize_number`),
-      "letter" (upper-case option letter A-E) or "nli" ("entailment",
+      "letter" (upper-case option letter A-E), "nli" ("entailment",
       "contradiction" or "neutral"; "yes"/"no"/"it is not possible to tell"
-      are mapped to these).
+      are mapped to these) or "yesno" ("yes" or "no").
     options: For the letter family, options[i] is the text of option
       chr(65 + i). Used only when no letter parses: the option whose text
       starts the answer (ignoring case, punctuation and a leading article;
@@ -145,16 +161,57 @@ def extract_answer(
   match = _PREFIX_RE.search(text)
   if match is None:
     return None
-  rest = text[match.end():].lstrip().split('\n', 1)[0]
+  rest = text[match.end():]
+  skipped = rest[:len(rest) - len(rest.lstrip())]
+  if '\n\n' in skipped:  # a blank line ends the path: nothing follows
+    return None
+  rest = rest.lstrip().removeprefix(':').lstrip().split('\n', 1)[0]
   if family is Family.NUMBER:
     return _parse_number(rest)
   if family is Family.LETTER:
     return _parse_letter(rest, options)
+  if family is Family.YESNO:
+    return _parse_yesno(rest)
   return _parse_nli(rest)
 
 
-def _canonical(answer: str | None, family: Family) -> str | None:
-  """Canonicalises an already-extracted (or gold) answer; None if invalid."""
+def answer_text(answer: str, family: Family | str = Family.NUMBER) -> str:
+  """How a canonical answer is written after "The answer is" in a prompt.
+
+  The inverse of `extract_answer` on the paper's answer formats: numbers as
+  they are, option letters as "(b)", NLI labels as "yes" / "no" / "it is not
+  possible to tell" (paper App. A).
+
+  Args:
+    answer: A canonical answer ("18", "B", "entailment").
+    family: Its answer family.
+
+  Returns:
+    The answer text, e.g. "(b)"; `extract_answer(f'The answer is {text}.')`
+    gives `answer` back.
+
+  Raises:
+    ValueError: if `answer` is not a valid answer of `family`.
+  """
+  family = Family(family)
+  canonical = canonical_answer(answer, family)
+  if canonical is None:
+    raise ValueError(f'{answer!r} is not a valid {family.value} answer')
+  if family is Family.LETTER:
+    return f'({canonical.lower()})'
+  if family is Family.NLI:
+    return _NLI_TEXTS[canonical]
+  return canonical
+
+
+def canonical_answer(answer: str | None,
+                     family: Family | str = Family.NUMBER) -> str | None:
+  """Canonicalises an already-extracted (or gold) answer; None if invalid.
+
+  Numbers as `normalize_number`; letters "b", "(B)", "B." -> "B"; NLI labels
+  "yes" / "e" / "Entailment" -> "entailment" (ANLI's e/n/c included).
+  """
+  family = Family(family)
   if answer is None:
     return None
   if family is Family.NUMBER:
@@ -162,7 +219,9 @@ def _canonical(answer: str | None, family: Family) -> str | None:
   if family is Family.LETTER:
     match = re.fullmatch(r'\(?([a-e])\)?\.?', answer.strip(), re.IGNORECASE)
     return match[1].upper() if match else None
-  return _NLI_LABELS.get(_words(answer))
+  if family is Family.YESNO:
+    return _YESNO_GOLD.get(_words(answer))
+  return _NLI_GOLD.get(_words(answer))
 
 
 def answers_equal(
@@ -183,7 +242,7 @@ def answers_equal(
     True iff both answers are valid for `family` and canonically equal.
   """
   family = Family(family)
-  ca, cb = _canonical(a, family), _canonical(b, family)
+  ca, cb = canonical_answer(a, family), canonical_answer(b, family)
   if ca is None or cb is None:
     return False
   if family is Family.NUMBER:

@@ -77,7 +77,14 @@ def load_params(path: str, abstract_params: Any) -> Any:
   if got is not None and got != want:
     raise ValueError(f'checkpoint {ppath} does not match the model config: '
                      f'stored shapes {got} vs config shapes {want}')
-  return ckptr.restore(ppath, abstract_params)
+  # Restore onto this process's first device unless the caller placed the
+  # target: the stored shardings name the saving run's devices, which a
+  # different topology (another host count, a pod) does not have.
+  local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  target = jax.tree_util.tree_map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(
+          x, 'sharding', None) or local), abstract_params)
+  return ckptr.restore(ppath, target)
 
 
 def save_params(path: str, params: Any) -> None:

@@ -11,6 +11,10 @@ Three entry points share the same weights:
   * `decode`: one token for each of S samples per prompt. The S samples
     attend to ONE shared prompt cache [B, P] plus their own cache of generated
     tokens [B, S, T], so m samples never hold m copies of the prompt's cache.
+
+Prefill and decode also take an optional `prefix_kv` [E, Hkv, Dh] per layer:
+the cache of a prefix every prompt of the batch continues (the few-shot
+exemplar block), computed once and never copied per question or sample.
 """
 
 from __future__ import annotations
@@ -44,6 +48,10 @@ class DecoderConfig:
   norm_eps: float = 1e-5
   tie_embeddings: bool = True
   attention_bias: bool = False  # Qwen2-style q/k/v biases.
+  # Tied logits are x @ E^T / sqrt(D) when True (the tiny models' choice, so
+  # a unit-variance embedding gives unit-scale logits); imported Llama-family
+  # checkpoints use the plain x @ E^T.
+  scale_tied_logits: bool = True
   dtype: str = 'float32'  # activations
   param_dtype: str = 'float32'
 
@@ -53,6 +61,11 @@ class DecoderConfig:
           f'num_heads={self.num_heads} is not a multiple of '
           f'num_kv_heads={self.num_kv_heads}'
       )
+
+
+def _acc(dtype) -> jnp.dtype:
+  """The dtype for norms, softmax and logits: at least float32."""
+  return jnp.promote_types(jnp.dtype(dtype), jnp.float32)
 
 
 def _kernel_init(fan_in_axes: int):
@@ -69,7 +82,7 @@ def _param(module: nn.Module, name: str, shape, axes, init, dtype):
 
 
 class RMSNorm(nn.Module):
-  """Root-mean-square layer norm, computed in float32."""
+  """Root-mean-square layer norm, computed in at least float32."""
 
   cfg: DecoderConfig
 
@@ -77,10 +90,11 @@ class RMSNorm(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     scale = _param(self, 'scale', (x.shape[-1],), (EMBED,),
                    nn.initializers.ones, self.cfg.param_dtype)
-    x32 = x.astype(jnp.float32)
-    x32 = x32 * jax.lax.rsqrt(
-        jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.cfg.norm_eps)
-    return (x32 * scale.astype(jnp.float32)).astype(self.cfg.dtype)
+    acc = _acc(self.cfg.dtype)
+    xa = x.astype(acc)
+    xa = xa * jax.lax.rsqrt(
+        jnp.mean(xa * xa, axis=-1, keepdims=True) + self.cfg.norm_eps)
+    return (xa * scale.astype(acc)).astype(self.cfg.dtype)
 
 
 def rotary(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
@@ -92,15 +106,17 @@ def rotary(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
     theta: rotary base.
 
   Returns:
-    x rotated, same shape and dtype.
+    x rotated, same shape and dtype. Angles and rotation run in at least
+    float32 (float64 when x is float64).
   """
   dim = x.shape[-1]
-  inv_freq = 1.0 / (theta ** (jnp.arange(0, dim, 2, dtype=jnp.float32) / dim))
-  freqs = positions.astype(jnp.float32)[..., None] * inv_freq  # [..., L, Dh/2]
+  acc = _acc(x.dtype)
+  inv_freq = 1.0 / (theta ** (jnp.arange(0, dim, 2, dtype=acc) / dim))
+  freqs = positions.astype(acc)[..., None] * inv_freq  # [..., L, Dh/2]
   cos = jnp.cos(freqs)[..., None, :]  # [..., L, 1, Dh/2]
   sin = jnp.sin(freqs)[..., None, :]
-  x32 = x.astype(jnp.float32)
-  x1, x2 = x32[..., : dim // 2], x32[..., dim // 2 :]
+  xa = x.astype(acc)
+  x1, x2 = xa[..., : dim // 2], xa[..., dim // 2 :]
   out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
   return out.astype(x.dtype)
 
@@ -155,18 +171,29 @@ class Attention(nn.Module):
     attended = attended.reshape(*attended.shape[:-3], c.num_heads, c.head_dim)
     return jnp.einsum('...hk,hkd->...d', attended, self.wo.astype(c.dtype))
 
-  def __call__(self, x, positions, mask):
-    """Full attention. x: [B, L, D]; mask: bool [B, L, L] (query, key)."""
+  def __call__(self, x, positions, mask, prefix_kv=None):
+    """Full attention. x: [B, L, D]; mask: bool [B, L, L] (query, key).
+
+    prefix_kv: optional (k, v), each [E, Hkv, Dh], of a prefix shared by the
+    whole batch (e.g. the few-shot exemplars), visible to every query.
+    """
     q, k, v = self.project(x, positions)
     qg = self._group(q)  # [B, L, G, R, Dh]
-    scores = jnp.einsum('blgrk,bmgk->bgrlm', qg, k).astype(jnp.float32)
-    scores = scores * self.cfg.head_dim ** -0.5
-    scores = jnp.where(mask[:, None, None], scores, NEG_INF)
-    probs = jax.nn.softmax(scores, axis=-1).astype(self.cfg.dtype)
-    attended = jnp.einsum('bgrlm,bmgk->blgrk', probs, v)
+    scale = self.cfg.head_dim ** -0.5
+    acc = _acc(self.cfg.dtype)
+    scores = jnp.einsum('blgrk,bmgk->bgrlm', qg, k).astype(acc) * scale
+    parts = [jnp.where(mask[:, None, None], scores, NEG_INF)]
+    if prefix_kv is not None:
+      parts.insert(0, jnp.einsum('blgrk,egk->bgrle', qg, prefix_kv[0]
+                                 ).astype(acc) * scale)
+    probs = _softmax_parts(parts, self.cfg.dtype)
+    attended = jnp.einsum('bgrlm,bmgk->blgrk', probs[-1], v)
+    if prefix_kv is not None:
+      attended += jnp.einsum('bgrle,egk->blgrk', probs[0], prefix_kv[1])
     return self.output(attended), (k, v)
 
-  def decode(self, x, positions, prompt_kv, prompt_valid, gen_kv, step):
+  def decode(self, x, positions, prompt_kv, prompt_valid, gen_kv, step,
+             prefix_kv=None):
     """One new token per sample.
 
     Args:
@@ -176,6 +203,7 @@ class Attention(nn.Module):
       prompt_valid: bool [B, P].
       gen_kv: (k, v), each [B, S, T, Hkv, Dh], the samples' own tokens.
       step: int scalar, index in T where this token's k/v is written.
+      prefix_kv: optional (k, v), each [E, Hkv, Dh], shared by the batch.
 
     Returns:
       ([B, S, D] output, updated gen_kv).
@@ -189,19 +217,33 @@ class Attention(nn.Module):
         gen_v, (CACHE_BATCH, CACHE_SAMPLES, CACHE_LENGTH, CACHE_HEADS, KV))
     qg = self._group(q[:, :, 0])  # [B, S, G, R, Dh]
     scale = self.cfg.head_dim ** -0.5
+    acc = _acc(self.cfg.dtype)
     pk, pv = prompt_kv
-    s_prompt = jnp.einsum('bsgrk,bpgk->bsgrp', qg, pk).astype(jnp.float32)
-    s_prompt = jnp.where(prompt_valid[:, None, None, None], s_prompt * scale,
-                         NEG_INF)
-    s_gen = jnp.einsum('bsgrk,bstgk->bsgrt', qg, gen_k).astype(jnp.float32)
-    gen_valid = jnp.arange(gen_k.shape[2]) <= step
-    s_gen = jnp.where(gen_valid, s_gen * scale, NEG_INF)
-    probs = jax.nn.softmax(jnp.concatenate([s_prompt, s_gen], -1), axis=-1)
-    probs = probs.astype(self.cfg.dtype)
-    p_prompt, p_gen = probs[..., : pk.shape[1]], probs[..., pk.shape[1]:]
-    attended = (jnp.einsum('bsgrp,bpgk->bsgrk', p_prompt, pv)
-                + jnp.einsum('bsgrt,bstgk->bsgrk', p_gen, gen_v))
+    s_prompt = jnp.einsum('bsgrk,bpgk->bsgrp', qg, pk).astype(acc) * scale
+    s_prompt = jnp.where(prompt_valid[:, None, None, None], s_prompt, NEG_INF)
+    s_gen = jnp.einsum('bsgrk,bstgk->bsgrt', qg, gen_k).astype(acc) * scale
+    s_gen = jnp.where(jnp.arange(gen_k.shape[2]) <= step, s_gen, NEG_INF)
+    parts = [s_prompt, s_gen]
+    if prefix_kv is not None:
+      parts.insert(0, jnp.einsum('bsgrk,egk->bsgre', qg, prefix_kv[0]
+                                 ).astype(acc) * scale)
+    probs = _softmax_parts(parts, self.cfg.dtype)
+    attended = (jnp.einsum('bsgrp,bpgk->bsgrk', probs[-2], pv)
+                + jnp.einsum('bsgrt,bstgk->bsgrk', probs[-1], gen_v))
+    if prefix_kv is not None:
+      attended += jnp.einsum('bsgre,egk->bsgrk', probs[0], prefix_kv[1])
     return self.output(attended), (gen_k, gen_v)
+
+
+def _softmax_parts(parts, dtype) -> list[jax.Array]:
+  """Softmax over the concatenated last axes of `parts`, split back."""
+  probs = jax.nn.softmax(jnp.concatenate(parts, axis=-1), axis=-1)
+  probs = probs.astype(dtype)
+  out, start = [], 0
+  for p in parts:
+    out.append(probs[..., start:start + p.shape[-1]])
+    start += p.shape[-1]
+  return out
 
 
 class Mlp(nn.Module):
@@ -236,15 +278,16 @@ class Block(nn.Module):
     self.mlp_norm = RMSNorm(self.cfg)
     self.mlp = Mlp(self.cfg)
 
-  def __call__(self, x, positions, mask):
-    h, kv = self.attn(self.attn_norm(x), positions, mask)
+  def __call__(self, x, positions, mask, prefix_kv=None):
+    h, kv = self.attn(self.attn_norm(x), positions, mask, prefix_kv)
     x = x + h
     x = x + self.mlp(self.mlp_norm(x))
     return nn.with_logical_constraint(x, (BATCH, LENGTH, EMBED)), kv
 
-  def decode(self, x, positions, prompt_kv, prompt_valid, gen_kv, step):
+  def decode(self, x, positions, prompt_kv, prompt_valid, gen_kv, step,
+             prefix_kv=None):
     h, gen_kv = self.attn.decode(self.attn_norm(x), positions, prompt_kv,
-                                 prompt_valid, gen_kv, step)
+                                 prompt_valid, gen_kv, step, prefix_kv)
     x = x + h
     return x + self.mlp(self.mlp_norm(x)), gen_kv
 
@@ -271,22 +314,26 @@ class Decoder(nn.Module):
   def _logits(self, x):
     x = self.final_norm(x)
     if self.cfg.tie_embeddings:
-      # Scaled so a unit-variance embedding gives unit-scale logits.
-      w = self.embedding.astype(self.cfg.dtype).T * self.cfg.embed_dim ** -0.5
+      w = self.embedding.astype(self.cfg.dtype).T
+      if self.cfg.scale_tied_logits:
+        w = w * self.cfg.embed_dim ** -0.5
     else:
       w = self.lm_head.astype(self.cfg.dtype)
-    return (x @ w).astype(jnp.float32)
+    return (x @ w).astype(_acc(self.cfg.dtype))
 
-  def _forward(self, tokens, valid):
-    # tokens: int [B, L], right-padded; valid: bool [B, L].
-    positions = jnp.cumsum(valid, axis=-1) - 1
+  def _forward(self, tokens, valid, prefix_kv=None):
+    # tokens: int [B, L], right-padded; valid: bool [B, L]; prefix_kv: per
+    # layer (k, v) [E, Hkv, Dh] of a shared prefix the tokens continue.
+    offset = 0 if prefix_kv is None else prefix_kv[0][0].shape[0]
+    positions = offset + jnp.cumsum(valid, axis=-1) - 1
     length = tokens.shape[1]
     causal = jnp.tril(jnp.ones((length, length), bool))
     mask = causal[None] & valid[:, None, :]  # [B, L(query), L(key)]
     x = nn.with_logical_constraint(self._embed(tokens), (BATCH, LENGTH, EMBED))
     kvs = []
-    for block in self.blocks:
-      x, kv = block(x, positions, mask)
+    for i, block in enumerate(self.blocks):
+      x, kv = block(x, positions, mask,
+                    None if prefix_kv is None else prefix_kv[i])
       kvs.append(kv)
     return x, tuple(kvs)
 
@@ -295,18 +342,20 @@ class Decoder(nn.Module):
     x, _ = self._forward(tokens, valid)
     return self._logits(x)
 
-  def prefill(self, tokens: jax.Array, valid: jax.Array):
+  def prefill(self, tokens: jax.Array, valid: jax.Array, prefix_kv=None):
     """Runs the prompts once.
 
     Args:
       tokens: int [B, P] prompts, right-padded.
       valid: bool [B, P].
+      prefix_kv: optional per-layer (k, v) [E, Hkv, Dh] of a prefix that
+        every prompt continues (prefilled once with B = 1 and squeezed).
 
     Returns:
       (float32 [B, V] logits at each prompt's last token,
        per-layer (k, v) caches, each [B, P, Hkv, Dh]).
     """
-    x, kvs = self._forward(tokens, valid)
+    x, kvs = self._forward(tokens, valid, prefix_kv)
     last = jnp.sum(valid, axis=-1) - 1  # [B]
     x_last = jnp.take_along_axis(x, last[:, None, None], axis=1)[:, 0]
     kvs = tuple(
@@ -315,7 +364,8 @@ class Decoder(nn.Module):
         for kv in kvs)
     return self._logits(x_last), kvs
 
-  def decode(self, tokens, positions, prompt_kv, prompt_valid, gen_kv, step):
+  def decode(self, tokens, positions, prompt_kv, prompt_valid, gen_kv, step,
+             prefix_kv=None):
     """One decoding step for S samples per prompt.
 
     Args:
@@ -325,14 +375,16 @@ class Decoder(nn.Module):
       prompt_valid: bool [B, P].
       gen_kv: per-layer (k, v) [B, S, T, Hkv, Dh].
       step: int scalar, slot of this token in the generated cache.
+      prefix_kv: optional per-layer (k, v) [E, Hkv, Dh] shared by the batch.
 
     Returns:
       (float32 [B, S, V] next-token logits, updated gen_kv).
     """
     x = self._embed(tokens)
     new_kv = []
-    for block, pkv, gkv in zip(self.blocks, prompt_kv, gen_kv):
-      x, gkv = block.decode(x, positions, pkv, prompt_valid, gkv, step)
+    for i, (block, pkv, gkv) in enumerate(zip(self.blocks, prompt_kv, gen_kv)):
+      x, gkv = block.decode(x, positions, pkv, prompt_valid, gkv, step,
+                            None if prefix_kv is None else prefix_kv[i])
       new_kv.append(gkv)
     return self._logits(x), tuple(new_kv)
 
@@ -360,3 +412,20 @@ def logical_param_specs(cfg: DecoderConfig):
 
 def count_params(params) -> int:
   return sum(int(x.size) for x in jax.tree_util.tree_leaves(params))
+
+
+def with_dtype(cfg: DecoderConfig, params: Any, param_dtype: str,
+               dtype: str | None = None) -> tuple[DecoderConfig, Any]:
+  """The model with parameters stored in `param_dtype`, computing in `dtype`.
+
+  Sampling may keep parameters in 'bfloat16' (half the memory and weight
+  bandwidth of float32) while training keeps float32. `dtype` (default: the
+  config's, float32) sets the activations; norms, softmax and logits always
+  run in at least float32.
+  """
+  dtype = dtype or cfg.dtype
+  if param_dtype == cfg.param_dtype and dtype == cfg.dtype:
+    return cfg, params
+  cast = jax.tree_util.tree_map(
+      lambda x: jnp.asarray(x, jnp.dtype(param_dtype)), params)
+  return dataclasses.replace(cfg, dtype=dtype, param_dtype=param_dtype), cast

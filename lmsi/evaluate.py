@@ -68,15 +68,24 @@ def evaluate(
   gold = [answers_lib.normalize_number(e['answer'])
           if answer_family == 'number' else e['answer'] for e in examples]
 
+  prefixes = {}
+
   def run(fmt, cfg):
     texts = [prompts.render(fmt, e['question'], exemplars) for e in examples]
+    if fmt not in prefixes:  # the exemplar block, prefilled once per format
+      tokens = sample_lib.exemplar_prefix(vocab, exemplars, fmt)
+      prefixes[fmt] = tokens and sampling.prefix_for(model_config, params,
+                                                     tokens)
     return sample_lib.sample_prompts(
         model_config, params, texts, ids, cfg, vocab=vocab,
         batch_questions=max(1, config.batch_rows // cfg.num_samples),
-        desc=f'{desc} {fmt.value} x{cfg.num_samples}')
+        desc=f'{desc} {fmt.value} x{cfg.num_samples}',
+        prefix=prefixes[fmt] or None)
 
-  def parse(text):
-    return answers_lib.extract_answer(text, answer_family)
+  options = [prompts.options_of(e['question']) for e in examples]
+
+  def parse(text, opts):
+    return answers_lib.extract_answer(text, answer_family, options=opts)
 
   def correct(pred, g):
     return answers_lib.answers_equal(pred, g, answer_family)
@@ -90,30 +99,31 @@ def evaluate(
   if 'direct' in config.methods:
     direct = run(prompts.Format.DIRECT_FEWSHOT, dataclasses.replace(
         greedy, max_decode_steps=config.direct_decode_steps))
-    acc['direct'] = sum(correct(parse(d[0][0]), g)
-                        for d, g in zip(direct, gold)) / n
+    acc['direct'] = sum(correct(parse(d[0][0], o), g)
+                        for d, o, g in zip(direct, options, gold)) / n
   if 'greedy_cot' in config.methods:
     cot = run(prompts.Format.COT_FEWSHOT, greedy)
-    acc['greedy_cot'] = sum(correct(parse(c[0][0]), g)
-                            for c, g in zip(cot, gold)) / n
-  if 'self_consistency' not in config.methods:
-    return {'accuracy': acc, 'num_questions': len(examples)}
-  sampled = run(prompts.Format.COT_FEWSHOT, sampling.SamplingConfig(
-      num_samples=config.num_samples, temperature=config.temperature,
-      top_k=config.top_k, max_decode_steps=config.max_decode_steps,
-      seed=config.seed))
-  answers = [[parse(t) for t, _ in paths] for paths in sampled]
-  for k in config.ks:
-    if k <= config.num_samples:
-      acc[f'maj@{k}'] = sum(
-          correct(voting.majority_at_k(a, k), g)
-          for a, g in zip(answers, gold)) / n
+    acc['greedy_cot'] = sum(correct(parse(c[0][0], o), g)
+                            for c, o, g in zip(cot, options, gold)) / n
+  result = {'accuracy': acc, 'num_questions': len(examples)}
+  answers = [[] for _ in examples]
+  if 'self_consistency' in config.methods:
+    sampled = run(prompts.Format.COT_FEWSHOT, sampling.SamplingConfig(
+        num_samples=config.num_samples, temperature=config.temperature,
+        top_k=config.top_k, max_decode_steps=config.max_decode_steps,
+        seed=config.seed))
+    answers = [[parse(t, o) for t, _ in paths]
+               for paths, o in zip(sampled, options)]
+    for k in config.ks:
+      if k <= config.num_samples:
+        acc[f'maj@{k}'] = sum(
+            correct(voting.majority_at_k(a, k), g)
+            for a, g in zip(answers, gold)) / n
   votes = [voting.majority_vote(a) for a in answers]
-  calibration = voting.calibration_bins(
-      [v.share for v in votes],
-      [correct(v.answer, g) for v, g in zip(votes, gold)])
-  result = {'accuracy': acc, 'calibration': calibration,
-            'num_questions': len(examples)}
+  if 'self_consistency' in config.methods:
+    result['calibration'] = voting.calibration_bins(
+        [v.share for v in votes],
+        [correct(v.answer, g) for v, g in zip(votes, gold)])
   if out_path:
     records.write_jsonl(os.path.join(output_dir, 'predictions.jsonl'), [
         _Prediction(id=i, gold=g, direct=d[0][0], greedy_cot=c[0][0],
@@ -134,3 +144,49 @@ class _Prediction:
   majority: str | None
   vote_share: float
   answers: list[str | None]  # of the m sampled paths, in sample order
+
+
+def evaluate_task(
+    *,
+    model_config: decoder_lib.DecoderConfig,
+    checkpoint_path: str,
+    task_name: str,
+    split: str,
+    output_dir: str,
+    config: EvalConfig,
+    vocabulary: str = 'bytes',
+    exemplars: str | None = None,
+    num_exemplars: int | None = None,
+    answer_family: str | None = None,
+    max_questions: int | None = None,
+    param_dtype: str = 'float32',
+) -> dict:
+  """Binary body: evaluates a checkpoint on a labeled task split.
+
+  Writes eval.json, predictions.jsonl and eval_manifest.json to
+  `output_dir`; a finished evaluation is not redone.
+  """
+  from lmsi import inputs  # pylint: disable=g-import-not-at-top  # TF here.
+  from lmsi import train  # pylint: disable=g-import-not-at-top
+  params = train.restore_params(model_config, checkpoint_path)
+  model_config, params = decoder_lib.with_dtype(model_config, params,
+                                                param_dtype)
+  vocab = vocab_lib.load(vocabulary)
+  vocab_lib.check_model_vocab(vocab, model_config.vocab_size, vocabulary)
+  family, exemplar_set, notes = sample_lib.task_settings(
+      task_name, exemplars=exemplars, num_exemplars=num_exemplars,
+      answer_family=answer_family)
+  examples = inputs.load_split(task_name, split)[:max_questions]
+  records.write_json(os.path.join(output_dir, 'eval_manifest.json'), {
+      **notes, 'split': split, 'num_questions': len(examples),
+      'checkpoint': checkpoint_path, 'vocabulary': vocabulary,
+      'param_dtype': param_dtype, 'config': dataclasses.asdict(config)})
+  return evaluate(model_config=model_config, params=params,
+                  examples=examples, exemplars=exemplar_set, config=config,
+                  vocab=vocab, answer_family=family.value,
+                  output_dir=output_dir, desc=f'eval {task_name}')
+
+
+if __name__ == '__main__':
+  from lmsi import gin_flags  # pylint: disable=g-import-not-at-top
+  gin_flags.main('lmsi.evaluate', 'evaluate_task', output_dir_arg='output_dir')

@@ -1,9 +1,10 @@
 """`--gin_file` / `--gin.X=...` parsing for lmsi binaries (T5X conventions).
 
-`main('lmsi.train', 'train', output_dir_arg='model_dir')` parses the flags,
-binds them, calls the gin-configured function and writes the config to
-`<output dir>/config.gin`. Library functions stay gin-free: gin files import
-`lmsi.*` with dynamic registration and bind by module path.
+`main('lmsi.train', 'train', output_dir_arg='model_dir')` joins a
+multi-process run if the launcher set one up (`lmsi.distributed`), parses the
+flags, binds them, calls the gin-configured function and writes the config to
+`<output dir>/config.gin` (process 0 only). Library functions stay gin-free:
+gin files import `lmsi.*` with dynamic registration and bind by module path.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from collections.abc import Sequence
 
 import gin
 
+from lmsi import distributed
+from lmsi import files
 from lmsi import records
 
 
@@ -72,17 +75,23 @@ def resolve(value):
 
 def main(module: str, function: str, *, output_dir_arg: str,
          argv: Sequence[str] | None = None):
-  """Runs `module.function` configured by the command line's gin flags."""
+  """Runs `module.function` configured by the command line's gin flags.
+
+  On a pod every process runs this; only process 0 writes `config.gin`.
+  """
   argv = sys.argv[1:] if argv is None else argv
+  distributed.initialize()  # Before anything touches JAX devices.
   fn = getattr(importlib.import_module(module), function)
   parse(argv)
   configured = gin.get_configurable(fn)
   output_dir = resolve(
       gin.query_parameter(f'{module}.{function}.{output_dir_arg}'))
-  os.makedirs(output_dir, exist_ok=True)
+  files.makedirs(output_dir)
   path = os.path.join(output_dir, 'config.gin')
-  records.write_text_atomic(path, gin.config_str())  # even if the run dies
+  primary = distributed.process_index() == 0
+  if primary:
+    records.write_text_atomic(path, gin.config_str())  # even if the run dies
   result = configured()
-  # Then the operative values (defaults included) of what ran.
-  records.write_text_atomic(path, gin.operative_config_str())
+  if primary:  # Then the operative values (defaults included) of what ran.
+    records.write_text_atomic(path, gin.operative_config_str())
   return result

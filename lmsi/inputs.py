@@ -30,6 +30,15 @@ def load_split(task_name: str, split: str) -> list[dict[str, str]]:
            for k, v in ex.items()} for ex in ds.as_numpy_iterator()]
 
 
+def member_tasks(name: str) -> list[str]:
+  """The task names of a mixture, or [name] for a task."""
+  import seqio  # pylint: disable=g-import-not-at-top
+
+  if name in seqio.MixtureRegistry.names():
+    return [t.name for t in seqio.get_mixture_or_task(name).tasks]
+  return [name]
+
+
 def decoder_only_batch(inputs: list[np.ndarray], targets: list[np.ndarray],
                        length: int) -> dict[str, np.ndarray]:
   """Packs prefix-LM examples for a decoder-only model.

@@ -46,6 +46,7 @@ class TrainSettings:
   optimizer: str = 'adafactor'
   warmup_steps: int = 0
   weight_decay: float = 0.0
+  checkpoint_period: int = 0  # 0: only at the end (a kill restarts the fit)
 
 
 def git_revision() -> str:
@@ -115,7 +116,8 @@ def run_pipeline(
         learning_rate=settings.learning_rate, optimizer=settings.optimizer,
         warmup_steps=settings.warmup_steps,
         weight_decay=settings.weight_decay, seed=seed,
-        checkpoint_period=settings.steps, plateau=plateau, eval_fn=eval_fn)
+        checkpoint_period=settings.checkpoint_period or settings.steps,
+        plateau=plateau, eval_fn=eval_fn)
     timings[f'train {name}'] = time.monotonic() - t0
     return train_lib.restore_params(model_config, d(name))
 

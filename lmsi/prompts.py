@@ -5,17 +5,25 @@ a target starts with a space and holds either the reasoning path or
 "The answer is X.". Few-shot prompts put exemplars "Q: ...\\nA: ...\\n\\n"
 before the question; the direct exemplars are the CoT ones with the reasoning
 removed (paper §3.2, Table 2).
+
+Question texts of the benchmarks (paper App. A) are built here too, so tasks
+and exemplars agree: multiple choice is "stem (a) ... (b) ..." and an answer
+"The answer is (b)."; NLI is the "Premise: ... OPTIONS: - yes - no - it is
+not possible to tell" template, answered "The answer is yes.".
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 from collections.abc import Sequence
 
 from lmsi import answers as answers_lib
 
 ZERO_SHOT_COT_TRIGGER = "Let's think step by step."
+OPTION_LETTERS = 'abcde'
+NLI_OPTIONS = ('yes', 'no', 'it is not possible to tell')
 
 
 class Format(enum.StrEnum):
@@ -32,7 +40,7 @@ COT_FORMATS = (Format.COT_FEWSHOT, Format.COT_ZEROSHOT)
 class Exemplar:
   question: str
   reasoning: str  # ends with "The answer is X."
-  answer: str
+  answer: str  # X as written there: "18", "(b)", "yes" (answers.answer_text)
 
 
 def direct_target(answer: str) -> str:
@@ -72,6 +80,56 @@ def render(fmt: Format | str, question: str,
   return prompt
 
 
+def choice_question(stem: str, options: Sequence[str]) -> str:
+  """A multiple-choice question: "stem (a) first (b) second ...".
+
+  Args:
+    stem: the question text.
+    options: 2 to 5 option texts, in letter order.
+
+  Returns:
+    The question text; `options_of` recovers `options` (stripped) from it.
+
+  Raises:
+    ValueError: for fewer than 2 or more than 5 options.
+  """
+  if not 2 <= len(options) <= len(OPTION_LETTERS):
+    raise ValueError(f'expected 2-{len(OPTION_LETTERS)} options, got '
+                     f'{len(options)}: {list(options)!r}')
+  return stem.strip() + ''.join(
+      f' ({letter}) {option.strip()}'
+      for letter, option in zip(OPTION_LETTERS, options))
+
+
+def options_of(question: str) -> tuple[str, ...]:
+  """The options of a `choice_question` text; () if it has none.
+
+  The options are the last run of markers " (a) ", " (b) ", ... in order, so
+  a stem that itself contains "(c)" (ARC has one) does not confuse it.
+  """
+  starts = [m.start() for m in re.finditer(r' \(a\) ', question)]
+  for start in reversed(starts):
+    cuts, pos = [start], start
+    for letter in OPTION_LETTERS[1:]:
+      nxt = question.find(f' ({letter}) ', pos + 1)
+      if nxt < 0:
+        break
+      cuts.append(nxt)
+      pos = nxt
+    if len(cuts) >= 2:
+      ends = cuts[1:] + [len(question)]
+      return tuple(question[c + 5:e].strip() for c, e in zip(cuts, ends))
+  return ()
+
+
+def nli_question(premise: str, hypothesis: str) -> str:
+  """The paper's NLI question (App. A, ANLI), answered yes / no / not sure."""
+  options = ''.join(f'\n- {o}' for o in NLI_OPTIONS)
+  return (f'Premise:\n"{premise.strip()}"\nBased on this premise, can we '
+          f'conclude the hypothesis "{hypothesis.strip()}" is true?\n'
+          f'OPTIONS:{options}')
+
+
 # Hand-written exemplars for the embedded arithmetic task: easy problems in
 # the seed split's style (one or two steps), never drawn from any split.
 ARITHMETIC_EXEMPLARS = (
@@ -86,7 +144,14 @@ EXEMPLARS = {'arithmetic': ARITHMETIC_EXEMPLARS}
 
 
 def exemplars_for(name: str, num: int | None = None) -> tuple[Exemplar, ...]:
-  """The exemplar set `name`, optionally only its first `num`."""
-  if name not in EXEMPLARS:
-    raise KeyError(f'unknown exemplar set {name!r}; known: {sorted(EXEMPLARS)}')
-  return EXEMPLARS[name][:num]
+  """The exemplar set `name`, optionally only its first `num`.
+
+  Sets: 'arithmetic' (above) and the benchmarks' 'gsm8k', 'arc',
+  'openbookqa', 'anli' (`lmsi.exemplars`).
+  """
+  # The benchmark sets import this module for `Exemplar`, hence the late import.
+  from lmsi import exemplars  # pylint: disable=g-import-not-at-top
+  sets = {**EXEMPLARS, **exemplars.SETS}
+  if name not in sets:
+    raise KeyError(f'unknown exemplar set {name!r}; known: {sorted(sets)}')
+  return sets[name][:num]

@@ -3,15 +3,21 @@
 Each stage writes `name.jsonl` through a temp file and a rename, then an empty
 `name.jsonl.COMPLETED` marker; a restarted stage skips files with a marker and
 redoes the rest. Readers name the file, line and field of any bad record.
+Paths may be local or `gs://...` (`lmsi.files`); on GCS the rename is a copy
+and a delete, and the marker, written last, is what makes a file count.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
+import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
+
+from lmsi import files
 
 T = TypeVar('T')
 MARKER = '.COMPLETED'
@@ -80,19 +86,42 @@ def from_json(cls: type[T], line: str, where: str) -> T:
   return cls(**kwargs)
 
 
+def _marker(path: str) -> dict | None:
+  """The marker's {records, bytes, sha256}; {} for an empty legacy marker."""
+  if not files.exists(path + MARKER):
+    return None
+  with files.open(path + MARKER) as f:
+    text = f.read()
+  try:
+    return json.loads(text) if text.strip() else {}
+  except json.JSONDecodeError:
+    return None  # a torn marker is no marker
+
+
 def is_complete(path: str) -> bool:
-  return os.path.exists(path + MARKER)
+  """Whether `path` was finished: a marker whose byte count still matches.
+
+  A file truncated (or grown) after its marker was written, or a torn
+  marker, counts as unfinished, so the stage that writes it redoes it.
+  """
+  marker = _marker(path)
+  if marker is None or not files.exists(path):
+    return False
+  return 'bytes' not in marker or files.size(path) == marker['bytes']
 
 
 def write_text_atomic(path: str, text: str) -> None:
-  """Writes `text` to `path` via a temp file and rename (no marker)."""
-  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-  tmp = f'{path}.tmp-{os.getpid()}'
-  with open(tmp, 'w', encoding='utf-8') as f:
+  """Writes `text` to `path` via a temp file and rename (no marker).
+
+  The temp name is unique per call, so processes on different hosts of a pod
+  never share one.
+  """
+  files.makedirs(os.path.dirname(path) or '.')
+  tmp = f'{path}.tmp-{uuid.uuid4().hex[:12]}'
+  with files.open(tmp, 'w') as f:
     f.write(text)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
+    files.sync(f)
+  files.rename(tmp, path)
 
 
 def write_jsonl(path: str, records: Iterable[Any]) -> int:
@@ -102,10 +131,14 @@ def write_jsonl(path: str, records: Iterable[Any]) -> int:
     The number of records written.
   """
   if is_complete(path):
-    os.remove(path + MARKER)  # Rewriting: invalidate first.
+    files.remove(path + MARKER)  # Rewriting: invalidate first.
   lines = [to_json(r) for r in records]
-  write_text_atomic(path, ''.join(line + '\n' for line in lines))
-  write_text_atomic(path + MARKER, '')
+  text = ''.join(line + '\n' for line in lines)
+  write_text_atomic(path, text)
+  data = text.encode('utf-8')
+  write_text_atomic(path + MARKER, json.dumps({
+      'records': len(lines), 'bytes': len(data),
+      'sha256': hashlib.sha256(data).hexdigest()}) + '\n')
   return len(lines)
 
 
@@ -117,15 +150,22 @@ def read_jsonl(path: str, cls: type[T], *, require_marker: bool = True
     FileNotFoundError: if the file (or its marker) is missing.
     ValueError: naming file:line for a malformed or truncated record.
   """
-  if require_marker and not is_complete(path):
+  marker = _marker(path) if require_marker else {}
+  if marker is None:
     raise FileNotFoundError(f'{path} has no {MARKER} marker: the stage that '
                             'writes it did not finish')
-  with open(path, encoding='utf-8') as f:
-    for n, line in enumerate(f, 1):
-      if not line.endswith('\n'):
-        raise ValueError(f'{path}:{n}: truncated line (no newline at end)')
-      if line.strip():
-        yield from_json(cls, line, f'{path}:{n}')
+  with files.open(path, 'rb') as f:
+    data = f.read()
+  if marker.get('sha256') not in (None, hashlib.sha256(data).hexdigest()):
+    raise ValueError(
+        f'{path}: corrupt or truncated: {len(data)} bytes, sha256 differs '
+        f'from its {MARKER} marker ({marker["bytes"]} bytes, '
+        f'{marker["records"]} records); delete it to redo its stage')
+  for n, line in enumerate(data.decode('utf-8').splitlines(keepends=True), 1):
+    if not line.endswith('\n'):
+      raise ValueError(f'{path}:{n}: truncated line (no newline at end)')
+    if line.strip():
+      yield from_json(cls, line, f'{path}:{n}')
 
 
 def write_json(path: str, obj: Any) -> None:
@@ -140,9 +180,9 @@ def read_jsonl_dicts(path: str) -> Iterator[dict]:
     FileNotFoundError: if `path` does not exist.
     ValueError: for a malformed line or a line that is not an object.
   """
-  if not os.path.exists(path):
+  if not files.exists(path):
     raise FileNotFoundError(f'data file {path} does not exist')
-  with open(path, encoding='utf-8') as f:
+  with files.open(path) as f:
     for n, line in enumerate(f, 1):
       if line.strip():
         yield _parse_object(line, f'{path}:{n}')

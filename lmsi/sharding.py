@@ -95,10 +95,28 @@ def create_mesh(
 
 
 def shardings_for(
-    logical_specs, mesh: Mesh, rules: Rules
+    logical_specs, mesh: Mesh, rules: Rules, shapes=None
 ):  # -> pytree of NamedSharding
-  """Maps a pytree of logical PartitionSpecs to NamedShardings on `mesh`."""
-  return nn.logical_to_mesh_sharding(logical_specs, mesh, rules)
+  """Maps a pytree of logical PartitionSpecs to NamedShardings on `mesh`.
+
+  With `shapes` (a matching pytree of arrays), a dimension the mesh axis
+  does not divide (e.g. SmolLM2's 9 heads on a model axis of 2) is
+  replicated instead, so any mesh shape works.
+  """
+  out = nn.logical_to_mesh_sharding(logical_specs, mesh, rules)
+  if shapes is None:
+    return out
+
+  def fit(named: NamedSharding, x) -> NamedSharding:
+    spec = []
+    for dim, axis in zip(x.shape, tuple(named.spec) +
+                         (None,) * (len(x.shape) - len(named.spec))):
+      names = (axis,) if isinstance(axis, str) else tuple(axis or ())
+      size = int(np.prod([mesh.shape[a] for a in names])) if names else 1
+      spec.append(axis if dim % size == 0 else None)
+    return NamedSharding(mesh, PartitionSpec(*spec))
+
+  return jax.tree_util.tree_map(fit, out, shapes)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

@@ -39,7 +39,7 @@ def rows_source(splits: Mapping[str, Rows], fields: Sequence[str]
 
 
 def add_task(name: str, source: seqio.DataSource, *, tokenize: bool,
-             vocab=None, metric_fns=()) -> seqio.Task:
+             vocab=None, metric_fns=(), postprocess_fn=None) -> seqio.Task:
   """(Re-)registers a task; text tasks get byte-tokenized inputs/targets."""
   if name in seqio.TaskRegistry.names():
     seqio.TaskRegistry.remove(name)
@@ -48,9 +48,10 @@ def add_task(name: str, source: seqio.DataSource, *, tokenize: bool,
         name, source=source, output_features=text_features(vocab),
         preprocessors=[seqio.preprocessors.tokenize,
                        seqio.preprocessors.append_eos_after_trim],
-        metric_fns=list(metric_fns))
+        metric_fns=list(metric_fns), postprocess_fn=postprocess_fn)
   return seqio.TaskRegistry.add(name, source=source, output_features={},
-                                metric_fns=list(metric_fns))
+                                metric_fns=list(metric_fns),
+                                postprocess_fn=postprocess_fn)
 
 
 def add_mixture(name: str, tasks: Sequence[str | tuple[str, float]],

@@ -132,7 +132,7 @@ class ExtractAnswerTest(parameterized.TestCase):
 
   def test_family_values(self):
     self.assertEqual([f.value for f in answers.Family],
-                     ['number', 'letter', 'nli'])
+                     ['number', 'letter', 'nli', 'yesno'])
 
 
 class NormalizeNumberTest(parameterized.TestCase):

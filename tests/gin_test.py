@@ -10,7 +10,8 @@ from lmsi import gin_flags
 from tests.conftest import REPO
 
 FILL = ['MODEL_DIR = "/tmp/m"', 'INITIAL_CHECKPOINT_PATH = "/tmp/i"',
-        'SELFGEN_FILE = "/tmp/s.jsonl"']
+        'SELFGEN_FILE = "/tmp/s.jsonl"', 'TASK = "lmsi_gsm8k_pool_v1"',
+        'OUTPUT_DIR = "/tmp/o"', 'SAMPLES_DIR = "/tmp/samples"']
 
 
 def test_parse_args_t5x_style():

@@ -38,9 +38,9 @@ def test_one_prefill_for_m_samples(tiny_cfg, params, monkeypatch):
   shapes = []
   real = sampling._prefill
 
-  def spy(cfg, p, tokens, valid):
+  def spy(cfg, p, tokens, valid, prefix_kv):
     shapes.append(tokens.shape)
-    return real(cfg, p, tokens, valid)
+    return real(cfg, p, tokens, valid, prefix_kv)
 
   monkeypatch.setattr(sampling, '_prefill', spy)
   cfg = sampling.SamplingConfig(num_samples=32, max_decode_steps=8)

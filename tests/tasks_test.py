@@ -86,3 +86,21 @@ def test_selfgen_mixture_reads_the_file(tmp_path):
     labels = row[1:][w[:-1] > 0]
     assert v.decode(labels) == ' The answer is 1.'
   assert np.all(batch['weights'].sum(1) == len(' The answer is 1.') + 1)
+
+
+def test_multitask_selfgen_mixture(tmp_path):
+  from tasks import mixtures  # pylint: disable=g-import-not-at-top
+  import seqio  # pylint: disable=g-import-not-at-top
+  files = {}
+  for dataset, target in (('gsm8k', ' The answer is 7.'),
+                          ('arc_challenge', ' The answer is (b).')):
+    files[dataset] = str(tmp_path / dataset / 'selfgen.jsonl')
+    records.write_jsonl(files[dataset], [records.SelfGenExample(
+        task=dataset, id='q0', sample=0, format=f.value, inputs='Q: x\nA:',
+        targets=target, vote_share=1.0) for f in prompts.Format])
+  name = mixtures.register_selfgen(files, 1)
+  assert name == 'lmsi_selfgen_multitask_r1'
+  assert len(seqio.get_mixture_or_task(name).tasks) == 8
+  batch = next(inputs.training_batches(name, {'inputs': 16, 'targets': 24},
+                                       8, seed=0))
+  assert batch['tokens'].shape[0] == 8

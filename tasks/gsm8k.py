@@ -1,0 +1,99 @@
+"""GSM8K as SeqIO tasks: grade-school math word problems (LMSI stage 1).
+
+`register(data_dir=None, source='files')` registers
+  * `lmsi_gsm8k_v1`: splits train (7473) and test (1319); features `id`,
+    `question` (verbatim), `answer` (the number after "#### ", with $ and
+    thousands commas stripped: "#### 1,080" -> "1080"); accuracy metric.
+  * `lmsi_gsm8k_pool_v1`: the train questions without gold, served as
+    'train' (paper App. A: the whole train set is the unlabeled pool).
+
+Sources: 'files' reads `<data_dir>/gsm8k/{train,test}.jsonl` as published in
+openai/grade-school-math; 'tfds' reads the `gsm8k` builder. Ids are
+`gsm8k-<split>-<12 hex digits of sha256(question)>`: the builder drops line
+numbers and reorders examples, so a line index would not be stable.
+
+`rationale(solution)` writes an official solution in the paper's CoT style
+(calculator annotations "<<48/2=24>>" removed, "The answer is N." last); the
+GSM8K exemplars in `lmsi.exemplars` are such rationales of train questions.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from lmsi import answers as answers_lib
+from tasks import releases
+
+TASK = 'lmsi_gsm8k_v1'
+POOL = 'lmsi_gsm8k_pool_v1'
+SPLITS = ('train', 'test')
+TFDS_NAME = 'gsm8k'
+LAYOUT = '<data_dir>/gsm8k/{train,test}.jsonl (openai/grade-school-math)'
+SPEC = releases.Spec(dataset='gsm8k', family=answers_lib.Family.NUMBER,
+                     exemplars='gsm8k')
+_CALC = re.compile(r'<<[^>]*>>')
+_FINAL = '#### '
+
+
+def final_answer(solution: str) -> str:
+  """The normalised number of a solution's last "#### N" line.
+
+  Raises:
+    ValueError: if there is no "#### " line or N is not a number.
+  """
+  if _FINAL not in solution:
+    raise ValueError(f'field \'answer\' has no "{_FINAL}" line')
+  return releases.gold(solution.rsplit(_FINAL, 1)[1].strip(),
+                       answers_lib.Family.NUMBER)
+
+
+def rationale(solution: str) -> str:
+  """An official solution as one CoT paragraph ending "The answer is N."."""
+  body = solution.rsplit(_FINAL, 1)[0]
+  steps = []
+  for line in body.splitlines():
+    step = ' '.join(_CALC.sub('', line).split())
+    if step:
+      steps.append(step if step[-1] in '.!?' else step + '.')
+  steps.append(f'{answers_lib.ANSWER_PREFIX} {final_answer(solution)}.')
+  return ' '.join(steps)
+
+
+def _row(split: str, question: str, solution: str) -> releases.Row:
+  return {'id': releases.content_id(f'gsm8k-{split}', question),
+          'question': question, 'answer': final_answer(solution)}
+
+
+def _file_reader(path: str, split: str):
+  return lambda: releases.read_release(path, lambda raw: _row(
+      split, releases.field(raw, 'question'), releases.field(raw, 'answer')))
+
+
+def _tfds_reader(split: str, tfds_data_dir: str | None):
+  convert = lambda ex: _row(split, releases.text(ex['question']),
+                            releases.text(ex['answer']))
+  return lambda: releases.tfds_rows(TFDS_NAME, split, convert, tfds_data_dir)
+
+
+def register(data_dir: str | None = None, source: str = 'files',
+             tfds_data_dir: str | None = None) -> str:
+  """Registers `lmsi_gsm8k_v1` and its pool; returns the task name.
+
+  Args:
+    data_dir: the benchmark data directory ('files'); default $LMSI_DATA_DIR.
+    source: 'files' or 'tfds'.
+    tfds_data_dir: TFDS's data_dir ('tfds'); default TFDS's own.
+
+  Raises:
+    FileNotFoundError: naming the missing directory or file and the layout.
+  """
+  if releases.check_source(source) == 'files':
+    root = os.path.join(releases.resolve_data_dir(data_dir, LAYOUT), 'gsm8k')
+    paths = {s: os.path.join(root, f'{s}.jsonl') for s in SPLITS}
+    releases.require_files(list(paths.values()), LAYOUT)
+    splits = {s: _file_reader(paths[s], s) for s in SPLITS}
+  else:
+    splits = {s: _tfds_reader(s, tfds_data_dir) for s in SPLITS}
+  releases.add_benchmark(TASK, splits, SPEC, pool_split='train')
+  return TASK
