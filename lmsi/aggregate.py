@@ -16,6 +16,7 @@ runs `aggregate_task` over what `lmsi.sample`'s binary wrote.
 from __future__ import annotations
 
 import collections
+import json
 import os
 import random
 import re
@@ -24,9 +25,12 @@ from typing import Any
 
 from lmsi import answers as answers_lib
 from lmsi import files
+from lmsi import manifests
 from lmsi import prompts
 from lmsi import records
 from lmsi import voting
+
+SHARDS = 'samples-*-of-*.jsonl'
 
 
 def read_samples(samples_dir: str) -> list[records.SampledPath]:
@@ -38,7 +42,7 @@ def read_samples(samples_dir: str) -> list[records.SampledPath]:
     ValueError: if shards of different shardings are mixed or an (id,
       sample) pair repeats.
   """
-  paths = files.glob(os.path.join(samples_dir, 'samples-*-of-*.jsonl'))
+  paths = files.glob(os.path.join(samples_dir, SHARDS))
   if not paths:
     raise FileNotFoundError(f'no samples-*.jsonl shards in {samples_dir}')
   totals = {int(p.rsplit('-of-', 1)[1].split('.')[0]) for p in paths}
@@ -172,19 +176,36 @@ def aggregate(
                      f'not in the task split, e.g. {missing[:3]}')
   examples = to_examples(kept, by_id, exemplars, answer_family)
   counts['examples'] = len(examples)
-  records.write_json(os.path.join(output_dir, 'aggregate_manifest.json'), {
+  sampling = _sampling_settings(samples_dir)
+  manifest = manifests.stage_manifest(
+      files.glob(os.path.join(samples_dir, SHARDS)),
       **(manifest_extra or {}),
-      'samples_dir': os.path.abspath(samples_dir),
-      'counts': counts,
-      'choices': {
+      samples_dir=os.path.abspath(samples_dir),
+      sampling=sampling,
+      counts=counts,
+      choices={
           'no_vote': no_vote, 'min_vote_share': min_vote_share,
           'max_paths_per_question': max_paths_per_question, 'dedup': dedup,
           'tie_rule': 'answer appearing first (lowest sample index) wins',
-          'unparseable': 'excluded from the vote, counted',
+          'unparseable': 'cast no vote but count in the vote share',
+          'top_k': sampling.get('top_k') if sampling else None,
           'formats': [f.value for f in prompts.Format],
-      }})
+          'mixing_rates': 'equal per format task (tasks.selfgen); '
+                          'the rates used are in train_manifest.json',
+      })
+  records.write_json(os.path.join(output_dir, 'aggregate_manifest.json'),
+                     manifest)
   records.write_jsonl(path, examples)
   return path
+
+
+def _sampling_settings(samples_dir: str) -> dict[str, Any] | None:
+  """The sampling config from `sample_manifest.json`, if sampling wrote one."""
+  path = os.path.join(samples_dir, 'sample_manifest.json')
+  if not files.exists(path):
+    return None
+  with files.open(path) as f:
+    return json.load(f).get('sampling')
 
 
 def aggregate_task(

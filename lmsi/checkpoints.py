@@ -13,12 +13,19 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from lmsi import files
+
 ITEMS = ('params', 'state')
+
+
+def _absolute(path: str) -> str:
+  """An absolute local path; a URL (gs://...) as it is (orbax reads both)."""
+  return path if files.is_remote(path) else os.path.abspath(path)
 
 
 def manager(model_dir: str, max_to_keep: int = 2) -> ocp.CheckpointManager:
   return ocp.CheckpointManager(
-      os.path.abspath(os.path.join(model_dir, 'checkpoints')),
+      _absolute(os.path.join(model_dir, 'checkpoints')),
       options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
                                            create=True),
       item_names=ITEMS)
@@ -26,17 +33,48 @@ def manager(model_dir: str, max_to_keep: int = 2) -> ocp.CheckpointManager:
 
 def save(mngr: ocp.CheckpointManager, step: int, params: Any,
          state: Any) -> None:
-  mngr.save(step, args=ocp.args.Composite(
-      params=ocp.args.StandardSave(params),
-      state=ocp.args.StandardSave(state)), force=True)
-  mngr.wait_until_finished()
+  """Saves step `step`; earlier steps stay intact if this one fails.
+
+  Raises:
+    OSError: naming the checkpoint directory if it is full or unwritable.
+  """
+  try:
+    mngr.save(step, args=ocp.args.Composite(
+        params=ocp.args.StandardSave(params),
+        state=ocp.args.StandardSave(state)), force=True)
+    mngr.wait_until_finished()
+  except OSError as e:
+    err = files.write_error(e, os.path.join(str(mngr.directory), str(step)))
+    if err is e:
+      raise
+    raise err from e
+
+
+def _unreadable(path: str, e: Exception) -> ValueError:
+  """The error for a checkpoint orbax cannot read: where, why, what to do."""
+  why = (str(e).strip().splitlines() or [''])[0]
+  why = why.split(' See full TensorStore details')[0][:300]
+  step_dir = os.path.dirname(path) if os.path.basename(path) in ITEMS else path
+  return ValueError(
+      f'checkpoint {path} is corrupt or truncated ({type(e).__name__}: '
+      f'{why}); delete {step_dir} to fall back to an earlier step, or '
+      'recreate it')
 
 
 def restore(mngr: ocp.CheckpointManager, step: int, abstract_params: Any,
             abstract_state: Any) -> tuple[Any, Any]:
-  out = mngr.restore(step, args=ocp.args.Composite(
-      params=ocp.args.StandardRestore(abstract_params),
-      state=ocp.args.StandardRestore(abstract_state)))
+  """Restores step `step` (params and trainer state).
+
+  Raises:
+    ValueError: naming the step directory if orbax cannot read it.
+  """
+  try:
+    out = mngr.restore(step, args=ocp.args.Composite(
+        params=ocp.args.StandardRestore(abstract_params),
+        state=ocp.args.StandardRestore(abstract_state)))
+  except Exception as e:  # pylint: disable=broad-except  # tensorstore's
+    raise _unreadable(os.path.join(str(mngr.directory), str(step)),
+                      e) from e
   return out['params'], out['state']
 
 
@@ -46,12 +84,12 @@ def params_path(path: str) -> str:
   Raises:
     FileNotFoundError: if no finished checkpoint is found under `path`.
   """
-  path = os.path.abspath(path)
+  path = _absolute(path)
   for cand in (path, os.path.join(path, 'checkpoints')):
-    if os.path.isdir(os.path.join(cand, 'params')):
+    if files.isdir(os.path.join(cand, 'params')):
       return os.path.join(cand, 'params')
-    if os.path.isdir(cand):
-      steps = sorted(int(d) for d in os.listdir(cand) if d.isdigit())
+    if files.isdir(cand):
+      steps = sorted(int(d) for d in files.listdir(cand) if d.isdigit())
       if steps:
         return os.path.join(cand, str(steps[-1]), 'params')
   raise FileNotFoundError(f'no finished orbax checkpoint under {path!r} '
@@ -62,11 +100,15 @@ def load_params(path: str, abstract_params: Any) -> Any:
   """Restores params from a model/step dir, checked against the config.
 
   Raises:
-    ValueError: if the stored shapes do not match `abstract_params`.
+    ValueError: if the stored shapes do not match `abstract_params`, or if
+      the checkpoint is corrupt or truncated (naming it).
   """
   ppath = params_path(path)
   ckptr = ocp.StandardCheckpointer()
-  stored = ckptr.metadata(ppath)
+  try:
+    stored = ckptr.metadata(ppath)
+  except Exception as e:  # pylint: disable=broad-except  # orbax/tensorstore
+    raise _unreadable(ppath, e) from e
   stored_tree = getattr(stored, 'item_metadata', stored)
   stored_tree = getattr(stored_tree, 'tree', stored_tree)
   want = jax.tree_util.tree_map(lambda x: tuple(x.shape), abstract_params)
@@ -76,7 +118,7 @@ def load_params(path: str, abstract_params: Any) -> Any:
     got = None
   if got is not None and got != want:
     raise ValueError(f'checkpoint {ppath} does not match the model config: '
-                     f'stored shapes {got} vs config shapes {want}')
+                     + _shape_diff(got, want))
   # Restore onto this process's first device unless the caller placed the
   # target: the stored shardings name the saving run's devices, which a
   # different topology (another host count, a pod) does not have.
@@ -84,7 +126,23 @@ def load_params(path: str, abstract_params: Any) -> Any:
   target = jax.tree_util.tree_map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(
           x, 'sharding', None) or local), abstract_params)
-  return ckptr.restore(ppath, target)
+  try:
+    return ckptr.restore(ppath, target)
+  except Exception as e:  # pylint: disable=broad-except  # tensorstore's
+    raise _unreadable(ppath, e) from e
+
+
+def _shape_diff(got: Any, want: Any, limit: int = 4) -> str:
+  """The first `limit` differences of two {name: shape} trees, by name."""
+  flat = lambda tree: {jax.tree_util.keystr(k, simple=True, separator='.'): v
+                       for k, v in jax.tree_util.tree_flatten_with_path(
+                           tree, is_leaf=lambda x: isinstance(x, tuple))[0]}
+  got, want = flat(got), flat(want)
+  diffs = [f'{k}: stored {got.get(k, "absent")}, config '
+           f'{want.get(k, "absent")}' for k in sorted(set(got) | set(want))
+           if got.get(k) != want.get(k)]
+  more = f' (and {len(diffs) - limit} more)' if len(diffs) > limit else ''
+  return '; '.join(diffs[:limit]) + more
 
 
 def save_params(path: str, params: Any) -> None:

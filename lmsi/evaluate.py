@@ -15,6 +15,7 @@ from typing import Any
 
 from lmsi import answers as answers_lib
 from lmsi import decoder as decoder_lib
+from lmsi import manifests
 from lmsi import prompts
 from lmsi import records
 from lmsi import sample as sample_lib
@@ -177,10 +178,13 @@ def evaluate_task(
       task_name, exemplars=exemplars, num_exemplars=num_exemplars,
       answer_family=answer_family)
   examples = inputs.load_split(task_name, split)[:max_questions]
-  records.write_json(os.path.join(output_dir, 'eval_manifest.json'), {
-      **notes, 'split': split, 'num_questions': len(examples),
-      'checkpoint': checkpoint_path, 'vocabulary': vocabulary,
-      'param_dtype': param_dtype, 'config': dataclasses.asdict(config)})
+  records.write_json(
+      os.path.join(output_dir, 'eval_manifest.json'),
+      manifests.stage_manifest(
+          sample_lib.model_inputs(checkpoint_path, vocabulary), **notes,
+          split=split, num_questions=len(examples),
+          checkpoint=checkpoint_path, vocabulary=vocabulary,
+          param_dtype=param_dtype, config=dataclasses.asdict(config)))
   return evaluate(model_config=model_config, params=params,
                   examples=examples, exemplars=exemplar_set, config=config,
                   vocab=vocab, answer_family=family.value,

@@ -10,17 +10,27 @@ Object stores have no atomic rename: on GCS, `rename` is a copy then a
 delete. Each object is still written whole or not at all, and a stage's
 `.COMPLETED` marker (see `records.py`) is written after its data, so a reader
 that trusts only the marker never sees a half-moved file.
+
+A local write that fails for want of space or permission is restated by
+`write_error` to name the output directory and the cause.
 """
 
 from __future__ import annotations
 
 import builtins
+import errno
 import glob as glob_lib
 import os
 import re
+from collections.abc import Iterator
 from typing import IO
 
 _SCHEME = re.compile(r'^[a-zA-Z][a-zA-Z0-9+.-]*://')
+# Write errors that no retry fixes: the run must stop and say where and why.
+_WRITE_ERRORS = {errno.ENOSPC: 'disk full', errno.EDQUOT: 'disk quota exceeded',
+                 errno.EACCES: 'permission denied',
+                 errno.EPERM: 'operation not permitted',
+                 errno.EROFS: 'read-only file system'}
 
 
 def is_remote(path: str) -> bool:
@@ -57,12 +67,39 @@ def size(path: str) -> int:
   return os.path.getsize(path)
 
 
+def write_error(e: OSError, path: str) -> OSError:
+  """`e` restated to name `path` and its directory, if the disk is full or
+  the directory is not writable.
+
+  Returns:
+    A new OSError (same errno, so still e.g. a PermissionError) for the
+    errors in `_WRITE_ERRORS`; `e` itself for any other.
+  """
+  if e.errno not in _WRITE_ERRORS:
+    return e
+  fix = ('free space' if e.errno in (errno.ENOSPC, errno.EDQUOT)
+         else 'make it writable')
+  return OSError(e.errno, f'cannot write {path}: {_WRITE_ERRORS[e.errno]} '
+                 f'(in {os.path.dirname(path) or "."}); {fix} or choose '
+                 'another output directory; files already there are intact')
+
+
 def makedirs(path: str) -> None:
-  """Creates `path` and its parents; an existing directory is fine."""
+  """Creates `path` and its parents; an existing directory is fine.
+
+  Raises:
+    OSError: naming `path` if it cannot be created (see `write_error`).
+  """
   if is_remote(path):
     _gfile().makedirs(path)
-  else:
+    return
+  try:
     os.makedirs(path, exist_ok=True)
+  except OSError as e:
+    err = write_error(e, path.rstrip('/'))
+    if err is e:
+      raise
+    raise err from e
 
 
 def listdir(path: str) -> list[str]:
@@ -70,6 +107,13 @@ def listdir(path: str) -> list[str]:
   if is_remote(path):
     return sorted(n.rstrip('/') for n in _gfile().listdir(path))
   return sorted(os.listdir(path))
+
+
+def walk(path: str) -> Iterator[tuple[str, list[str], list[str]]]:
+  """(directory, subdirectory names, file names) under `path`, as `os.walk`."""
+  if is_remote(path):
+    return iter(_gfile().walk(path))
+  return os.walk(path)
 
 
 def glob(pattern: str) -> list[str]:

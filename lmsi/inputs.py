@@ -6,22 +6,54 @@ and it does so lazily, so decoder, sampling and voting run without them.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterator, Mapping
 
 import numpy as np
 
 
-def load_split(task_name: str, split: str) -> list[dict[str, str]]:
-  """Reads a whole split of a registered task, in order, as str dicts."""
+def close_names(name: str) -> list[str]:
+  """Registered task and mixture names that look like `name` (best first)."""
   import seqio  # pylint: disable=g-import-not-at-top
 
-  try:
-    task = seqio.get_mixture_or_task(task_name)
-  except ValueError:
-    close = [n for n in seqio.TaskRegistry.names()
-             if n.split('_')[:2] == task_name.split('_')[:2]]
-    raise ValueError(f'unknown SeqIO task {task_name!r}; registered tasks '
-                     f'like it: {sorted(close)[:10]}') from None
+  known = [*seqio.TaskRegistry.names(), *seqio.MixtureRegistry.names()]
+  return difflib.get_close_matches(name, known, n=5, cutoff=0.6)
+
+
+def get_mixture_or_task(name: str):
+  """`seqio.get_mixture_or_task`, with close matches for an unknown name.
+
+  Raises:
+    ValueError: naming `name` and the registered names that look like it.
+  """
+  import seqio  # pylint: disable=g-import-not-at-top
+
+  if (name not in seqio.TaskRegistry.names()
+      and name not in seqio.MixtureRegistry.names()):
+    raise ValueError(f'unknown SeqIO task or mixture {name!r}; did you mean '
+                     f'one of {close_names(name)}? (a task registers when '
+                     'its module is imported, e.g. `import tasks`)')
+  return seqio.get_mixture_or_task(name)
+
+
+def mixing_rates(name: str) -> dict[str, float]:
+  """{task: rate} of a mixture, or {name: 1.0} for a task (for manifests)."""
+  import seqio  # pylint: disable=g-import-not-at-top
+
+  mixture_or_task = get_mixture_or_task(name)
+  if isinstance(mixture_or_task, seqio.Mixture):
+    return {t.name: float(mixture_or_task.get_rate(t))
+            for t in mixture_or_task.tasks}
+  return {name: 1.0}
+
+
+def load_split(task_name: str, split: str) -> list[dict[str, str]]:
+  """Reads a whole split of a registered task, in order, as str dicts.
+
+  Raises:
+    ValueError: for an unknown task (with close matches) or split.
+  """
+  task = get_mixture_or_task(task_name)
   if split not in task.splits:
     raise ValueError(f'task {task_name!r} has no split {split!r}; '
                      f'splits: {list(task.splits)}')
@@ -35,7 +67,7 @@ def member_tasks(name: str) -> list[str]:
   import seqio  # pylint: disable=g-import-not-at-top
 
   if name in seqio.MixtureRegistry.names():
-    return [t.name for t in seqio.get_mixture_or_task(name).tasks]
+    return [t.name for t in get_mixture_or_task(name).tasks]
   return [name]
 
 
@@ -78,9 +110,7 @@ def training_batches(mixture_or_task_name: str,
   resumed run sees exactly the batches an uninterrupted one would.
   """
   length = sum(task_feature_lengths.values())
-  import seqio  # pylint: disable=g-import-not-at-top
-
-  ds = seqio.get_mixture_or_task(mixture_or_task_name).get_dataset(
+  ds = get_mixture_or_task(mixture_or_task_name).get_dataset(
       sequence_length=dict(task_feature_lengths), split='train', shuffle=True,
       seed=seed, num_epochs=None, trim_output_features=True)
   ds = ds.skip(start_step * batch_size)

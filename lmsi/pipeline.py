@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import subprocess
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -27,6 +26,7 @@ from lmsi import aggregate as aggregate_lib
 from lmsi import arithmetic
 from lmsi import decoder as decoder_lib
 from lmsi import evaluate as evaluate_lib
+from lmsi import manifests
 from lmsi import prompts
 from lmsi import records
 from lmsi import report
@@ -47,16 +47,6 @@ class TrainSettings:
   warmup_steps: int = 0
   weight_decay: float = 0.0
   checkpoint_period: int = 0  # 0: only at the end (a kill restarts the fit)
-
-
-def git_revision() -> str:
-  try:
-    return subprocess.run(
-        ['git', 'rev-parse', 'HEAD'], capture_output=True, text=True,
-        cwd=os.path.dirname(os.path.abspath(__file__)), check=True
-    ).stdout.strip()
-  except (OSError, subprocess.CalledProcessError):
-    return 'unknown'
 
 
 def run_pipeline(
@@ -186,7 +176,7 @@ def run_pipeline(
                      {k: round(v, 1) for k, v in timings.items()})
   records.write_json(d('metrics.json'), metrics)
   records.write_json(d('manifest.json'), {
-      'git_revision': git_revision(),
+      'git_revision': manifests.git_revision(),
       'data_dir': os.path.abspath(d('data')),
       'split_sizes': dict(split_sizes),
       'base_checkpoint': os.path.abspath(base_ckpt),

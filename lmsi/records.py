@@ -10,9 +10,12 @@ and a delete, and the marker, written last, is what makes a file count.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
+import types
+import typing
 import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
@@ -67,22 +70,56 @@ def _parse_object(line: str, where: str) -> dict:
   try:
     raw = json.loads(line)
   except json.JSONDecodeError as e:
-    raise ValueError(f'{where}: malformed JSON ({e.msg} at column {e.colno})'
+    raise ValueError(f'{where}: malformed JSON ({e.msg}: column {e.colno})'
                      ) from None
   if not isinstance(raw, dict):
-    raise ValueError(f'{where}: expected a JSON object, got {type(raw).__name__}')
+    raise ValueError(f'{where}: expected a JSON object, got '
+                     f'{type(raw).__name__}')
   return raw
 
 
+@functools.cache
+def _field_types(cls: type) -> dict[str, Any]:
+  return typing.get_type_hints(cls)
+
+
+def _has_type(value: Any, hint: Any) -> bool:
+  """Whether a JSON value fits a field annotation (no bool for int/float)."""
+  origin = typing.get_origin(hint)
+  if origin in (typing.Union, types.UnionType):
+    return any(_has_type(value, h) for h in typing.get_args(hint))
+  if origin is not None:  # e.g. list[str | None]: the container only
+    return isinstance(value, origin)
+  if hint is type(None):
+    return value is None
+  if isinstance(value, bool) and hint in (int, float):
+    return False
+  if hint is float:
+    return isinstance(value, (int, float))
+  return hint is Any or isinstance(value, hint)
+
+
 def from_json(cls: type[T], line: str, where: str) -> T:
-  """Parses one JSONL line into `cls`, naming `where` (file:line) on error."""
+  """Parses one JSONL line into `cls`, naming `where` (file:line) on error.
+
+  Raises:
+    ValueError: "file:line: ..." for malformed JSON, a missing field or a
+      field whose value does not have the annotated type.
+  """
   raw = _parse_object(line, where)
+  types_ = _field_types(cls)
   kwargs = {}
   for field in dataclasses.fields(cls):
     if field.name not in raw:
       raise ValueError(f'{where}: missing field {field.name!r} '
                        f'expected by {cls.__name__}')
-    kwargs[field.name] = raw[field.name]
+    value = raw[field.name]
+    if not _has_type(value, types_[field.name]):
+      kind = field.type if isinstance(field.type, str) else getattr(
+          field.type, '__name__', field.type)
+      raise ValueError(f'{where}: field {field.name!r} of {cls.__name__} '
+                       f'must be {kind}, got {value!r}')
+    kwargs[field.name] = value
   return cls(**kwargs)
 
 
@@ -115,13 +152,27 @@ def write_text_atomic(path: str, text: str) -> None:
 
   The temp name is unique per call, so processes on different hosts of a pod
   never share one.
+
+  Raises:
+    OSError: naming the directory if it is full or not writable; `path`
+      keeps its old content and no temp file is left.
   """
-  files.makedirs(os.path.dirname(path) or '.')
   tmp = f'{path}.tmp-{uuid.uuid4().hex[:12]}'
-  with files.open(tmp, 'w') as f:
-    f.write(text)
-    files.sync(f)
-  files.rename(tmp, path)
+  try:
+    files.makedirs(os.path.dirname(path) or '.')
+    with files.open(tmp, 'w') as f:
+      f.write(text)
+      files.sync(f)
+    files.rename(tmp, path)
+  except OSError as e:
+    try:
+      files.remove(tmp)
+    except OSError:
+      pass  # never created, or the directory refuses even that
+    err = files.write_error(e, path)
+    if err is e:
+      raise
+    raise err from e
 
 
 def write_jsonl(path: str, records: Iterable[Any]) -> int:

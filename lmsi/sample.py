@@ -19,7 +19,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from lmsi import answers as answers_lib
+from lmsi import checkpoints
 from lmsi import decoder as decoder_lib
+from lmsi import manifests
 from lmsi import progress as progress_lib
 from lmsi import prompts
 from lmsi import records
@@ -234,6 +236,12 @@ def task_settings(
   return family, prompts.exemplars_for(name, num_exemplars), notes
 
 
+def model_inputs(checkpoint_path: str, vocabulary: str) -> list[str]:
+  """The files a sampling/eval run reads besides data: params, tokenizer."""
+  return ([checkpoints.params_path(checkpoint_path)]
+          + ([vocabulary] if vocabulary != 'bytes' else []))
+
+
 def sample_task(
     *,
     model_config: decoder_lib.DecoderConfig,
@@ -290,6 +298,7 @@ def sample_task(
     mesh = sharding.create_mesh(model=num_partitions,
                                 devices=jax.local_devices())
     params = sampling.place_params(model_config, params, mesh)
+  read = model_inputs(checkpoint_path, vocabulary)
   shards = []
   for name in inputs.member_tasks(task_name):
     out = output_dir if name == task_name else os.path.join(output_dir, name)
@@ -297,14 +306,15 @@ def sample_task(
         name, exemplars=exemplars, num_exemplars=num_exemplars,
         answer_family=answer_family)
     questions = load_questions(name, split, max_questions)
-    records.write_json(os.path.join(out, 'sample_manifest.json'), {
-        **notes, 'split': split, 'num_questions': len(questions),
-        'max_questions': max_questions, 'checkpoint': checkpoint_path,
-        'vocabulary': vocabulary, 'param_dtype': param_dtype,
-        'processes': jax.process_count(),
-        'mesh': dict(mesh.shape) if mesh is not None else None,
-        'share_prefix': share_prefix, 'early_stop_chunk': early_stop_chunk,
-        'sampling': dataclasses.asdict(sampling_config)})
+    manifest = manifests.stage_manifest(
+        read, **notes, split=split, num_questions=len(questions),
+        max_questions=max_questions, checkpoint=checkpoint_path,
+        vocabulary=vocabulary, param_dtype=param_dtype,
+        processes=jax.process_count(),
+        mesh=dict(mesh.shape) if mesh is not None else None,
+        share_prefix=share_prefix, early_stop_chunk=early_stop_chunk,
+        sampling=dataclasses.asdict(sampling_config))
+    records.write_json(os.path.join(out, 'sample_manifest.json'), manifest)
     shards.append(sample(
         model_config=model_config, params=params, questions=questions,
         output_dir=out, sampling_config=sampling_config,

@@ -25,7 +25,9 @@ from flax import linen as nn
 
 from lmsi import checkpoints
 from lmsi import decoder as decoder_lib
+from lmsi import files
 from lmsi import inputs as inputs_lib
+from lmsi import manifests
 from lmsi import progress as progress_lib
 from lmsi import records
 from lmsi import sharding
@@ -83,9 +85,9 @@ def loss_fn(cfg: decoder_lib.DecoderConfig, params, batch):
 
 def _rewrite_metrics(path: str, upto_step: int) -> None:
   """Drops metric lines past the restored step (a resumed run rewrites them)."""
-  if not os.path.exists(path):
+  if not files.exists(path):
     return
-  with open(path, encoding='utf-8') as f:
+  with files.open(path) as f:
     keep = [l for l in f if l.strip() and json.loads(l)['step'] <= upto_step]
   records.write_text_atomic(path, ''.join(keep))
 
@@ -136,19 +138,32 @@ def train(
     A `TrainResult`.
 
   Raises:
-    FloatingPointError: if the loss becomes NaN/Inf (the last good
-      checkpoint is kept).
+    FloatingPointError: if the loss or the parameters become NaN/Inf; no
+      checkpoint of them is written, so the last good one is kept.
+    OSError: naming MODEL_DIR if it is full or not writable (raised at the
+      start, when `train_manifest.json` is written).
   """
-  os.makedirs(model_dir, exist_ok=True)
+  files.makedirs(model_dir)
   done_path = os.path.join(model_dir, 'train_done.json')
-  if os.path.exists(done_path):  # finished (maybe stopped early) before
-    with open(done_path, encoding='utf-8') as f:
+  if files.exists(done_path):  # finished (maybe stopped early) before
+    with files.open(done_path) as f:
       done = json.load(f)
     if done['train_steps'] == train_steps:
       print(f'train: {model_dir} finished at step {done["step"]}, skipping')
       return TrainResult(step=done['step'], loss=done['loss'],
                          stopped_early=done['stopped_early'],
                          evals=done['evals'])
+  _write_manifest(
+      model_dir, initial_checkpoint_path,
+      mixture_or_task_name=mixture_or_task_name,
+      mixing_rates=inputs_lib.mixing_rates(mixture_or_task_name),
+      task_feature_lengths=dict(task_feature_lengths),
+      train_steps=train_steps, batch_size=batch_size,
+      learning_rate=learning_rate, optimizer=optimizer,
+      weight_decay=weight_decay, warmup_steps=warmup_steps, seed=seed,
+      checkpoint_period=checkpoint_period,
+      plateau=dataclasses.asdict(plateau) if plateau else None,
+      model_config=dataclasses.asdict(model_config))
   mesh = sharding.create_mesh(*mesh_shape)
   if batch_size % mesh.shape[sharding.DATA]:
     raise ValueError(f'batch_size={batch_size} is not a multiple of the '
@@ -183,8 +198,8 @@ def train(
                                         abstract_state)
     opt_state, step = state['opt_state'], int(state['step'])
     _rewrite_metrics(metrics_path, step)
-    if os.path.exists(evals_path):
-      with open(evals_path, encoding='utf-8') as f:
+    if files.exists(evals_path):
+      with files.open(evals_path) as f:
         evals = [e for e in json.load(f) if e['step'] <= step]
     print(f'train: resumed {model_dir} at step {step}')
   else:
@@ -221,17 +236,19 @@ def train(
       if step % log_period == 0 or step == train_steps:
         loss_val = float(loss)
         if not math.isfinite(loss_val):
-          raise FloatingPointError(
-              f'loss is {loss_val} at step {step} in {model_dir}; stopped, '
-              f'the last good checkpoint is step {mngr.latest_step()}')
+          raise _not_finite(f'loss is {loss_val}', step, model_dir, mngr)
         now = time.monotonic()
         line = {'step': step, 'loss': loss_val,
                 'steps_per_s': log_period / max(now - t_log, 1e-9)}
         t_log = now
-        with open(metrics_path, 'a', encoding='utf-8') as f:
-          f.write(json.dumps(line) + '\n')
+        _append_line(metrics_path, json.dumps(line))
         tb.scalar('loss', loss_val, step)
       at_eval = plateau is not None and step % plateau.eval_period == 0
+      if at_eval or step % checkpoint_period == 0 or step == train_steps:
+        # Never evaluate or checkpoint NaN/Inf weights (cheap next to a save).
+        if not bool(jax.device_get(_all_finite(params))):
+          raise _not_finite('parameters are not finite', step, model_dir,
+                            mngr)
       if at_eval:
         metric = float(eval_fn(params))
         evals.append({'step': step, 'metric': metric})
@@ -254,6 +271,38 @@ def train(
                      evals=evals)
 
 
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x))
+                            for x in jax.tree_util.tree_leaves(tree)]))
+
+
+def _not_finite(what: str, step: int, model_dir: str,
+                mngr) -> FloatingPointError:
+  latest = mngr.latest_step()
+  kept = (f'the last good checkpoint, step {latest}, is kept'
+          if latest is not None else 'no checkpoint was written')
+  return FloatingPointError(
+      f'{what} at step {step} in {model_dir}; stopped without saving: '
+      f'{kept} (lower LEARNING_RATE or add warmup, then rerun)')
+
+
+def _write_manifest(model_dir: str, initial_checkpoint_path: str | None,
+                    **fields: Any) -> None:
+  """Writes `train_manifest.json` (also checks MODEL_DIR is writable)."""
+  init = None
+  if initial_checkpoint_path:
+    try:
+      init = checkpoints.params_path(initial_checkpoint_path)
+    except FileNotFoundError:
+      pass  # a resumed run no longer needs it; a fresh one fails on load
+  records.write_json(os.path.join(model_dir, 'train_manifest.json'),
+                     manifests.stage_manifest(
+                         [init] if init else [],
+                         initial_checkpoint=initial_checkpoint_path,
+                         **fields))
+
+
 def _plateaued(evals: list[dict], plateau: Plateau) -> bool:
   k = plateau.patience
   if len(evals) < 2 * k or evals[-1]['step'] < plateau.min_steps:
@@ -262,12 +311,33 @@ def _plateaued(evals: list[dict], plateau: Plateau) -> bool:
   return mean(evals[-k:]) <= mean(evals[-2 * k:-k]) + plateau.min_delta
 
 
+def _append_line(path: str, line: str) -> None:
+  """Appends a line; on GCS (no appends) rewrites the small file instead."""
+  if not files.is_remote(path):
+    with files.open(path, 'a') as f:
+      f.write(line + '\n')
+    return
+  old = ''
+  if files.exists(path):
+    with files.open(path) as f:
+      old = f.read()
+  records.write_text_atomic(path, old + line + '\n')
+
+
 class _summary_writer:  # pylint: disable=invalid-name
-  """TensorBoard event files (tensorboardX; needs no TensorFlow)."""
+  """TensorBoard event files (tensorboardX; needs no TensorFlow).
+
+  For a `gs://` MODEL_DIR the events go to a local `./tb/<run>` folder
+  (tensorboardX would need google-cloud-storage); metrics.jsonl is still
+  written next to the checkpoints.
+  """
 
   def __init__(self, model_dir: str):
     import tensorboardX  # pylint: disable=g-import-not-at-top
-    self._writer = tensorboardX.SummaryWriter(os.path.join(model_dir, 'tb'))
+    where = os.path.join(model_dir, 'tb')
+    if files.is_remote(model_dir):
+      where = os.path.join('tb', model_dir.split('://', 1)[1])
+    self._writer = tensorboardX.SummaryWriter(where)
 
   def scalar(self, name: str, value: float, step: int) -> None:
     self._writer.add_scalar(name, value, step)

@@ -26,6 +26,7 @@ from collections.abc import Mapping
 
 import seqio
 
+from lmsi import inputs
 from lmsi import prompts
 from tasks import anli
 from tasks import arc
@@ -106,7 +107,8 @@ def registered(name: str, *, source: str = 'files',
   if (name not in seqio.TaskRegistry.names()
       and name not in seqio.MixtureRegistry.names()):
     skipped = ''.join(f'\n  {d}: {why}' for d, why in SKIPPED.items())
-    raise ValueError(f'{name!r} is not a registered task or mixture; '
+    raise ValueError(f'{name!r} is not a registered task or mixture; did '
+                     f'you mean one of {inputs.close_names(name)}? '
                      f'benchmark tasks: {sorted(releases.SPECS)}'
                      + (f'; skipped:{skipped}' if skipped else ''))
   return name

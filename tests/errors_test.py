@@ -1,0 +1,450 @@
+"""Bad inputs fail early, naming the file, line and field; no pickles.
+
+One test per bad input of issue 7 item 3; each asserts that the message
+names where the problem is. `pytest -s` prints every message (`MESSAGE ...`).
+The last tests check the stage manifests (item 4) and that a finished run
+holds no pickle (item 5).
+"""
+
+import errno
+import glob
+import json
+import os
+import shutil
+
+import gin
+import jax
+import numpy as np
+import pytest
+
+from lmsi import checkpoints
+from lmsi import decoder
+from lmsi import files
+from lmsi import gin_flags
+from lmsi import inputs
+from lmsi import records
+from lmsi import train
+from lmsi import vocab as vocab_lib
+from tests.conftest import SHARED_DATA
+from tests.conftest import write_arith_data
+
+SIZES = {'seed': 16, 'seed_dev': 2, 'unlabeled': 2, 'test': 2}
+
+
+def _message(name: str, excinfo) -> str:
+  text = str(excinfo.value)
+  print(f'MESSAGE {name}: {type(excinfo.value).__name__}: {text}')
+  return text
+
+
+def _path(i: int = 1, **changes) -> str:
+  """A SampledPath JSON line; a change to `...` drops that field."""
+  rec = {'task': 't', 'id': f'q{i}', 'sample': 0, 'text': 'The answer is 3.',
+         'answer': '3', 'logprob': -1.5, **changes}
+  return json.dumps({k: v for k, v in rec.items() if v is not ...})
+
+
+@pytest.fixture(scope='module')
+def arith(tmp_path_factory):
+  """Registered arithmetic tasks over small splits; returns the data dir."""
+  import tasks.arithmetic as arith_tasks  # pylint: disable=g-import-not-at-top
+  data = tmp_path_factory.mktemp('data')
+  write_arith_data(data, SIZES)
+  arith_tasks.register(str(data))
+  return data
+
+
+@pytest.fixture(scope='module')
+def saved(tiny_cfg, tmp_path_factory):
+  """A tiny model's init params saved as `<dir>/checkpoints/0`."""
+  root = tmp_path_factory.mktemp('saved')
+  checkpoints.save_params(str(root), decoder.init_params(tiny_cfg)[0])
+  return root
+
+
+# Item 3: one test per bad input.
+
+
+def test_malformed_jsonl_line(tmp_path):
+  path = tmp_path / 'samples-00000-of-00001.jsonl'
+  path.write_text(_path(1) + '\n' + _path(2)[:-9] + '\n')
+  (tmp_path / (path.name + records.MARKER)).write_text('')  # legacy marker
+  with pytest.raises(ValueError) as e:
+    list(records.read_jsonl(str(path), records.SampledPath))
+  assert f'{path}:2: malformed JSON' in _message('malformed line', e)
+
+
+@pytest.mark.parametrize('line, field, want', [
+    (_path(answer=...), 'answer', 'missing'),
+    (_path(sample='3'), 'sample', 'must be int'),
+    (_path(logprob=True), 'logprob', 'must be float'),
+    (_path(answer=7), 'answer', 'must be str | None'),
+], ids=['missing', 'str_for_int', 'bool_for_float', 'int_for_str'])
+def test_missing_or_wrong_typed_record_field(tmp_path, line, field, want):
+  path = str(tmp_path / 'samples-00000-of-00001.jsonl')
+  records.write_text_atomic(path, _path(0) + '\n' + line + '\n')
+  records.write_text_atomic(path + records.MARKER, '')
+  with pytest.raises(ValueError) as e:
+    list(records.read_jsonl(path, records.SampledPath))
+  text = _message(f'record field {field} ({want})', e)
+  assert text.startswith(f'{path}:2: ')
+  assert f"'{field}'" in text and want in text
+
+
+@pytest.mark.parametrize('raw, want', [
+    ({'question': 'Q?'}, "missing field 'answer'"),
+    ({'question': 3, 'answer': '#### 3'}, "field 'question' must be a str"),
+    ({'question': 'Q?', 'answer': 'no final line'}, "field 'answer' has no"),
+], ids=['missing', 'wrong_type', 'bad_value'])
+def test_bad_release_file_field(tmp_path, raw, want):
+  from tasks import gsm8k  # pylint: disable=g-import-not-at-top
+  from tasks import releases  # pylint: disable=g-import-not-at-top
+  os.makedirs(tmp_path / 'gsm8k')
+  good = json.dumps({'question': 'Ann has 2 pens. How many?',
+                     'answer': 'She has 2.\n#### 2'})
+  for split in gsm8k.SPLITS:
+    (tmp_path / 'gsm8k' / f'{split}.jsonl').write_text(
+        f'{good}\n{json.dumps(raw)}\n')
+  try:
+    gsm8k.register(str(tmp_path))
+    with pytest.raises(ValueError) as e:
+      inputs.load_split(gsm8k.TASK, 'test')
+  finally:  # point gsm8k back at the real files, as other tests expect
+    data = os.environ.get(releases.DATA_DIR_ENV) or SHARED_DATA
+    if os.path.isdir(os.path.join(data, 'gsm8k')):
+      gsm8k.register(data)
+    else:
+      import seqio  # pylint: disable=g-import-not-at-top
+      for name in (gsm8k.TASK, gsm8k.POOL):
+        seqio.TaskRegistry.remove(name)
+        releases.SPECS.pop(name, None)
+  text = _message(f'release field ({want})', e)
+  assert text.startswith(f'{tmp_path}/gsm8k/test.jsonl:2: ')
+  assert want in text
+
+
+def test_missing_data_directory(tmp_path):
+  import tasks.arithmetic as arith_tasks  # pylint: disable=g-import-not-at-top
+  from tasks import gsm8k  # pylint: disable=g-import-not-at-top
+  missing = str(tmp_path / 'nope')
+  with pytest.raises(FileNotFoundError) as e:
+    gsm8k.register(missing)
+  text = _message('missing benchmark data dir', e)
+  assert missing in text and 'gsm8k/{train,test}.jsonl' in text
+  with pytest.raises(FileNotFoundError) as e:
+    arith_tasks.register(missing)
+  assert missing in _message('missing arithmetic data dir', e)
+
+
+def test_unknown_task_or_mixture_suggests_close_names(arith, tiny_cfg,
+                                                      tmp_path):
+  del arith  # registers lmsi_arith_v1 and lmsi_arith_seed_v1
+  from tasks import mixtures  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ValueError) as e:
+    inputs.load_split('lmsi_arith_v2', 'test')
+  text = _message('unknown task', e)
+  assert "'lmsi_arith_v2'" in text and "'lmsi_arith_v1'" in text
+  with pytest.raises(ValueError) as e:
+    mixtures.registered('lmsi_arith_seed_v2')
+  assert "did you mean one of ['lmsi_arith_seed_v1'" in _message(
+      'unknown mixture (gin TASK)', e)
+  with pytest.raises(ValueError) as e:  # before any init or compile
+    train.train(model_config=tiny_cfg, mixture_or_task_name='lmsi_arith_sed_v1',
+                task_feature_lengths={'inputs': 8, 'targets': 8},
+                train_steps=1, model_dir=str(tmp_path / 'm'))
+  assert "'lmsi_arith_seed_v1'" in _message('unknown train mixture', e)
+
+
+@pytest.mark.parametrize('body, line, want', [
+    ('train.train.no_such_arg = 3', 4, "have a parameter named 'no_such_arg'"),
+    ('train.train.batch_size = (3', 4, 'gin syntax error'),
+    ('train.train.batch_size = %NO_SUCH_MACRO', 4, '%NO_SUCH_MACRO is used '
+     'but never set'),
+], ids=['unknown_parameter', 'unclosed_bracket', 'unset_macro'])
+def test_bad_gin_binding_names_file_and_line(tmp_path, body, line, want):
+  bad = tmp_path / 'bad.gin'
+  bad.write_text('from __gin__ import dynamic_registration\n'
+                 f'from lmsi import train\n\n{body}\n')
+  gin.clear_config()
+  try:
+    with pytest.raises(Exception) as e:
+      gin_flags.parse([f'--gin_file={bad}'])
+  finally:
+    gin.clear_config()
+  text = _message(f'bad gin binding ({want})', e)
+  assert want in text
+  assert f'{bad}:{line}' in text or f'In file "{bad}", line {line}' in text
+
+
+def test_gin_flag_syntax_error_names_the_flag():
+  gin.clear_config()
+  try:
+    with pytest.raises(ValueError) as e:
+      gin_flags.parse(['--gin.TRAIN_STEPS=(3'])
+  finally:
+    gin.clear_config()
+  assert _message('bad --gin flag', e).startswith(
+      "gin binding 'TRAIN_STEPS = (3': gin syntax error")
+
+
+def test_gin_required_macro_names_file_and_line():
+  gin.clear_config()
+  try:
+    with pytest.raises(ValueError) as e:
+      gin_flags.parse(['--gin_file=gin/models/decoder_tiny.gin',
+                       '--gin_file=gin/runs/finetune.gin',
+                       '--gin.INITIAL_CHECKPOINT_PATH="i"'])
+  finally:
+    gin.clear_config()
+  text = _message('REQUIRED gin macro unset', e)
+  want = [n for n, l in enumerate(open('gin/runs/finetune.gin'), 1)
+          if l.startswith('SELFGEN_FILE = %gin.REQUIRED')]
+  assert text.startswith(f'gin/runs/finetune.gin:{want[0]}: gin macro '
+                         'SELFGEN_FILE is REQUIRED')
+
+
+def test_gin_flag_macro_typo_warns(capsys):
+  gin.clear_config()
+  try:
+    gin_flags.parse(['--gin_file=gin/models/decoder_tiny.gin',
+                     '--gin_file=gin/runs/finetune.gin',
+                     '--gin.SELFGEN_FILE="s.jsonl"', '--gin.MODEL_DIR="m"',
+                     '--gin.INITIAL_CHECKPOINT_PATH="i"',
+                     '--gin.TRAIN_STEP=5'])
+  finally:
+    gin.clear_config()
+  err = capsys.readouterr().err
+  print(f'MESSAGE --gin macro typo (a warning): {err.strip()}')
+  assert ("--gin.TRAIN_STEP=5 sets macro TRAIN_STEP, which no gin file uses; "
+          "did you mean ['TRAIN_STEPS'") in err
+
+
+def test_checkpoint_shape_mismatch(tiny_cfg, saved):
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  wider = dataclasses.replace(tiny_cfg, mlp_dim=tiny_cfg.mlp_dim * 2)
+  with pytest.raises(ValueError) as e:
+    train.restore_params(wider, str(saved))
+  text = _message('checkpoint shape mismatch', e)
+  assert text.startswith(f'checkpoint {saved}/checkpoints/0/params does not '
+                         'match the model config: layer_0.mlp.down: stored '
+                         '(64, 32), config (128, 32); ')
+  assert '(and 2 more)' in text
+
+
+def _largest_data_file(params_dir: str) -> str:
+  return max(glob.glob(os.path.join(params_dir, '**', 'd', '*'),
+                       recursive=True), key=os.path.getsize)
+
+
+# Orbax leaves the failed reads' coroutines unawaited; that is its noise.
+@pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
+@pytest.mark.parametrize('damage', ['truncate_data', 'delete_data',
+                                    'truncate_metadata'])
+def test_corrupt_or_truncated_checkpoint(tiny_cfg, saved, tmp_path, damage):
+  shutil.copytree(saved, tmp_path, dirs_exist_ok=True)
+  params_dir = str(tmp_path / 'checkpoints' / '0' / 'params')
+  if damage == 'truncate_data':
+    os.truncate(_largest_data_file(params_dir), 10)
+  elif damage == 'delete_data':
+    os.remove(_largest_data_file(params_dir))
+  else:
+    os.truncate(os.path.join(params_dir, '_METADATA'), 10)
+  with pytest.raises(ValueError) as e:
+    train.restore_params(tiny_cfg, str(tmp_path))
+  text = _message(f'corrupt checkpoint ({damage})', e)
+  assert f'checkpoint {params_dir} is corrupt or truncated' in text
+  assert f'delete {tmp_path}/checkpoints/0 to fall back' in text
+
+
+def test_truncated_output_shard(tmp_path):
+  path = str(tmp_path / 'selfgen.jsonl')
+  records.write_jsonl(path, [records.Question(task='t', id=f'q{i}',
+                                              question='?') for i in range(3)])
+  with open(path, 'r+b') as f:
+    f.truncate(os.path.getsize(path) - 5)
+  assert not records.is_complete(path)  # so its stage redoes it
+  with pytest.raises(ValueError) as e:
+    list(records.read_jsonl(path, records.Question))
+  text = _message('truncated output shard', e)
+  assert text.startswith(f'{path}: corrupt or truncated')
+  assert 'delete it to redo its stage' in text
+
+
+def test_tokenizer_vocabulary_size_mismatch(tmp_path):
+  path = str(tmp_path / 'vocab.json')
+  records.write_json(path, {'pieces': [f' w{i}' for i in range(20)]})
+  vocab = vocab_lib.load(path)
+  with pytest.raises(ValueError) as e:
+    vocab_lib.check_model_vocab(vocab, 259, path)
+  text = _message('tokenizer/model vocab mismatch', e)
+  assert text.startswith(f'{path}: the tokenizer has 279 tokens')
+  assert 'vocab_size=259' in text
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(arith, tiny_cfg,
+                                                       tmp_path):
+  del arith
+  import tasks.arithmetic as arith_tasks  # pylint: disable=g-import-not-at-top
+  model_dir = str(tmp_path / 'model')
+  # lr 1e30: step 1's update makes the weights ~1e30 (finite: saved); step
+  # 2's gradient overflows, so its update makes them NaN.
+  with pytest.raises(FloatingPointError) as e:
+    train.train(model_config=tiny_cfg,
+                mixture_or_task_name=arith_tasks.SEED_MIXTURE,
+                task_feature_lengths={'inputs': 128, 'targets': 32},
+                train_steps=3, model_dir=model_dir, batch_size=8,
+                learning_rate=1e30, optimizer='adamw', log_period=1,
+                checkpoint_period=1)
+  text = _message('NaN/Inf', e)
+  assert f'parameters are not finite at step 2 in {model_dir}' in text
+  assert 'the last good checkpoint, step 1, is kept' in text
+  assert sorted(os.listdir(os.path.join(model_dir, 'checkpoints'))) == ['1']
+  assert not os.path.exists(os.path.join(model_dir, 'train_done.json'))
+  kept = train.restore_params(tiny_cfg, model_dir)
+  assert all(np.isfinite(np.asarray(x)).all()
+             for x in jax.tree_util.tree_leaves(kept))
+
+
+def test_disk_full_keeps_the_old_file(tmp_path, monkeypatch):
+  path = str(tmp_path / 'out' / 'eval.json')
+  records.write_json(path, {'old': 1})
+
+  def full(f):
+    f.flush()
+    raise OSError(errno.ENOSPC, 'No space left on device')
+
+  monkeypatch.setattr(files, 'sync', full)
+  with pytest.raises(OSError) as e:
+    records.write_json(path, {'new': 2})
+  text = _message('disk full', e)
+  assert e.value.errno == errno.ENOSPC
+  assert text.endswith(f'cannot write {path}: disk full (in {tmp_path}/out); '
+                       'free space or choose another output directory; files '
+                       'already there are intact')
+  assert json.load(open(path)) == {'old': 1}
+  assert os.listdir(tmp_path / 'out') == ['eval.json']  # no temp file left
+
+
+def _make_unwritable(root: str, monkeypatch) -> None:
+  """chmod 0o500, or, as root (who ignores it), fail writes under `root`."""
+  os.makedirs(root)
+  os.chmod(root, 0o500)
+  if not os.access(root, os.W_OK):
+    return
+  real_makedirs, real_open = os.makedirs, open
+
+  def deny(path):
+    if os.path.abspath(str(path)).startswith(root + os.sep):
+      raise PermissionError(errno.EACCES, 'Permission denied', str(path))
+
+  def makedirs(path, *args, **kwargs):
+    if not os.path.isdir(path):
+      deny(path)
+    return real_makedirs(path, *args, **kwargs)
+
+  def open_(path, mode='r', *args, **kwargs):
+    if any(c in mode for c in 'wax+'):
+      deny(path)
+    return real_open(path, mode, *args, **kwargs)
+
+  monkeypatch.setattr(os, 'makedirs', makedirs)
+  monkeypatch.setattr('builtins.open', open_)
+
+
+def test_unwritable_output_directory(arith, tiny_cfg, tmp_path, monkeypatch,
+                                     request):
+  del arith
+  import tasks.arithmetic as arith_tasks  # pylint: disable=g-import-not-at-top
+  root = str(tmp_path / 'readonly')
+  _make_unwritable(root, monkeypatch)
+  request.addfinalizer(lambda: os.chmod(root, 0o700))  # so tmp is cleaned
+  with pytest.raises(PermissionError) as e:  # a new directory below it
+    train.train(model_config=tiny_cfg,
+                mixture_or_task_name=arith_tasks.SEED_MIXTURE,
+                task_feature_lengths={'inputs': 8, 'targets': 8},
+                train_steps=1, model_dir=os.path.join(root, 'model'))
+  text = _message('unwritable MODEL_DIR parent', e)
+  assert f'cannot write {root}/model: permission denied (in {root})' in text
+  with pytest.raises(PermissionError) as e:  # the directory itself
+    train.train(model_config=tiny_cfg,
+                mixture_or_task_name=arith_tasks.SEED_MIXTURE,
+                task_feature_lengths={'inputs': 8, 'targets': 8},
+                train_steps=1, model_dir=root)
+  text = _message('unwritable MODEL_DIR', e)
+  assert (f'cannot write {root}/train_manifest.json: permission denied (in '
+          f'{root}); make it writable or choose another') in text
+  assert os.listdir(root) == []
+
+
+# Items 4 and 5: a small finished run, its manifests, no pickles.
+
+
+@pytest.fixture(scope='module')
+def run_dir(arith, tiny_cfg, tmp_path_factory):
+  """Train -> sample -> aggregate, through the binaries' bodies.
+
+  (Evaluation writes json/jsonl through `records` as these do; it is left
+  out to keep this file fast.)
+  """
+  import tasks.arithmetic as arith_tasks  # pylint: disable=g-import-not-at-top
+  from lmsi import aggregate  # pylint: disable=g-import-not-at-top
+  from lmsi import sample  # pylint: disable=g-import-not-at-top
+  from lmsi import sampling  # pylint: disable=g-import-not-at-top
+  out = tmp_path_factory.mktemp('run')
+  train.train(model_config=tiny_cfg,
+              mixture_or_task_name=arith_tasks.SEED_MIXTURE,
+              task_feature_lengths={'inputs': 128, 'targets': 32},
+              train_steps=1, model_dir=str(out / 'model'), batch_size=8,
+              learning_rate=1e-3, optimizer='adamw', log_period=1)
+  task = dict(task_name=arith_tasks.TASK, exemplars='arithmetic',
+              answer_family='number',
+              vocabulary=str(arith / 'vocab.json'))
+  sample.sample_task(
+      model_config=tiny_cfg, checkpoint_path=str(out / 'model'),
+      split='unlabeled', output_dir=str(out / 'samples'),
+      sampling_config=sampling.SamplingConfig(num_samples=2,
+                                              max_decode_steps=8), **task)
+  del task['vocabulary']
+  aggregate.aggregate_task(samples_dir=str(out / 'samples'),
+                           split='unlabeled', output_dir=str(out / 'selfgen'),
+                           no_vote=True, **task)
+  return out
+
+
+def test_stage_manifests(run_dir):
+  from lmsi import manifests  # pylint: disable=g-import-not-at-top
+  sel = json.load(open(run_dir / 'selfgen' / 'aggregate_manifest.json'))
+  shard = str(run_dir / 'samples' / 'samples-00000-of-00001.jsonl')
+  assert sel['inputs'] == [{'path': shard, 'kind': 'file',
+                            'bytes': os.path.getsize(shard),
+                            'sha256': manifests.file_sha256(shard)}]
+  assert sel['git_revision'] == manifests.git_revision() != ''
+  assert {'questions', 'samples', 'unparseable', 'paths_kept'} <= set(
+      sel['counts'])
+  assert sel['counts']['samples'] == 2 * SIZES['unlabeled']
+  assert sel['choices']['top_k'] == 40  # from sample_manifest.json
+  assert {'tie_rule', 'unparseable', 'mixing_rates'} <= set(sel['choices'])
+  tr = json.load(open(run_dir / 'model' / 'train_manifest.json'))
+  assert tr['mixing_rates'] == {f'lmsi_arith_seed_{f}_v1': 1.0 for f in (
+      'cot_fewshot', 'cot_zeroshot', 'direct_fewshot', 'direct_zeroshot')}
+  assert (tr['optimizer'], tr['learning_rate'], tr['batch_size'],
+          tr['train_steps']) == ('adamw', 1e-3, 8, 1)
+  assert tr['inputs'] == [] and tr['initial_checkpoint'] is None
+  assert tr['git_revision'] == sel['git_revision']
+
+
+def test_finished_run_holds_no_pickle(run_dir):
+  found = []
+  for root, _, names in os.walk(run_dir):
+    for name in names:
+      path = os.path.join(root, name)
+      with open(path, 'rb') as f:
+        head = f.read(2)
+      found.append(os.path.relpath(path, run_dir))
+      assert not name.endswith(('.pkl', '.pickle')), path
+      assert head not in (b'\x80\x02', b'\x80\x03', b'\x80\x04',
+                          b'\x80\x05'), f'{path} starts like a pickle'
+  for want in ('model/checkpoints/1/params/_METADATA',
+               'model/train_manifest.json', 'samples/sample_manifest.json',
+               'selfgen/selfgen.jsonl', 'selfgen/aggregate_manifest.json'):
+    assert want in found, (want, sorted(found))
