@@ -201,7 +201,10 @@ class Attention(nn.Module):
       positions: int [B, S] their absolute positions.
       prompt_kv: (k, v), each [B, P, Hkv, Dh], shared by the S samples.
       prompt_valid: bool [B, P].
-      gen_kv: (k, v), each [B, S, T, Hkv, Dh], the samples' own tokens.
+      gen_kv: (k [B, S, Hkv, Dh, T], v [B, S, Hkv, T, Dh]), the samples'
+        own tokens, laid out so that both attention products read the cache
+        as it is (XLA:CPU transposes a [T, Dh] key block on every step
+        otherwise: 5x slower, `bench/decode_profile.py`).
       step: int scalar, index in T where this token's k/v is written.
       prefix_kv: optional (k, v), each [E, Hkv, Dh], shared by the batch.
 
@@ -209,30 +212,43 @@ class Attention(nn.Module):
       ([B, S, D] output, updated gen_kv).
     """
     q, k_new, v_new = self.project(x[:, :, None], positions[:, :, None])
-    gen_k = jax.lax.dynamic_update_slice_in_dim(gen_kv[0], k_new, step, axis=2)
-    gen_v = jax.lax.dynamic_update_slice_in_dim(gen_kv[1], v_new, step, axis=2)
+    # [B, S, 1, Hkv, Dh] -> k [B, S, Hkv, Dh, 1], v [B, S, Hkv, 1, Dh],
+    # written at time `step`.
+    k_new = jnp.transpose(k_new, (0, 1, 3, 4, 2))
+    v_new = jnp.swapaxes(v_new, 2, 3)
     gen_k = nn.with_logical_constraint(
-        gen_k, (CACHE_BATCH, CACHE_SAMPLES, CACHE_LENGTH, CACHE_HEADS, KV))
+        jax.lax.dynamic_update_slice_in_dim(gen_kv[0], k_new, step, axis=4),
+        (CACHE_BATCH, CACHE_SAMPLES, CACHE_HEADS, KV, CACHE_LENGTH))
     gen_v = nn.with_logical_constraint(
-        gen_v, (CACHE_BATCH, CACHE_SAMPLES, CACHE_LENGTH, CACHE_HEADS, KV))
+        jax.lax.dynamic_update_slice_in_dim(gen_kv[1], v_new, step, axis=3),
+        (CACHE_BATCH, CACHE_SAMPLES, CACHE_HEADS, CACHE_LENGTH, KV))
     qg = self._group(q[:, :, 0])  # [B, S, G, R, Dh]
     scale = self.cfg.head_dim ** -0.5
     acc = _acc(self.cfg.dtype)
     pk, pv = prompt_kv
     s_prompt = jnp.einsum('bsgrk,bpgk->bsgrp', qg, pk).astype(acc) * scale
     s_prompt = jnp.where(prompt_valid[:, None, None, None], s_prompt, NEG_INF)
-    s_gen = jnp.einsum('bsgrk,bstgk->bsgrt', qg, gen_k).astype(acc) * scale
-    s_gen = jnp.where(jnp.arange(gen_k.shape[2]) <= step, s_gen, NEG_INF)
+    s_gen = jnp.einsum('bsgrk,bsgkt->bsgrt', qg, gen_k).astype(acc) * scale
+    s_gen = jnp.where(jnp.arange(gen_k.shape[4]) <= step, s_gen, NEG_INF)
     parts = [s_prompt, s_gen]
     if prefix_kv is not None:
       parts.insert(0, jnp.einsum('bsgrk,egk->bsgre', qg, prefix_kv[0]
                                  ).astype(acc) * scale)
     probs = _softmax_parts(parts, self.cfg.dtype)
     attended = (jnp.einsum('bsgrp,bpgk->bsgrk', probs[-2], pv)
-                + jnp.einsum('bsgrt,bstgk->bsgrk', probs[-1], gen_v))
+                + jnp.einsum('bsgrt,bsgtk->bsgrk', probs[-1], gen_v))
     if prefix_kv is not None:
       attended += jnp.einsum('bsgre,egk->bsgrk', probs[0], prefix_kv[1])
     return self.output(attended), (gen_k, gen_v)
+
+
+def empty_gen_cache(cfg: DecoderConfig, batch: int, num_samples: int,
+                    steps: int) -> tuple[jax.Array, jax.Array]:
+  """One layer's zero generated-token cache for `Attention.decode`."""
+  shape = (batch, num_samples, cfg.num_kv_heads, steps, cfg.head_dim)
+  dtype = jnp.dtype(cfg.dtype)
+  return (jnp.zeros(shape[:3] + (cfg.head_dim, steps), dtype),
+          jnp.zeros(shape, dtype))
 
 
 def _softmax_parts(parts, dtype) -> list[jax.Array]:
@@ -373,7 +389,7 @@ class Decoder(nn.Module):
       positions: int [B, S] its absolute position.
       prompt_kv: per-layer (k, v) [B, P, Hkv, Dh] from `prefill`.
       prompt_valid: bool [B, P].
-      gen_kv: per-layer (k, v) [B, S, T, Hkv, Dh].
+      gen_kv: per-layer (k [B, S, Hkv, Dh, T], v [B, S, Hkv, T, Dh]).
       step: int scalar, slot of this token in the generated cache.
       prefix_kv: optional per-layer (k, v) [E, Hkv, Dh] shared by the batch.
 

@@ -195,10 +195,8 @@ def _decode(cfg, num_samples, max_steps, temperature, top_k, top_p, eos_id,
   """The sampling loop. keys: [B, S, 2] per-sample keys. See `generate`."""
   model = decoder_lib.Decoder(cfg)
   batch = last_logits.shape[0]
-  dtype = jnp.dtype(cfg.dtype)
-  cache_shape = (batch, num_samples, max_steps, cfg.num_kv_heads,
-                 cfg.head_dim)
-  gen_kv = tuple((jnp.zeros(cache_shape, dtype), jnp.zeros(cache_shape, dtype))
+  gen_kv = tuple(decoder_lib.empty_gen_cache(cfg, batch, num_samples,
+                                             max_steps)
                  for _ in range(cfg.num_layers))
   start = jnp.sum(prompt_valid, axis=-1)[:, None]  # [B, 1] first gen position
   if prefix_kv is not None:

@@ -80,6 +80,7 @@ def test_sample_and_vote_on_benchmarks(trained_tiny, tmp_path):
     assert sample_manifest['pool_of']['split'] == 'train'
     assert sample_manifest['answer_family'] == family
     manifest = json.load(open(out / 'selfgen/aggregate_manifest.json'))
+    print(f'{task}: counts {json.dumps(manifest["counts"], sort_keys=True)}')
     assert manifest['counts']['samples'] == 32
     assert manifest['task'] == task
     examples = _check_selfgen(str(out / 'selfgen' / 'selfgen.jsonl'), family,

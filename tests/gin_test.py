@@ -56,3 +56,44 @@ def test_bad_binding_names_file_and_line(tmp_path):
       gin_flags.parse([f'--gin_file={bad}'])
   finally:
     gin.clear_config()
+
+
+ROUND_FLAGS = [
+    '--gin_file=gin/models/smollm2_135m.gin', '--gin.TASK="lmsi_gsm8k_pool_v1"',
+    '--gin.PRETRAINED_DIR="gs://b/smollm2"',
+    '--sample.gin.OUTPUT_DIR="gs://b/r1/samples"',
+    '--aggregate.gin.SAMPLES_DIR="gs://b/r1/samples"',
+    '--aggregate.gin.OUTPUT_DIR="gs://b/r1/selfgen"',
+    '--train.gin.SELFGEN_FILE="gs://b/r1/selfgen/selfgen.jsonl"',
+    '--train.gin.MODEL_DIR="gs://b/r1/model"',
+    '--evaluate.gin.TASK="lmsi_gsm8k_v1"', '--evaluate.gin.TEMPERATURE=1.2',
+    '--evaluate.gin.INITIAL_CHECKPOINT_PATH="gs://b/r1/model"',
+    '--evaluate.gin.OUTPUT_DIR="gs://b/r1/eval"']
+
+
+def test_readme_round_binds_every_stage(monkeypatch):
+  """The README's launcher round: each stage's command line parses and
+  binds what the stage needs (the run files, model file and flags agree)."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  from launch import stages  # pylint: disable=g-import-not-at-top
+  monkeypatch.chdir(REPO)
+  want = {'lmsi.sample': ('sample_task', 'checkpoint_path', 'gs://b/smollm2'),
+          'lmsi.aggregate': ('aggregate_task', 'samples_dir',
+                             'gs://b/r1/samples'),
+          'lmsi.train': ('train', 'initial_checkpoint_path', 'gs://b/smollm2'),
+          'lmsi.evaluate': ('evaluate_task', 'checkpoint_path',
+                            'gs://b/r1/model')}
+  for [task] in stages.plan(list(stages.ROUND), ROUND_FLAGS):
+    module, *flags = task.args
+    fn, arg, value = want[module]
+    importlib.import_module(module)
+    gin.clear_config()
+    try:
+      gin_flags.parse(flags)
+      got = gin_flags.resolve(gin.query_parameter(f'{module}.{fn}.{arg}'))
+      vocab = (gin_flags.resolve(gin.query_parameter('%VOCABULARY'))
+               if module != 'lmsi.aggregate' else None)
+    finally:
+      gin.clear_config()
+    assert got == value, module
+    assert vocab in (None, 'checkpoints/smollm2_135m/tokenizer.json'), module
