@@ -64,23 +64,21 @@ def run_clean(out: str, log) -> float:
   return time.monotonic() - t0
 
 
-def startup_seconds() -> float:
-  """Seconds a fresh process takes to import the pipeline (median of 3)."""
-  times = []
-  for _ in range(3):
-    t0 = time.monotonic()
-    subprocess.run([sys.executable, '-c', 'import lmsi.pipeline'], cwd=REPO,
-                   env=_env(), check=True, capture_output=True)
-    times.append(time.monotonic() - t0)
-  return sorted(times)[1]
+def restart_seconds(finished: str) -> float:
+  """Seconds a restart costs before it can make progress: the pipeline run
+  again on a finished output directory (imports, registration, checks)."""
+  t0 = time.monotonic()
+  subprocess.run(_command(finished), cwd=REPO, env=_env(), check=True,
+                 capture_output=True)
+  return time.monotonic() - t0
 
 
-def run_with_kills(out: str, kills: int, rng: random.Random, max_delay: float,
-                   log) -> list[tuple[float, str]]:
+def run_with_kills(out: str, kills: int, rng: random.Random, min_delay: float,
+                   max_delay: float, log) -> list[tuple[float, str]]:
   shutil.rmtree(out, ignore_errors=True)
   history = []
   for _ in range(kills):
-    delay = round(rng.uniform(2.0, max_delay), 2)
+    delay = round(rng.uniform(min_delay, max_delay), 2)
     proc = subprocess.Popen(_command(out), cwd=REPO, env=_env(), stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -140,16 +138,19 @@ def main() -> None:
     clean = os.path.join(args.out, 'clean')
     seconds = run_clean(clean, log)
     print(f'uninterrupted run: {seconds:.0f} s')
-    startup = startup_seconds()
+    startup = restart_seconds(clean)
     rng = random.Random(args.seed)
-    # Each restart first pays the start-up (imports) again; the mean delay
-    # covers it plus 1/kills of the run, so the kills spread over all stages.
-    max_delay = 2 * (startup + seconds / args.kills) - 2
-    print(f'start-up (imports) {startup:.1f} s; kill delays ~ '
-          f'U(2, {max_delay:.1f}) s, seed {args.seed}')
+    # A restart pays its start-up (imports, registration, compiling) before
+    # it makes progress. Delays past the start-up average 1/kills of the run
+    # plus 6 s, so a restart progresses (checkpoints every 10 steps) but the
+    # run does not finish before the last kill.
+    min_delay = startup + 2
+    max_delay = startup + 2 * seconds / args.kills + 10
+    print(f'restart overhead {startup:.1f} s; kill delays ~ '
+          f'U({min_delay:.1f}, {max_delay:.1f}) s, seed {args.seed}')
     t0 = time.monotonic()
     history = run_with_kills(os.path.join(args.out, 'chaos'), args.kills,
-                             rng, max_delay, log)
+                             rng, min_delay, max_delay, log)
     print(f'chaos run: {len(history)} kills, {time.monotonic() - t0:.0f} s')
   diffs = compare(clean, os.path.join(args.out, 'chaos'))
   kills = sum(1 for _, s in history if s != 'finished before the kill')
