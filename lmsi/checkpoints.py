@@ -38,16 +38,12 @@ def save(mngr: ocp.CheckpointManager, step: int, params: Any,
   Raises:
     OSError: naming the checkpoint directory if it is full or unwritable.
   """
-  try:
+  with files.naming_write_errors(os.path.join(str(mngr.directory),
+                                             str(step))):
     mngr.save(step, args=ocp.args.Composite(
         params=ocp.args.StandardSave(params),
         state=ocp.args.StandardSave(state)), force=True)
     mngr.wait_until_finished()
-  except OSError as e:
-    err = files.write_error(e, os.path.join(str(mngr.directory), str(step)))
-    if err is e:
-      raise
-    raise err from e
 
 
 def _unreadable(path: str, e: Exception) -> ValueError:

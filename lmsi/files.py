@@ -18,6 +18,7 @@ A local write that fails for want of space or permission is restated by
 from __future__ import annotations
 
 import builtins
+import contextlib
 import errno
 import glob as glob_lib
 import os
@@ -84,6 +85,19 @@ def write_error(e: OSError, path: str) -> OSError:
                  'another output directory; files already there are intact')
 
 
+@contextlib.contextmanager
+def naming_write_errors(path: str) -> Iterator[None]:
+  """Re-raises a full-disk or unwritable-directory OSError raised in the
+  block as `write_error(e, path)`; any other error passes unchanged."""
+  try:
+    yield
+  except OSError as e:
+    err = write_error(e, path)
+    if err is e:
+      raise
+    raise err from e
+
+
 def makedirs(path: str) -> None:
   """Creates `path` and its parents; an existing directory is fine.
 
@@ -93,13 +107,8 @@ def makedirs(path: str) -> None:
   if is_remote(path):
     _gfile().makedirs(path)
     return
-  try:
+  with naming_write_errors(path.rstrip('/')):
     os.makedirs(path, exist_ok=True)
-  except OSError as e:
-    err = write_error(e, path.rstrip('/'))
-    if err is e:
-      raise
-    raise err from e
 
 
 def listdir(path: str) -> list[str]:

@@ -158,21 +158,19 @@ def write_text_atomic(path: str, text: str) -> None:
       keeps its old content and no temp file is left.
   """
   tmp = f'{path}.tmp-{uuid.uuid4().hex[:12]}'
-  try:
-    files.makedirs(os.path.dirname(path) or '.')
-    with files.open(tmp, 'w') as f:
-      f.write(text)
-      files.sync(f)
-    files.rename(tmp, path)
-  except OSError as e:
+  with files.naming_write_errors(path):
     try:
-      files.remove(tmp)
+      files.makedirs(os.path.dirname(path) or '.')
+      with files.open(tmp, 'w') as f:
+        f.write(text)
+        files.sync(f)
+      files.rename(tmp, path)
     except OSError:
-      pass  # never created, or the directory refuses even that
-    err = files.write_error(e, path)
-    if err is e:
+      try:
+        files.remove(tmp)
+      except OSError:
+        pass  # never created, or the directory refuses even that
       raise
-    raise err from e
 
 
 def write_jsonl(path: str, records: Iterable[Any]) -> int:
