@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 
-.PHONY: install demo test test-slow smollm2 parity bench-sampling chaos clean
+.PHONY: install demo demo-base probe test test-slow smollm2 parity bench-sampling chaos clean
 
 $(STAMP): setup.py requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,8 +17,19 @@ $(STAMP): setup.py requirements.lock
 
 install: $(STAMP)
 
+# One LMSI round from the committed pretrained base (assets/demo_base).
 demo: $(STAMP)
 	$(BIN)/python -m lmsi.pipeline --gin_file=gin/experiments/demo.gin $(ARGS)
+
+# Rebuild that base: train to convergence on the seed split, write the
+# artifact (safetensors + config + vocab + manifest with digests).
+demo-base: $(STAMP)
+	$(BIN)/python -m lmsi.demo_base --gin_file=gin/experiments/demo_base.gin $(ARGS)
+
+# Self-consistency gap probe (maj@k vs greedy CoT; gin/runs/probe.gin):
+# make probe ARGS='--gin_file=gin/models/artifact.gin --gin_file=gin/runs/probe.gin ...'
+probe: $(STAMP)
+	$(BIN)/python -m lmsi.probe $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q tests/

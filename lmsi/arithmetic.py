@@ -45,14 +45,79 @@ class Problem:
   answer: str
 
 
-def make_problem(split: str, index: int, d: Difficulty) -> Problem:
+# How a path can reason (the `cot` of a labeled problem). 'plain' writes one
+# equation per step. The demo's seed data mixes others (see
+# `gin/data/demo.gin`): 'jump' is the shortcut habit of stating
+# the answer at once, 'terse' writes the whole computation as ONE expression
+# and its result in one go; both are right on short problems and
+# error-prone on long ones. 'so' and 'first' are two phrasings of careful
+# step-by-step reasoning.
+STYLES = ('plain', 'jump', 'terse', 'so', 'first')
+STYLE_WORDS = 'So First Then'
+
+
+def reasoning(style: str, start: int, ops: Sequence[tuple[str, int]],
+              answer: int) -> str:
+  """The reasoning path in `style` for `start` followed by `ops`."""
+  steps, total = [], start
+  for op, n in ops:
+    new = total + n if op == '+' else total - n
+    steps.append(f'{total} {op} {n} = {new}.')
+    total = new
+  end = f' The answer is {answer}.'
+  if style == 'plain':
+    return ' '.join(steps) + end
+  if style == 'jump':
+    return end.strip()
+  if style == 'terse':
+    expr = ' '.join([str(start)] + [f'{op} {n}' for op, n in ops])
+    return f'{expr} = {answer}.' + end
+  if style == 'so':
+    return 'So ' + ' '.join(steps) + end
+  if style == 'first':
+    return ' '.join([f'First {steps[0]}'] + [f'Then {s}' for s in steps[1:]]
+                    ) + end
+  raise ValueError(f'unknown reasoning style {style!r}; known: {STYLES}')
+
+
+def style_of(path: str) -> str:
+  """The style a generated path is written in ('other' if none fits)."""
+  words = path.split()
+  if not words:
+    return 'other'
+  if words[0] == 'So':
+    return 'so'
+  if words[0] == 'First':
+    return 'first'
+  if words[0] == 'The':
+    return 'jump'
+  if words[0].isdigit():
+    # terse: "a op b op c = r." ; plain: "a op b = r. r op c = ..."
+    head = path.split('=', 1)[0].split()
+    return 'terse' if len(head) > 3 else 'plain'
+  return 'other'
+
+
+def _choose_style(split: str, index: int,
+                  style_weights: Sequence[tuple[str, float]]) -> str:
+  """A problem's style, from its own generator (questions never change)."""
+  if len(style_weights) == 1:
+    return style_weights[0][0]
+  rng = random.Random(f'lmsi-arith-style/{split}/{index}')
+  names, weights = zip(*style_weights)
+  return rng.choices(names, weights=weights)[0]
+
+
+def make_problem(split: str, index: int, d: Difficulty,
+                 style_weights: Sequence[tuple[str, float]] = (('plain', 1.0),)
+                 ) -> Problem:
   """Generates problem `index` of `split` deterministically."""
   rng = random.Random(f'lmsi-arith/{split}/{index}')
   name, item = rng.choice(sorted(NAMES)), rng.choice(ITEMS)
   pronoun = NAMES[name]
   total = rng.randint(1, d.max_start)
   sentences = [f'{name} has {total} {item}.']
-  steps = []
+  start, ops = total, []
   for _ in range(rng.randint(d.min_steps, d.max_steps)):
     gain = rng.random() < 0.5
     if gain and total >= d.max_total:
@@ -62,40 +127,55 @@ def make_problem(split: str, index: int, d: Difficulty) -> Problem:
     if gain:
       n = rng.randint(1, min(d.max_operand, d.max_total - total))
       sentences.append(f'{pronoun} {rng.choice(GAIN)} {n}.')
-      steps.append(f'{total} + {n} = {total + n}.')
+      ops.append(('+', n))
       total += n
     else:
       n = rng.randint(1, min(d.max_operand, total - 1))
       sentences.append(f'{pronoun} {rng.choice(LOSS)} {n}.')
-      steps.append(f'{total} - {n} = {total - n}.')
+      ops.append(('-', n))
       total -= n
   question = ' '.join(sentences) + f' How many {item} now?'
-  cot = ' '.join(steps) + f' The answer is {total}.'
+  cot = reasoning(_choose_style(split, index, style_weights), start, ops,
+                  total)
   return Problem(id=f'{split}-{index:05d}', question=question, cot=cot,
                  answer=str(total))
 
 
-def write_split(path: str, split: str, size: int, d: Difficulty) -> int:
+def write_split(path: str, split: str, size: int, d: Difficulty,
+                style_weights: Sequence[tuple[str, float]] = (('plain', 1.0),)
+                ) -> int:
   """Writes a split as JSONL rows {id, question, answer, cot} atomically."""
-  rows = [make_problem(split, i, d) for i in range(size)]
+  rows = [make_problem(split, i, d, style_weights) for i in range(size)]
   return records.write_jsonl(path, rows)
 
 
 def write_splits(data_dir: str, sizes: dict[str, int],
                  difficulties: dict[str, Difficulty],
-                 exemplar_texts: Sequence[str] = ()) -> dict[str, str]:
+                 exemplar_texts: Sequence[str] = (),
+                 style_weights: Sequence[tuple[str, float]] = (('plain', 1.0),)
+                 ) -> dict[str, str]:
   """Writes every split (skipping complete ones) and `vocab.json`.
+
+  `style_weights` [(style, weight), ...] draws each problem's reasoning
+  style (the `cot` of every split; only labeled splits' `cot` is trained on).
 
   Returns:
     split -> path.
   """
   os.makedirs(data_dir, exist_ok=True)
-  vocabulary(exemplar_texts).save(os.path.join(data_dir, VOCAB_FILE))
+  for style, _ in style_weights:
+    if style not in STYLES:
+      raise ValueError(f'unknown reasoning style {style!r} in style_weights; '
+                       f'known: {STYLES}')
+  words = [STYLE_WORDS] if any(s in ('so', 'first') for s, _ in style_weights
+                               ) else []
+  vocabulary([*exemplar_texts, *words]).save(
+      os.path.join(data_dir, VOCAB_FILE))
   paths = {}
   for split, size in sizes.items():
     path = os.path.join(data_dir, f'{split}.jsonl')
     if not records.is_complete(path):
-      write_split(path, split, size, difficulties[split])
+      write_split(path, split, size, difficulties[split], style_weights)
     paths[split] = path
   return paths
 

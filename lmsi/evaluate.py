@@ -108,6 +108,7 @@ def evaluate(
                             for c, o, g in zip(cot, options, gold)) / n
   result = {'accuracy': acc, 'num_questions': len(examples)}
   answers = [[] for _ in examples]
+  sampled = [[] for _ in examples]
   if 'self_consistency' in config.methods:
     sampled = run(prompts.Format.COT_FEWSHOT, sampling.SamplingConfig(
         num_samples=config.num_samples, temperature=config.temperature,
@@ -129,8 +130,9 @@ def evaluate(
     records.write_jsonl(os.path.join(output_dir, 'predictions.jsonl'), [
         _Prediction(id=i, gold=g, direct=d[0][0], greedy_cot=c[0][0],
                     majority=v.answer, vote_share=round(v.share, 4),
-                    answers=a)
-        for i, g, d, c, v, a in zip(ids, gold, direct, cot, votes, answers)])
+                    answers=a, paths=[t for t, _ in s])
+        for i, g, d, c, v, a, s in zip(ids, gold, direct, cot, votes, answers,
+                                       sampled)])
     records.write_json(out_path, result)
     records.write_text_atomic(out_path + records.MARKER, '')
   return result
@@ -145,6 +147,38 @@ class _Prediction:
   majority: str | None
   vote_share: float
   answers: list[str | None]  # of the m sampled paths, in sample order
+  paths: list[str]  # the m sampled paths' texts
+
+
+def load_model(model_config: decoder_lib.DecoderConfig, checkpoint_path: str,
+               vocabulary: str, param_dtype: str = 'float32') -> tuple[
+                   decoder_lib.DecoderConfig, Any, Any]:
+  """Restores an orbax model dir's params (cast to `param_dtype`) and its
+  vocabulary, checked to fit the model: (model_config, params, vocab)."""
+  from lmsi import train  # pylint: disable=g-import-not-at-top
+  params = train.restore_params(model_config, checkpoint_path)
+  model_config, params = decoder_lib.with_dtype(model_config, params,
+                                                param_dtype)
+  vocab = vocab_lib.load(vocabulary)
+  vocab_lib.check_model_vocab(vocab, model_config.vocab_size, vocabulary)
+  return model_config, params, vocab
+
+
+def load_task(
+    task_name: str, split: str, *, exemplars: str | None = None,
+    num_exemplars: int | None = None, answer_family: str | None = None,
+    max_questions: int | None = None,
+) -> tuple[answers_lib.Family, tuple[prompts.Exemplar, ...], dict[str, Any],
+           list[dict[str, str]]]:
+  """A task's settings (`sample.task_settings`) and the first
+  `max_questions` labeled examples of `split`: (family, exemplars, manifest
+  notes, examples)."""
+  from lmsi import inputs  # pylint: disable=g-import-not-at-top  # TF here.
+  family, exemplar_set, notes = sample_lib.task_settings(
+      task_name, exemplars=exemplars, num_exemplars=num_exemplars,
+      answer_family=answer_family)
+  examples = inputs.load_split(task_name, split)[:max_questions]
+  return family, exemplar_set, notes, examples
 
 
 def evaluate_task(
@@ -167,17 +201,11 @@ def evaluate_task(
   Writes eval.json, predictions.jsonl and eval_manifest.json to
   `output_dir`; a finished evaluation is not redone.
   """
-  from lmsi import inputs  # pylint: disable=g-import-not-at-top  # TF here.
-  from lmsi import train  # pylint: disable=g-import-not-at-top
-  params = train.restore_params(model_config, checkpoint_path)
-  model_config, params = decoder_lib.with_dtype(model_config, params,
-                                                param_dtype)
-  vocab = vocab_lib.load(vocabulary)
-  vocab_lib.check_model_vocab(vocab, model_config.vocab_size, vocabulary)
-  family, exemplar_set, notes = sample_lib.task_settings(
-      task_name, exemplars=exemplars, num_exemplars=num_exemplars,
-      answer_family=answer_family)
-  examples = inputs.load_split(task_name, split)[:max_questions]
+  model_config, params, vocab = load_model(model_config, checkpoint_path,
+                                           vocabulary, param_dtype)
+  family, exemplar_set, notes, examples = load_task(
+      task_name, split, exemplars=exemplars, num_exemplars=num_exemplars,
+      answer_family=answer_family, max_questions=max_questions)
   records.write_json(
       os.path.join(output_dir, 'eval_manifest.json'),
       manifests.stage_manifest(

@@ -19,12 +19,15 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from lmsi import aggregate as aggregate_lib
 from lmsi import arithmetic
+from lmsi import artifact
+from lmsi import checkpoints
 from lmsi import decoder as decoder_lib
+from lmsi import demo_base
 from lmsi import evaluate as evaluate_lib
 from lmsi import manifests
 from lmsi import prompts
@@ -32,21 +35,13 @@ from lmsi import records
 from lmsi import report
 from lmsi import sample as sample_lib
 from lmsi import sampling
+from lmsi import styles
 from lmsi import train as train_lib
 from lmsi import vocab as vocab_lib
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class TrainSettings:
-  """One fine-tuning budget (paper: 10k steps, Adafactor, 5e-5, batch 32)."""
-
-  steps: int = 10_000
-  batch_size: int = 32
-  learning_rate: float = 5e-5
-  optimizer: str = 'adafactor'
-  warmup_steps: int = 0
-  weight_decay: float = 0.0
-  checkpoint_period: int = 0  # 0: only at the end (a kill restarts the fit)
+# The budget type of every fit (kept here too for gin files and callers).
+TrainSettings = train_lib.TrainSettings
 
 
 def run_pipeline(
@@ -57,10 +52,12 @@ def run_pipeline(
     split_sizes: Mapping[str, int],
     seed_difficulty: arithmetic.Difficulty,
     hard_difficulty: arithmetic.Difficulty,
+    style_weights: Sequence[tuple[str, float]] = (('plain', 1.0),),
     num_exemplars: int | None = None,
     task_feature_lengths: Mapping[str, int],
-    base_train: TrainSettings,
-    base_plateau: train_lib.Plateau,
+    base_artifact: str | None = None,
+    base_train: TrainSettings | None = None,
+    base_plateau: train_lib.Plateau | None = None,
     finetune: TrainSettings,
     sampling_config: sampling.SamplingConfig,
     eval_before: evaluate_lib.EvalConfig,
@@ -71,7 +68,12 @@ def run_pipeline(
     run_control: bool = True,
     run_no_vote: bool = True,
 ) -> dict:
-  """Runs the demo study; returns (and writes) metrics.json's content."""
+  """Runs the demo study; returns (and writes) metrics.json's content.
+
+  The base is `base_artifact` (an `lmsi.artifact` dir, digest-checked; its
+  model config replaces `model_config`) or, without one, trained here from
+  `base_train` / `base_plateau` (tests, the chaos bench).
+  """
   import tasks.arithmetic as arith_tasks  # pylint: disable=g-import-not-at-top
   import tasks.selfgen as selfgen_tasks  # pylint: disable=g-import-not-at-top
   from lmsi import inputs  # pylint: disable=g-import-not-at-top
@@ -81,33 +83,24 @@ def run_pipeline(
   os.makedirs(output_dir, exist_ok=True)
   d = lambda *p: os.path.join(output_dir, *p)
   exemplars = prompts.exemplars_for('arithmetic', num_exemplars)
-  difficulties = {'seed': seed_difficulty, 'seed_dev': seed_difficulty,
-                  'unlabeled': hard_difficulty, 'test': hard_difficulty}
-  arithmetic.write_splits(
-      d('data'), dict(split_sizes), difficulties,
-      [prompts.render(f, '', exemplars) for f in prompts.Format])
-  arith_tasks.register(d('data'), num_exemplars)
-  vocab_path = os.path.join(d('data'), arithmetic.VOCAB_FILE)
-  vocab = vocab_lib.load(vocab_path)
-  if vocab.vocab_size > model_config.vocab_size:
-    raise ValueError(f'{vocab_path} has {vocab.vocab_size} tokens but the '
-                     f'model config has vocab_size={model_config.vocab_size}')
+  base_meta = None
+  if base_artifact:
+    base_meta = artifact.verify(base_artifact)
+    model_config = decoder_lib.DecoderConfig(**base_meta['model_config'])
+  vocab_path, vocab = demo_base.prepare_data(
+      d('data'), split_sizes=split_sizes, seed_difficulty=seed_difficulty,
+      hard_difficulty=hard_difficulty, style_weights=style_weights,
+      num_exemplars=num_exemplars)
+  vocab_lib.check_model_vocab(vocab, model_config.vocab_size, vocab_path)
   test = inputs.load_split(arith_tasks.TASK, 'test')
-  seed_dev = inputs.load_split(arith_tasks.TASK, 'seed_dev')
   unlabeled = sample_lib.load_questions(arith_tasks.TASK, 'unlabeled')
 
-  def fit(name, mixture, settings, init=None, plateau=None, eval_fn=None):
+  def fit(name, mixture, settings, init=None):
     t0 = time.monotonic()
-    train_lib.train(
-        model_config=model_config, mixture_or_task_name=mixture,
-        task_feature_lengths=task_feature_lengths,
-        train_steps=settings.steps, model_dir=d(name),
-        initial_checkpoint_path=init, batch_size=settings.batch_size,
-        learning_rate=settings.learning_rate, optimizer=settings.optimizer,
-        warmup_steps=settings.warmup_steps,
-        weight_decay=settings.weight_decay, seed=seed,
-        checkpoint_period=settings.checkpoint_period or settings.steps,
-        plateau=plateau, eval_fn=eval_fn)
+    train_lib.train_with(
+        settings, model_config=model_config, mixture_or_task_name=mixture,
+        task_feature_lengths=task_feature_lengths, model_dir=d(name),
+        initial_checkpoint_path=init, seed=seed)
     timings[f'train {name}'] = time.monotonic() - t0
     return train_lib.restore_params(model_config, d(name))
 
@@ -119,21 +112,34 @@ def run_pipeline(
         vocab=vocab,
         output_dir=d(name, 'eval'), desc=f'eval {name}')
     timings[f'eval {name}'] = time.monotonic() - t0
-    return {'accuracy': out['accuracy'], 'calibration': out['calibration']}
+    return {'accuracy': out['accuracy'], 'calibration': out['calibration'],
+            'styles': styles.eval_styles(
+                d(name, 'eval', 'predictions.jsonl'), arithmetic.style_of)}
 
-  def dev_accuracy(params):
-    greedy = dataclasses.replace(eval_before, methods=('greedy_cot',))
-    return evaluate_lib.evaluate(
-        model_config=model_config, params=params, examples=seed_dev,
-        exemplars=exemplars, config=greedy, vocab=vocab, desc='seed_dev'
-    )['accuracy']['greedy_cot']
+  def kept(selfgen_path):
+    return styles.kept_styles(selfgen_path, arithmetic.style_of)
 
-  # Base: the seed split in all four formats, trained to a plateau.
-  base = fit('base', arith_tasks.SEED_MIXTURE, base_train,
-             plateau=base_plateau, eval_fn=dev_accuracy)
+  base_ckpt = d('base')
+  if base_meta is not None:
+    # The committed base: its seed split must be the one here (the control
+    # arm trains on it), and fine-tuning starts from an orbax copy of it.
+    demo_base.check_data(base_meta, d('data'))
+    if not os.path.isdir(os.path.join(base_ckpt, 'checkpoints')):
+      checkpoints.save_params(base_ckpt, artifact.load(base_artifact).params)
+    base = train_lib.restore_params(model_config, base_ckpt)
+  else:
+    if base_train is None:
+      raise ValueError('run_pipeline needs base_artifact or base_train')
+    t0 = time.monotonic()
+    demo_base.train_base(
+        base_ckpt, model_config=model_config, vocab=vocab,
+        settings=base_train, plateau=base_plateau,
+        task_feature_lengths=task_feature_lengths, seed=seed,
+        num_exemplars=num_exemplars, dev_config=eval_before)
+    timings['train base'] = time.monotonic() - t0
+    base = train_lib.restore_params(model_config, base_ckpt)
   metrics: dict[str, Any] = {'rounds': [
       {'round': 0, **evaluate('base', base, eval_before)}]}
-  base_ckpt = d('base')
   seed_tasks = ([arith_tasks.seed_task_name(f) for f in prompts.Format]
                 if mix_seed_data else [])
   sample_cfg = dataclasses.replace(sampling_config, seed=seed)
@@ -159,6 +165,7 @@ def run_pipeline(
     params = fit(f'r{r}/model', mixture, finetune, init=base_ckpt)
     metrics['rounds'].append({'round': r, **evaluate(f'r{r}', params,
                                                      eval_after)})
+    metrics['rounds'][-1]['styles']['kept'] = kept(path)
   if run_control:
     control = fit('control/model', arith_tasks.SEED_MIXTURE, finetune,
                   init=base_ckpt)
@@ -170,6 +177,7 @@ def run_pipeline(
                                      extra_tasks=seed_tasks, suffix='_novote')
     no_vote = fit('no_vote/model', mixture, finetune, init=base_ckpt)
     metrics['no_vote'] = evaluate('no_vote', no_vote, eval_after)
+    metrics['no_vote']['styles']['kept'] = kept(path)
   timings['total'] = time.monotonic() - t_start
   # Timings vary run to run; metrics.json holds only what must reproduce.
   records.write_json(d('timings.json'),
@@ -180,6 +188,10 @@ def run_pipeline(
       'data_dir': os.path.abspath(d('data')),
       'split_sizes': dict(split_sizes),
       'base_checkpoint': os.path.abspath(base_ckpt),
+      'base_artifact': base_artifact and {
+          'path': os.path.abspath(base_artifact),
+          'sha256': base_meta['sha256']},
+      'style_weights': [list(w) for w in style_weights],
       'num_rounds': num_rounds, 'seed': seed,
       'choices': {'mix_seed_data': mix_seed_data,
                   'min_vote_share': min_vote_share,

@@ -99,6 +99,57 @@ def format_markdown_table(metrics: dict[str, Any]) -> str:
   return _markdown(*_cells(metrics))
 
 
+def _points(value: float | None) -> str:
+  return '-' if value is None else f'{100.0 * value:+.1f}'
+
+
+def format_gap_markdown(metrics: dict[str, Any]) -> str:
+  """maj@k - greedy CoT per arm, in points: the self-consistency gap that
+  LMSI moves into greedy decoding (no gap, no gain)."""
+  ks = _maj_ks(metrics)
+  rows = []
+  for name, result in arms(metrics):
+    acc = result.get('accuracy', {})
+    greedy = acc.get('greedy_cot')
+    rows.append([name] + [
+        _points(None if greedy is None or acc.get(f'maj@{k}') is None
+                else acc[f'maj@{k}'] - greedy) for k in ks])
+  return _markdown(['arm'] + [f'maj@{k} - greedy' for k in ks], rows)
+
+
+_STYLE_WHERE = (('greedy', 'greedy CoT outputs'),
+                ('sampled', 'sampled paths'),
+                ('kept', 'its training paths (kept by the vote)'))
+
+
+def format_styles_markdown(metrics: dict[str, Any]) -> str:
+  """Share (and accuracy, where gold is known) of each reasoning style among
+  each arm's greedy outputs, sampled paths and training paths; '' if the
+  run recorded no styles."""
+  found = [(name, r['styles']) for name, r in arms(metrics) if r.get('styles')]
+  names = sorted({s for _, st in found for t in st.values() for s in t})
+  if not names:
+    return ''
+  rows = []
+  for arm, st in found:
+    for key, where in _STYLE_WHERE:
+      table = st.get(key)
+      if not table:
+        continue
+      n = sum(c['n'] for c in table.values())
+      cells = []
+      for style in names:
+        c = table.get(style)
+        if c is None:
+          cells.append('-')
+        elif c.get('accuracy') is None:
+          cells.append(f'{100 * c["share"]:.0f}%')
+        else:
+          cells.append(f'{100 * c["share"]:.0f}% ({100 * c["accuracy"]:.0f})')
+      rows.append([arm, where, str(n)] + cells)
+  return _markdown(['arm', 'among', 'n'] + names, rows)
+
+
 def _calibration_markdown(result: dict[str, Any]) -> str:
   rows = [[f'{b["vote_share_lo"]:.2f}-{b["vote_share_hi"]:.2f}',
            str(b.get('n', 0)), _pct(b.get('accuracy'))]
@@ -197,7 +248,16 @@ def write_report(metrics: dict[str, Any], output_dir: str, *,
   os.makedirs(output_dir, exist_ok=True)
   pngs = _write_plots(metrics, output_dir)
   parts = [f'# {title}', '', '## Accuracy (%)', '',
-           format_markdown_table(metrics), '', '## Calibration', '']
+           format_markdown_table(metrics), '',
+           '## Self-consistency gap (points)', '',
+           format_gap_markdown(metrics), '']
+  styles = format_styles_markdown(metrics)
+  if styles:
+    parts += ['## Reasoning styles', '',
+              'Share of each style; in brackets, the accuracy of the paths '
+              'of that style (%).', '', styles, '']
+  parts += ['## Calibration', '',
+            'Accuracy of the majority answer by its vote share.', '']
   for name, result in arms(metrics):
     if result.get('calibration'):
       parts += [f'### {name}', '', _calibration_markdown(result), '']

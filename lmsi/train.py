@@ -50,6 +50,20 @@ class Plateau:
   min_steps: int = 0  # early evals are noise: never stop before this
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainSettings:
+  """One training budget (paper: 10k steps, Adafactor, 5e-5, batch 32)."""
+
+  steps: int = 10_000
+  batch_size: int = 32
+  learning_rate: float = 5e-5
+  optimizer: str = 'adafactor'
+  warmup_steps: int = 0
+  schedule: str = 'constant'  # or 'cosine' (see make_optimizer)
+  weight_decay: float = 0.0
+  checkpoint_period: int = 0  # 0: only at the end (a kill restarts the fit)
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainResult:
   step: int
@@ -58,11 +72,28 @@ class TrainResult:
   evals: list[dict]
 
 
+SCHEDULES = ('constant', 'cosine')
+
+
 def make_optimizer(name: str, learning_rate: float, weight_decay: float = 0.0,
-                   warmup_steps: int = 0) -> optax.GradientTransformation:
-  """'adafactor' (paper default, constant lr) or 'adamw' (clipped)."""
+                   warmup_steps: int = 0, schedule: str = 'constant',
+                   total_steps: int = 0) -> optax.GradientTransformation:
+  """'adafactor' (paper default, constant lr) or 'adamw' (clipped).
+
+  `schedule`: 'constant' after the linear warmup (paper), or 'cosine':
+  warmup then cosine decay to zero at `total_steps` (a base model trained to
+  convergence, as a pretrained LM is).
+  """
+  if schedule not in SCHEDULES:
+    raise ValueError(f'unknown schedule {schedule!r}; use one of {SCHEDULES}')
   lr = learning_rate
-  if warmup_steps:
+  if schedule == 'cosine':
+    if total_steps <= warmup_steps:
+      raise ValueError(f'cosine schedule needs train_steps ({total_steps}) > '
+                       f'warmup_steps ({warmup_steps})')
+    lr = optax.warmup_cosine_decay_schedule(
+        0.0, learning_rate, max(warmup_steps, 1), total_steps, end_value=0.0)
+  elif warmup_steps:
     lr = optax.join_schedules(
         [optax.linear_schedule(0.0, learning_rate, warmup_steps),
          optax.constant_schedule(learning_rate)], [warmup_steps])
@@ -105,6 +136,7 @@ def train(
     optimizer: str = 'adafactor',
     weight_decay: float = 0.0,
     warmup_steps: int = 0,
+    schedule: str = 'constant',
     seed: int = 0,
     checkpoint_period: int = 1000,
     log_period: int = 50,
@@ -125,8 +157,9 @@ def train(
       checkpoint here is resumed.
     initial_checkpoint_path: params to start from when MODEL_DIR has none;
       None starts from random init (seeded).
-    batch_size, learning_rate, optimizer, weight_decay, warmup_steps: the
-      optimisation (paper: 32, 5e-5, Adafactor, constant).
+    batch_size, learning_rate, optimizer, weight_decay, warmup_steps,
+      schedule: the optimisation (paper: 32, 5e-5, Adafactor, constant);
+      see `make_optimizer`.
     seed: init and data order.
     checkpoint_period: steps between checkpoints (also saved at the end).
     log_period: steps between metric lines.
@@ -160,7 +193,8 @@ def train(
       task_feature_lengths=dict(task_feature_lengths),
       train_steps=train_steps, batch_size=batch_size,
       learning_rate=learning_rate, optimizer=optimizer,
-      weight_decay=weight_decay, warmup_steps=warmup_steps, seed=seed,
+      weight_decay=weight_decay, warmup_steps=warmup_steps,
+      schedule=schedule, seed=seed,
       checkpoint_period=checkpoint_period,
       plateau=dataclasses.asdict(plateau) if plateau else None,
       model_config=dataclasses.asdict(model_config))
@@ -171,7 +205,8 @@ def train(
   rules = sharding.logical_axis_rules(for_sampling=False)
   specs = decoder_lib.logical_param_specs(model_config)
   param_sh = sharding.shardings_for(specs, mesh, rules)
-  tx = make_optimizer(optimizer, learning_rate, weight_decay, warmup_steps)
+  tx = make_optimizer(optimizer, learning_rate, weight_decay, warmup_steps,
+                      schedule, train_steps)
   mngr = checkpoints.manager(model_dir)
   metrics_path = os.path.join(model_dir, 'metrics.jsonl')
   evals_path = os.path.join(model_dir, 'evals.json')
@@ -269,6 +304,17 @@ def train(
       'stopped_early': stopped, 'evals': evals})
   return TrainResult(step=step, loss=loss_val, stopped_early=stopped,
                      evals=evals)
+
+
+def train_with(settings: TrainSettings, **kwargs: Any) -> TrainResult:
+  """`train` with the budget of `settings`; kwargs are train's others."""
+  return train(train_steps=settings.steps, batch_size=settings.batch_size,
+               learning_rate=settings.learning_rate,
+               optimizer=settings.optimizer,
+               warmup_steps=settings.warmup_steps, schedule=settings.schedule,
+               weight_decay=settings.weight_decay,
+               checkpoint_period=settings.checkpoint_period or settings.steps,
+               **kwargs)
 
 
 @jax.jit

@@ -30,6 +30,7 @@ from lmsi import inputs
 from lmsi import prompts
 from tasks import anli
 from tasks import arc
+from tasks import arithmetic
 from tasks import gsm8k
 from tasks import openbookqa
 from tasks import releases
@@ -98,11 +99,19 @@ def registered(name: str, *, source: str = 'files',
 
   Gin binds a run's TASK through this, so naming a task is enough. A task
   registered elsewhere (e.g. by an experiment's own module) passes too.
+  The embedded arithmetic task (`tasks.arithmetic.TASK`) is registered from
+  `data_dir`, a directory `lmsi.arithmetic.write_splits` wrote.
 
   Raises:
     ValueError: if `name` is then neither a task nor a mixture, with the
       reasons any benchmark was skipped.
+    FileNotFoundError: for the arithmetic task, if `data_dir` is unset (and
+      the task is not registered yet) or lacks a split file.
   """
+  if name == arithmetic.TASK and (
+      data_dir or name not in seqio.TaskRegistry.names()):
+    _register_arithmetic(data_dir)
+    return name
   register(data_dir, source, tfds_data_dir, anli_pool_split)
   if (name not in seqio.TaskRegistry.names()
       and name not in seqio.MixtureRegistry.names()):
@@ -112,6 +121,22 @@ def registered(name: str, *, source: str = 'files',
                      f'benchmark tasks: {sorted(releases.SPECS)}'
                      + (f'; skipped:{skipped}' if skipped else ''))
   return name
+
+
+def _register_arithmetic(data_dir: str | None) -> None:
+  """`tasks.arithmetic.register(data_dir)`, once its split files are seen."""
+  if not data_dir:
+    raise FileNotFoundError(
+        f'task {arithmetic.TASK!r} needs its data directory: set DATA_DIR to '
+        'one that lmsi.arithmetic.write_splits wrote (e.g. runs/demo/data)')
+  missing = [f'{s}.jsonl' for s in arithmetic.SPLITS
+             if not os.path.isfile(os.path.join(data_dir, f'{s}.jsonl'))]
+  if missing:
+    raise FileNotFoundError(
+        f'{data_dir!r} is not an arithmetic data directory: it lacks '
+        f'{missing} (lmsi.arithmetic.write_splits writes them; the demo '
+        'writes runs/demo/data)')
+  arithmetic.register(data_dir)
 
 
 def register_selfgen(selfgen_files: Mapping[str, str], round_: int, *,

@@ -13,7 +13,7 @@ from tests.conftest import EASY
 
 def _run(cfg, out):
   ev = evaluate.EvalConfig(num_samples=4, max_decode_steps=24, ks=(1, 4, 8))
-  fast = pipeline.TrainSettings(steps=2, batch_size=8, learning_rate=1e-3,
+  fast = train.TrainSettings(steps=2, batch_size=8, learning_rate=1e-3,
                                 optimizer='adamw')
   return pipeline.run_pipeline(
       output_dir=str(out), model_config=cfg, seed=0,
@@ -21,7 +21,7 @@ def _run(cfg, out):
       seed_difficulty=arithmetic.Difficulty(**EASY),
       hard_difficulty=arithmetic.Difficulty(**EASY),
       task_feature_lengths={'inputs': 128, 'targets': 32},
-      base_train=pipeline.TrainSettings(steps=4, batch_size=8,
+      base_train=train.TrainSettings(steps=4, batch_size=8,
                                         learning_rate=1e-3,
                                         optimizer='adamw'),
       base_plateau=train.Plateau(eval_period=2, patience=1),

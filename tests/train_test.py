@@ -79,3 +79,31 @@ def test_checkpoint_shape_mismatch_is_named(tiny_cfg, tmp_path):
   wider = dataclasses.replace(tiny_cfg, mlp_dim=tiny_cfg.mlp_dim * 2)
   with pytest.raises(ValueError, match='does not match the model config'):
     train.restore_params(wider, str(tmp_path))
+
+
+def test_cosine_schedule_decays_to_zero():
+  """The base's schedule: linear warmup to the peak, cosine to zero. Adam's
+  step is about lr in size, so the update sizes trace the schedule."""
+  params = {'w': np.ones(3, np.float32)}
+  tx = train.make_optimizer('adamw', 1e-2, warmup_steps=4,
+                            schedule='cosine', total_steps=40)
+  state = tx.init(params)
+  sizes = []
+  for _ in range(40):
+    update, state = tx.update({'w': np.ones(3, np.float32)}, state, params)
+    sizes.append(float(np.abs(update['w']).max()))
+  assert sizes[0] < 1e-6  # step 0 of the warmup: lr 0
+  assert max(sizes) == pytest.approx(1e-2, rel=0.05)
+  assert int(np.argmax(sizes)) == 4
+  assert sizes[-1] < 1e-4 and sizes[-1] < sizes[-2] < sizes[20]
+  constant = train.make_optimizer('adamw', 1e-2)
+  state = constant.init(params)
+  for _ in range(40):
+    update, state = constant.update({'w': np.ones(3, np.float32)}, state,
+                                    params)
+  assert float(np.abs(update['w']).max()) == pytest.approx(1e-2, rel=0.05)
+  with pytest.raises(ValueError, match='schedule'):
+    train.make_optimizer('adamw', 1e-3, schedule='linear')
+  with pytest.raises(ValueError, match='warmup_steps'):
+    train.make_optimizer('adamw', 1e-3, warmup_steps=10, schedule='cosine',
+                         total_steps=5)

@@ -1,0 +1,70 @@
+"""Checks demo runs against the bars the demo must clear; prints a table.
+
+  python bench/demo_bars.py runs/demo_s0 runs/demo_s1 ...
+
+For each run's metrics.json (greedy CoT accuracy, maj@16, calibration):
+  lmsi+10     LMSI greedy >= base greedy + 10 points
+  headline    LMSI greedy >= base maj@16 - 2 (the paper's headline shape)
+  vs-novote   LMSI greedy >= no-vote greedy + 5
+  vs-control  LMSI greedy >= control greedy + 3
+  gap         base maj@16 - base greedy >= 8
+  calib       base: every vote-share bin with >= 20 questions is at least as
+              accurate as the populated bin below it (2 points slack), and
+              the top bin is >= 15 points above every bin below 0.5
+Exit status 1 if any bar fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+
+def _calibration_ok(bins: list[dict]) -> bool:
+  full = [b for b in bins if b['n'] >= 20]
+  rising = all(hi['accuracy'] >= lo['accuracy'] - 0.02
+               for lo, hi in zip(full, full[1:]))
+  low = [b for b in bins if b['vote_share_hi'] <= 0.5 and b['n']]
+  top = [b for b in bins if b['n']][-1]
+  return rising and all(top['accuracy'] >= b['accuracy'] + 0.15 for b in low)
+
+
+def bars(metrics: dict, k: int = 16) -> dict[str, tuple[float, bool]]:
+  """{bar: (margin in points, passed)}."""
+  base, lmsi = metrics['rounds'][0], metrics['rounds'][-1]
+  g = lambda arm: 100 * arm['accuracy']['greedy_cot']
+  base_maj = 100 * base['accuracy'][f'maj@{k}']
+  out = {
+      'lmsi+10': g(lmsi) - g(base) - 10,
+      'headline': g(lmsi) - (base_maj - 2),
+      'vs-novote': g(lmsi) - g(metrics['no_vote']) - 5,
+      'vs-control': g(lmsi) - g(metrics['control']) - 3,
+      'gap': base_maj - g(base) - 8,
+  }
+  result = {name: (round(v, 1), v >= -1e-9) for name, v in out.items()}
+  result['calib'] = (0.0, _calibration_ok(base['calibration']))
+  return result
+
+
+def main(run_dirs: list[str]) -> int:
+  names = ['lmsi+10', 'headline', 'vs-novote', 'vs-control', 'gap', 'calib']
+  print('run'.ljust(24) + ''.join(n.rjust(12) for n in names))
+  failed = False
+  for run in run_dirs:
+    with open(os.path.join(run, 'metrics.json'), encoding='utf-8') as f:
+      result = bars(json.load(f))
+    cells = []
+    for n in names:
+      margin, ok = result[n]
+      failed |= not ok
+      cells.append(('ok' if ok else 'FAIL') + ('' if n == 'calib'
+                                               else f' {margin:+.1f}'))
+    print(os.path.basename(run.rstrip('/')).ljust(24)
+          + ''.join(c.rjust(12) for c in cells))
+  print('margins: points above (+) or below (-) each bar')
+  return 1 if failed else 0
+
+
+if __name__ == '__main__':
+  sys.exit(main(sys.argv[1:]))

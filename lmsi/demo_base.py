@@ -1,0 +1,170 @@
+"""Binary: the demo's pretrained model, trained to convergence and shipped.
+
+The paper starts from a pretrained LM; so does the demo. `make demo-base`
+runs `build`: it writes the embedded arithmetic task, trains the base model
+on the labeled seed split (all four formats) with warmup + cosine decay to
+zero, records its held-out (seed_dev) greedy-CoT accuracy along the way, and
+writes an `lmsi.artifact` directory (safetensors, config, vocabulary,
+manifest with digests) that is committed to the repo. `make demo` starts
+from that artifact (`lmsi.pipeline`, `base_artifact`).
+
+The data helpers here (`prepare_data`, `train_base`) are shared with the
+pipeline, which can still train a base itself (tests, the chaos bench).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from lmsi import arithmetic
+from lmsi import artifact
+from lmsi import decoder as decoder_lib
+from lmsi import evaluate as evaluate_lib
+from lmsi import manifests
+from lmsi import prompts
+from lmsi import train as train_lib
+from lmsi import vocab as vocab_lib
+
+SEED_FILE = 'seed.jsonl'
+
+
+def prepare_data(
+    data_dir: str, *, split_sizes: Mapping[str, int],
+    seed_difficulty: arithmetic.Difficulty,
+    hard_difficulty: arithmetic.Difficulty,
+    style_weights: Sequence[tuple[str, float]] = (('plain', 1.0),),
+    num_exemplars: int | None = None) -> tuple[str, Any]:
+  """Writes the splits (seed/seed_dev easy, unlabeled/test hard) and
+  registers the arithmetic tasks over them.
+
+  Returns:
+    (vocab.json path, the vocabulary).
+  """
+  import tasks.arithmetic as arith_tasks  # pylint: disable=g-import-not-at-top
+  exemplars = prompts.exemplars_for('arithmetic', num_exemplars)
+  difficulties = {'seed': seed_difficulty, 'seed_dev': seed_difficulty,
+                  'unlabeled': hard_difficulty, 'test': hard_difficulty}
+  arithmetic.write_splits(
+      data_dir, dict(split_sizes), difficulties,
+      [prompts.render(f, '', exemplars) for f in prompts.Format],
+      style_weights=tuple(tuple(w) for w in style_weights))
+  arith_tasks.register(data_dir, num_exemplars)
+  vocab_path = os.path.join(data_dir, arithmetic.VOCAB_FILE)
+  return vocab_path, vocab_lib.load(vocab_path)
+
+
+def train_base(
+    model_dir: str, *, model_config: decoder_lib.DecoderConfig, vocab: Any,
+    settings: train_lib.TrainSettings, plateau: train_lib.Plateau | None,
+    task_feature_lengths: Mapping[str, int], seed: int,
+    num_exemplars: int | None, dev_config: evaluate_lib.EvalConfig,
+) -> train_lib.TrainResult:
+  """Trains on the seed mixture, evaluating seed_dev greedy CoT as it goes."""
+  import tasks.arithmetic as arith_tasks  # pylint: disable=g-import-not-at-top
+  from lmsi import inputs  # pylint: disable=g-import-not-at-top  # TF here.
+  seed_dev = inputs.load_split(arith_tasks.TASK, 'seed_dev')
+  exemplars = prompts.exemplars_for('arithmetic', num_exemplars)
+  greedy = evaluate_lib.EvalConfig(
+      methods=('greedy_cot',), max_decode_steps=dev_config.max_decode_steps,
+      seed=seed)
+
+  def dev_accuracy(params):
+    return evaluate_lib.evaluate(
+        model_config=model_config, params=params, examples=seed_dev,
+        exemplars=exemplars, config=greedy, vocab=vocab, desc='seed_dev'
+    )['accuracy']['greedy_cot']
+
+  return train_lib.train_with(
+      settings, model_config=model_config,
+      mixture_or_task_name=arith_tasks.SEED_MIXTURE,
+      task_feature_lengths=task_feature_lengths, model_dir=model_dir,
+      seed=seed, plateau=plateau, eval_fn=dev_accuracy if plateau else None)
+
+
+def build(
+    *,
+    output_dir: str,
+    artifact_dir: str,
+    model_config: decoder_lib.DecoderConfig,
+    seed: int = 0,
+    split_sizes: Mapping[str, int],
+    seed_difficulty: arithmetic.Difficulty,
+    hard_difficulty: arithmetic.Difficulty,
+    style_weights: Sequence[tuple[str, float]] = (('plain', 1.0),),
+    num_exemplars: int | None = None,
+    task_feature_lengths: Mapping[str, int],
+    train: train_lib.TrainSettings,
+    eval_period: int = 500,
+    max_decode_steps: int = 48,
+) -> dict:
+  """Trains the demo base under `output_dir` and writes `artifact_dir`.
+
+  `eval_period` steps between seed_dev evaluations (recorded, never used to
+  stop: the cosine schedule decides the length). Returns artifact.json.
+  """
+  t0 = time.monotonic()
+  data_dir = os.path.join(output_dir, 'data')
+  vocab_path, vocab = prepare_data(
+      data_dir, split_sizes=split_sizes, seed_difficulty=seed_difficulty,
+      hard_difficulty=hard_difficulty, style_weights=style_weights,
+      num_exemplars=num_exemplars)
+  vocab_lib.check_model_vocab(vocab, model_config.vocab_size, vocab_path)
+  model_dir = os.path.join(output_dir, 'base')
+  # Evaluations only record the curve: min_steps past the end never stops.
+  record = train_lib.Plateau(eval_period=eval_period, patience=1,
+                             min_steps=train.steps + 1)
+  result = train_base(
+      model_dir, model_config=model_config, vocab=vocab, settings=train,
+      plateau=record, task_feature_lengths=task_feature_lengths, seed=seed,
+      num_exemplars=num_exemplars,
+      dev_config=evaluate_lib.EvalConfig(max_decode_steps=max_decode_steps))
+  params = train_lib.restore_params(model_config, model_dir)
+  manifest = manifests.stage_manifest(
+      [os.path.join(data_dir, SEED_FILE), vocab_path],
+      seed=seed, split_sizes=dict(split_sizes),
+      seed_difficulty=_asdict(seed_difficulty),
+      hard_difficulty=_asdict(hard_difficulty),
+      style_weights=[list(w) for w in style_weights],
+      num_exemplars=num_exemplars,
+      task_feature_lengths=dict(task_feature_lengths), train=_asdict(train),
+      final_step=result.step, final_loss=result.loss,
+      seed_dev_greedy_cot=result.evals,
+      train_seconds=round(time.monotonic() - t0, 1))
+  artifact.save(artifact_dir, params=params, model_config=model_config,
+                vocab_file=vocab_path, manifest=manifest)
+  meta = artifact.read_meta(artifact_dir)
+  last = result.evals[-1]['metric'] if result.evals else float('nan')
+  print(f'demo-base: {meta["num_params"]:,} parameters, step {result.step}, '
+        f'seed_dev greedy CoT {100 * last:.1f}%, '
+        f'{time.monotonic() - t0:.0f} s -> {artifact_dir} '
+        f'(sha256 {meta["sha256"][artifact.PARAMS_FILE][:12]})')
+  return meta
+
+
+def check_data(meta: dict, data_dir: str) -> None:
+  """Raises unless `data_dir`'s seed split and vocabulary are the ones the
+  artifact's base was trained on (the control arm trains on that split)."""
+  want = {os.path.basename(i['path']): i['sha256']
+          for i in meta['manifest']['inputs']}
+  for name in (SEED_FILE, arithmetic.VOCAB_FILE):
+    got = manifests.file_sha256(os.path.join(data_dir, name))
+    if want.get(name) != got:
+      raise ValueError(
+          f'{os.path.join(data_dir, name)} (sha256 {got[:12]}) is not the '
+          f'file the base artifact was trained on ({str(want.get(name))[:12]})'
+          ': the demo data settings (split_sizes, difficulties, '
+          'style_weights, num_exemplars) must match the base\'s '
+          '(gin/data/demo.gin)')
+
+
+def _asdict(x: Any) -> dict:
+  return dataclasses.asdict(x)
+
+
+if __name__ == '__main__':
+  from lmsi import gin_flags  # pylint: disable=g-import-not-at-top
+  gin_flags.main('lmsi.demo_base', 'build', output_dir_arg='output_dir')
