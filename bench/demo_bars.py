@@ -47,21 +47,38 @@ def bars(metrics: dict, k: int = 16) -> dict[str, tuple[float, bool]]:
   return result
 
 
+def _summary(runs: dict[str, dict], k: int = 16) -> None:
+  """Greedy CoT of every arm and the base's maj@k, one line per run."""
+  cols = ['base', f'base maj@{k}', 'LMSI r1', 'control', 'no-vote']
+  print('greedy CoT accuracy (%) on the test split')
+  print('run'.ljust(24) + ''.join(c.rjust(13) for c in cols))
+  for name, m in runs.items():
+    g = lambda arm: f'{100 * arm["accuracy"]["greedy_cot"]:.1f}'
+    cells = [g(m['rounds'][0]),
+             f'{100 * m["rounds"][0]["accuracy"][f"maj@{k}"]:.1f}',
+             g(m['rounds'][-1]), g(m['control']), g(m['no_vote'])]
+    print(name.ljust(24) + ''.join(c.rjust(13) for c in cells))
+  print()
+
+
 def main(run_dirs: list[str]) -> int:
   names = ['lmsi+10', 'headline', 'vs-novote', 'vs-control', 'gap', 'calib']
-  print('run'.ljust(24) + ''.join(n.rjust(12) for n in names))
-  failed = False
+  runs = {}
   for run in run_dirs:
     with open(os.path.join(run, 'metrics.json'), encoding='utf-8') as f:
-      result = bars(json.load(f))
+      runs[os.path.basename(run.rstrip('/'))] = json.load(f)
+  _summary(runs)
+  print('run'.ljust(24) + ''.join(n.rjust(12) for n in names))
+  failed = False
+  for run, metrics in runs.items():
+    result = bars(metrics)
     cells = []
     for n in names:
       margin, ok = result[n]
       failed |= not ok
       cells.append(('ok' if ok else 'FAIL') + ('' if n == 'calib'
                                                else f' {margin:+.1f}'))
-    print(os.path.basename(run.rstrip('/')).ljust(24)
-          + ''.join(c.rjust(12) for c in cells))
+    print(run.ljust(24) + ''.join(c.rjust(12) for c in cells))
   print('margins: points above (+) or below (-) each bar')
   return 1 if failed else 0
 

@@ -25,6 +25,10 @@ from lmsi import decoder as decoder_lib
 from lmsi import sampling
 from lmsi import vocab as vocab_lib
 
+# SmolLM2-135M against transformers (f32 and f64 logits, 64 greedy tokens):
+# minutes of CPU, so `make test-slow` / `make parity` run it, not `make test`.
+pytestmark = pytest.mark.slow
+
 torch = pytest.importorskip('torch')
 transformers = pytest.importorskip('transformers')
 try:
