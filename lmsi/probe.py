@@ -42,9 +42,16 @@ def ks_up_to(m: int) -> tuple[int, ...]:
   return tuple(ks + ([m] if ks[-1] != m else []))
 
 
+MIN_QUESTIONS_GAINED = 3  # a gap of fewer questions than this is noise
+
+
 def gap(accuracy: Mapping[str, float], m: int,
-        threshold: float = DEFAULT_THRESHOLD) -> dict[str, Any]:
+        threshold: float = DEFAULT_THRESHOLD,
+        num_questions: int | None = None) -> dict[str, Any]:
   """The gap of maj@k over greedy CoT (accuracies as fractions) and verdict.
+
+  With `num_questions`, a gap worth fewer than `MIN_QUESTIONS_GAINED`
+  questions is called too small to tell, whatever the threshold.
 
   Returns:
     {gap_points (maj@m - greedy), best_k (smallest k of the best maj@k),
@@ -58,11 +65,17 @@ def gap(accuracy: Mapping[str, float], m: int,
   best_k = max(sorted(maj), key=lambda k: maj[k])
   has_gap = points(m) >= threshold
   text = f'maj@{m} - greedy = {points(m):.1f} points'
+  verdict = (f'{text}: LMSI has room to help' if has_gap else
+             f'no gap ({text}): LMSI will not help this model on this task')
+  if num_questions:
+    gained = round(points(m) * num_questions / 100.0)
+    if has_gap and gained < MIN_QUESTIONS_GAINED:
+      has_gap = False
+      verdict = (f'{text}, only {gained} of {num_questions} questions: too '
+                 'few to tell; probe more questions (MAX_QUESTIONS)')
   return {'gap_points': points(m), 'best_k': best_k,
           'best_gap_points': points(best_k), 'has_gap': has_gap,
-          'verdict': (f'{text}: LMSI has room to help' if has_gap else
-                      f'no gap ({text}): LMSI will not help this model on '
-                      'this task')}
+          'verdict': verdict}
 
 
 def format_markdown(result: Mapping[str, Any]) -> str:
@@ -156,7 +169,8 @@ def probe(*, model_config: decoder_lib.DecoderConfig, params: Any,
             'ks': list(config.ks), 'greedy': acc['greedy_cot'],
             **{f'maj@{k}': acc[f'maj@{k}'] for k in config.ks},
             **({'direct': acc['direct']} if 'direct' in acc else {}),
-            **gap(acc, m, threshold), 'threshold_points': threshold,
+            **gap(acc, m, threshold, len(examples)),
+            'threshold_points': threshold,
             'calibration': out['calibration'],
             'temperature': config.temperature, 'top_k': config.top_k,
             'max_decode_steps': config.max_decode_steps, 'seed': config.seed,

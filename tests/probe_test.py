@@ -62,6 +62,16 @@ def test_gap_exactly_at_threshold_and_best_k():
     probe.gap(acc, 16)
 
 
+def test_a_gap_of_one_or_two_questions_is_too_few_to_tell():
+  acc = {'greedy_cot': 1 / 30, 'maj@8': 2 / 30}  # +3.3 points, 1 question
+  assert probe.gap(acc, 8)['has_gap']
+  small = probe.gap(acc, 8, num_questions=30)
+  assert not small['has_gap']
+  assert 'only 1 of 30 questions: too few to tell' in small['verdict']
+  big = probe.gap({'greedy_cot': 0.1, 'maj@8': 0.2}, 8, num_questions=30)
+  assert big['has_gap'] and 'room to help' in big['verdict']
+
+
 def test_arithmetic_data_dir_must_hold_the_splits(tmp_path):
   from tasks import mixtures  # pylint: disable=g-import-not-at-top
   (tmp_path / 'test.jsonl').write_text('')
