@@ -78,19 +78,15 @@ SCHEDULES = ('constant', 'cosine')
 def make_optimizer(name: str, learning_rate: float, weight_decay: float = 0.0,
                    warmup_steps: int = 0, schedule: str = 'constant',
                    total_steps: int = 0) -> optax.GradientTransformation:
-  """'adafactor' (paper default, constant lr) or 'adamw' (clipped).
-
-  `schedule`: 'constant' after the linear warmup (paper), or 'cosine':
-  warmup then cosine decay to zero at `total_steps` (a base model trained to
-  convergence, as a pretrained LM is).
-  """
+  """'adafactor' (paper) or 'adamw' (clipped); lr 'constant' after the
+  linear warmup (paper) or 'cosine': decay to zero at `total_steps`."""
   if schedule not in SCHEDULES:
     raise ValueError(f'unknown schedule {schedule!r}; use one of {SCHEDULES}')
   lr = learning_rate
   if schedule == 'cosine':
     if total_steps <= warmup_steps:
-      raise ValueError(f'cosine schedule needs train_steps ({total_steps}) > '
-                       f'warmup_steps ({warmup_steps})')
+      raise ValueError(f'cosine schedule needs train_steps ({total_steps}) '
+                       f'> warmup_steps ({warmup_steps})')
     lr = optax.warmup_cosine_decay_schedule(
         0.0, learning_rate, max(warmup_steps, 1), total_steps, end_value=0.0)
   elif warmup_steps:
