@@ -61,7 +61,7 @@ def train_base(
     model_dir: str, *, model_config: decoder_lib.DecoderConfig, vocab: Any,
     settings: train_lib.TrainSettings, plateau: train_lib.Plateau | None,
     task_feature_lengths: Mapping[str, int], seed: int,
-    num_exemplars: int | None, dev_config: evaluate_lib.EvalConfig,
+    num_exemplars: int | None, max_decode_steps: int,
 ) -> train_lib.TrainResult:
   """Trains on the seed mixture, evaluating seed_dev greedy CoT as it goes."""
   import tasks.arithmetic as arith_tasks  # pylint: disable=g-import-not-at-top
@@ -69,8 +69,7 @@ def train_base(
   seed_dev = inputs.load_split(arith_tasks.TASK, 'seed_dev')
   exemplars = prompts.exemplars_for('arithmetic', num_exemplars)
   greedy = evaluate_lib.EvalConfig(
-      methods=('greedy_cot',), max_decode_steps=dev_config.max_decode_steps,
-      seed=seed)
+      methods=('greedy_cot',), max_decode_steps=max_decode_steps, seed=seed)
 
   def dev_accuracy(params):
     return evaluate_lib.evaluate(
@@ -120,17 +119,16 @@ def build(
   result = train_base(
       model_dir, model_config=model_config, vocab=vocab, settings=train,
       plateau=record, task_feature_lengths=task_feature_lengths, seed=seed,
-      num_exemplars=num_exemplars,
-      dev_config=evaluate_lib.EvalConfig(max_decode_steps=max_decode_steps))
+      num_exemplars=num_exemplars, max_decode_steps=max_decode_steps)
   params = train_lib.restore_params(model_config, model_dir)
   manifest = manifests.stage_manifest(
       [os.path.join(data_dir, SEED_FILE), vocab_path],
       seed=seed, split_sizes=dict(split_sizes),
-      seed_difficulty=_asdict(seed_difficulty),
-      hard_difficulty=_asdict(hard_difficulty),
+      seed_difficulty=dataclasses.asdict(seed_difficulty),
+      hard_difficulty=dataclasses.asdict(hard_difficulty),
       style_weights=[list(w) for w in style_weights],
       num_exemplars=num_exemplars,
-      task_feature_lengths=dict(task_feature_lengths), train=_asdict(train),
+      task_feature_lengths=dict(task_feature_lengths), train=dataclasses.asdict(train),
       final_step=result.step, final_loss=result.loss,
       seed_dev_greedy_cot=result.evals,
       train_seconds=round(time.monotonic() - t0, 1))
@@ -159,10 +157,6 @@ def check_data(meta: dict, data_dir: str) -> None:
           ': the demo data settings (split_sizes, difficulties, '
           'style_weights, num_exemplars) must match the base\'s '
           '(gin/data/demo.gin)')
-
-
-def _asdict(x: Any) -> dict:
-  return dataclasses.asdict(x)
 
 
 if __name__ == '__main__':

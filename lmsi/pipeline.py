@@ -135,7 +135,8 @@ def run_pipeline(
         base_ckpt, model_config=model_config, vocab=vocab,
         settings=base_train, plateau=base_plateau,
         task_feature_lengths=task_feature_lengths, seed=seed,
-        num_exemplars=num_exemplars, dev_config=eval_before)
+        num_exemplars=num_exemplars,
+        max_decode_steps=eval_before.max_decode_steps)
     timings['train base'] = time.monotonic() - t0
     base = train_lib.restore_params(model_config, base_ckpt)
   metrics: dict[str, Any] = {'rounds': [
