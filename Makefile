@@ -18,8 +18,12 @@ $(STAMP): setup.py requirements.lock
 install: $(STAMP)
 
 # One LMSI round from the committed pretrained base (assets/demo_base).
+# Without ARGS it also writes its result table into README.md.
 demo: $(STAMP)
 	$(BIN)/python -m lmsi.pipeline --gin_file=gin/experiments/demo.gin $(ARGS)
+ifeq ($(strip $(ARGS)),)
+	$(BIN)/python -m lmsi.report runs/demo README.md
+endif
 
 # Rebuild that base: train to convergence on the seed split, write the
 # artifact (safetensors + config + vocab + manifest with digests).

@@ -24,12 +24,17 @@ setuptools.setup(
         'tensorflow==2.21.0',
         'tensorflow-text==2.21.1',
         'gin-config==0.5.0',
+        'absl-py==2.5.1',
         'numpy==2.4.6',
         'matplotlib==3.11.2',
-        'tensorboardX==2.6.5',
+        # The trainer's loop: clu's metric writers (TensorBoard summaries via
+        # tf.summary, which also write to gs://) and periodic actions.
+        'clu==0.0.12',
+        'tensorboard==2.21.0',
         # Pretrained checkpoints and their tokenizers (lmsi.convert/vocab).
         'gguf==0.19.0',
         'tokenizers==0.23.3',
+        'safetensors==0.8.0',
         # The TFDS source of the benchmark tasks (imported lazily).
         'tensorflow-datasets==4.9.10',
     ],

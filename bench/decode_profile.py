@@ -71,26 +71,30 @@ def profile(rows_list: list[int], steps: int = 256) -> list[dict]:
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
+  from lmsi import batching  # pylint: disable=g-import-not-at-top
   from lmsi import convert  # pylint: disable=g-import-not-at-top
   from lmsi import decoder as decoder_lib  # pylint: disable=g-import-not-at-top
+  from lmsi import layers  # pylint: disable=g-import-not-at-top
+  from lmsi import gguf_import  # pylint: disable=g-import-not-at-top
+  from lmsi import exemplars  # pylint: disable=g-import-not-at-top
   from lmsi import prompts  # pylint: disable=g-import-not-at-top
   from lmsi import sampling  # pylint: disable=g-import-not-at-top
   from lmsi import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
 
   gguf = convert.smollm2_gguf()
-  imported = convert.import_gguf(gguf)
+  imported = gguf_import.import_gguf(gguf)
   cfg, params = imported.config, jax.device_put(imported.params)
   vocab = vocab_lib.load(gguf)
   m = 32
   texts = bench_sampling._prompts(max(rows_list) // m)  # pylint: disable=protected-access
   block = vocab.encode(prompts.render(prompts.Format.COT_FEWSHOT, '',
-                                      prompts.exemplars_for('gsm8k')))
+                                      exemplars.get('gsm8k')))
   encoded = [vocab.encode(t) for t in texts]
   prefix = sampling.prefix_for(cfg, params,
                                sampling.common_prefix(encoded + [block]))
   rest = [e[len(prefix.tokens):] for e in encoded]
-  tokens, valid = vocab_lib.pad_batch(
-      rest, vocab_lib.bucket(max(len(e) for e in rest)), vocab.pad_id)
+  tokens, valid = batching.pad_batch(
+      rest, batching.bucket(max(len(e) for e in rest)), vocab.pad_id)
   nxt, hit = sampling.stop_tables(vocab.token_bytes(), (), cfg.vocab_size)
   dense, layers, head, dense_flops = _dense_fn(cfg)
   model = decoder_lib.Decoder(cfg)
@@ -110,7 +114,7 @@ def profile(rows_list: list[int], steps: int = 256) -> list[dict]:
     # All 256 steps (no stop, no EOS): the real loop's cost per step.
     step_s = _best(lambda: loop(steps), repeat=1) / steps
 
-    gen_kv = tuple(decoder_lib.empty_gen_cache(cfg, b, m, steps)
+    gen_kv = tuple(layers.empty_gen_cache(cfg, b, m, steps)
                    for _ in range(cfg.num_layers))
     token = jnp.ones((b, m), jnp.int32)
     start = jnp.sum(valid[:b], axis=-1)[:, None] + len(prefix.tokens)

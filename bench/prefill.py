@@ -15,7 +15,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # pylint: disable=g-import-not-at-top
 import numpy as np
 
-from lmsi import decoder, prompts, sampling, vocab as vocab_lib
+from lmsi import decoder, exemplars, prompts, sampling, vocab as vocab_lib
 
 
 PREFILL = sampling._prefill  # the jitted prefill, before the spy wraps it
@@ -36,7 +36,7 @@ def main():
   vocab = vocab_lib.ByteVocab()
   questions = [f'Ann has {i} pens. She buys 3. How many pens now?'
                for i in range(8)]
-  texts = [prompts.render('cot_fewshot', q, prompts.ARITHMETIC_EXEMPLARS)
+  texts = [prompts.render('cot_fewshot', q, exemplars.ARITHMETIC)
            for q in questions]
   rows = []
   calls = []

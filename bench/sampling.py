@@ -39,10 +39,11 @@ STOP = '\n\n'
 
 
 def _prompts(n: int) -> list[str]:
+  from lmsi import exemplars  # pylint: disable=g-import-not-at-top
   from lmsi import prompts  # pylint: disable=g-import-not-at-top
   with open(os.path.join(DATA, 'gsm8k', 'test.jsonl'), encoding='utf-8') as f:
     rows = [json.loads(line) for _, line in zip(range(n), f)]
-  exemplars = prompts.exemplars_for('gsm8k')
+  exemplars = exemplars.get('gsm8k')
   assert len(exemplars) == 8
   return [prompts.render(prompts.Format.COT_FEWSHOT, r['question'], exemplars)
           for r in rows]
@@ -86,10 +87,12 @@ def _matmul_gflops() -> float:
 
 def run_lmsi(args) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
-  from lmsi import convert, sampling  # pylint: disable=g-import-not-at-top
+  from lmsi import convert  # pylint: disable=g-import-not-at-top
+  from lmsi import gguf_import  # pylint: disable=g-import-not-at-top
+  from lmsi import sampling  # pylint: disable=g-import-not-at-top
   from lmsi import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
   gguf = convert.smollm2_gguf()
-  imported = convert.import_gguf(gguf)
+  imported = gguf_import.import_gguf(gguf)
   cfg, params = imported.config, jax.device_put(imported.params)
   vocab = vocab_lib.load(gguf)
   texts = _prompts(args.questions)
@@ -97,9 +100,10 @@ def run_lmsi(args) -> dict:
   config = sampling.SamplingConfig(
       num_samples=args.num_samples, temperature=0.7, top_k=40,
       max_decode_steps=args.max_new_tokens, stop_strings=(STOP,), seed=0)
+  from lmsi import exemplars  # pylint: disable=g-import-not-at-top
   from lmsi import prompts  # pylint: disable=g-import-not-at-top
   block = vocab.encode(prompts.render(prompts.Format.COT_FEWSHOT, '',
-                                      prompts.exemplars_for('gsm8k')))
+                                      exemplars.get('gsm8k')))
   shared = sampling.common_prefix(encoded + [block])  # the exemplar block
   ids = [f'gsm8k-test-{i}' for i in range(len(texts))]
 
@@ -156,10 +160,10 @@ def _cache_bytes(cfg, params, vocab, text, prefix, config) -> dict:
   import dataclasses  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
+  from lmsi import batching  # pylint: disable=g-import-not-at-top
   from lmsi import sampling  # pylint: disable=g-import-not-at-top
-  from lmsi import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
   ids = vocab.encode(text)[len(prefix.tokens):]
-  tokens, valid = vocab_lib.pad_batch([ids], vocab_lib.bucket(len(ids)))
+  tokens, valid = batching.pad_batch([ids], batching.bucket(len(ids)))
   last, prompt_kv = sampling._prefill(cfg, params, tokens, valid, prefix.kv)
   nxt, hit = sampling.stop_tables(vocab.token_bytes(), (STOP,),
                                   cfg.vocab_size)

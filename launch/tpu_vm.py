@@ -3,7 +3,7 @@ r"""gcloud launcher: a Cloud TPU VM slice that runs LMSI stages on every host.
   python launch/tpu_vm.py launch --name=lmsi-r1 --zone=us-central2-b \
     --accelerator=v4-32 --queued --spot --delete \
     --stages=sample,aggregate,train,evaluate -- \
-    --gin_file=gin/experiments/gsm8k_8b_r1.gin --gin.MODEL_DIR=\"gs://b/x\"
+    --gin_file=gin/models/smollm2_135m.gin --gin.MODEL_DIR=\"gs://b/x\"
 
 Commands: `create` (a TPU VM, or with --queued a queued resource, on demand
 or --spot), `setup` (ship `git archive HEAD` to every worker and build its

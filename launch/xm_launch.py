@@ -3,7 +3,7 @@ r"""XManager launcher: each LMSI stage as jobs on a TPU slice, steps in order.
   xmanager launch launch/xm_launch.py -- \
     --stages=sample,aggregate,train,evaluate --num_shards=4 \
     --accelerator=v4-32,train=v5e-16 -- \
-    --gin_file=gin/experiments/gsm8k_8b_r1.gin --gin.MODEL_DIR=\"gs://b/x\"
+    --gin_file=gin/models/smollm2_135m.gin --gin.MODEL_DIR=\"gs://b/x\"
 
 Gin flags follow a second `--` and reach every stage unchanged. Sampling is
 `--num_shards` jobs at once; a stage starts when the one before has finished.

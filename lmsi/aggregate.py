@@ -25,45 +25,14 @@ from typing import Any
 
 from lmsi import answers as answers_lib
 from lmsi import files
+from lmsi import gin_flags
+from lmsi import inputs
 from lmsi import manifests
 from lmsi import prompts
 from lmsi import records
+from lmsi import shards
+from lmsi import taskspec
 from lmsi import voting
-
-SHARDS = 'samples-*-of-*.jsonl'
-
-
-def read_samples(samples_dir: str) -> list[records.SampledPath]:
-  """All shards of one finished sampling run, merged in (id, sample) order.
-
-  Raises:
-    FileNotFoundError: if there are no shards, or a shard is missing or
-      unfinished (no valid `.COMPLETED` marker).
-    ValueError: if shards of different shardings are mixed or an (id,
-      sample) pair repeats.
-  """
-  paths = files.glob(os.path.join(samples_dir, SHARDS))
-  if not paths:
-    raise FileNotFoundError(f'no samples-*.jsonl shards in {samples_dir}')
-  totals = {int(p.rsplit('-of-', 1)[1].split('.')[0]) for p in paths}
-  if len(totals) != 1:
-    raise ValueError(f'{samples_dir}: shards of different shardings '
-                     f'(-of-{sorted(totals)}); remove the stale ones')
-  total = totals.pop()
-  missing = sorted(set(range(total)) - {
-      int(os.path.basename(p).split('-')[1]) for p in paths})
-  if missing:
-    raise FileNotFoundError(f'{samples_dir}: shards {missing} of {total} '
-                            'are missing')
-  out, seen = [], set()
-  for path in paths:
-    for rec in records.read_jsonl(path, records.SampledPath):
-      if (rec.id, rec.sample) in seen:
-        raise ValueError(f'{path}: question {rec.id!r} sample {rec.sample} '
-                         'also appears in another shard')
-      seen.add((rec.id, rec.sample))
-      out.append(rec)
-  return sorted(out, key=lambda p: (p.id, p.sample))
 
 
 def select_paths(
@@ -166,7 +135,7 @@ def aggregate(
     print(f'aggregate: {path} is complete, skipping')
     return path
   kept, counts = select_paths(
-      read_samples(samples_dir), no_vote=no_vote, seed=seed,
+      shards.read_samples(samples_dir), no_vote=no_vote, seed=seed,
       min_vote_share=min_vote_share,
       max_paths_per_question=max_paths_per_question, dedup=dedup)
   by_id = {q.id: q for q in questions}
@@ -178,7 +147,7 @@ def aggregate(
   counts['examples'] = len(examples)
   sampling = _sampling_settings(samples_dir)
   manifest = manifests.stage_manifest(
-      files.glob(os.path.join(samples_dir, SHARDS)),
+      shards.shard_paths(samples_dir),
       **(manifest_extra or {}),
       samples_dir=os.path.abspath(samples_dir),
       sampling=sampling,
@@ -231,17 +200,15 @@ def aggregate_task(
   Returns:
     The self-generated files, one per task.
   """
-  from lmsi import inputs  # pylint: disable=g-import-not-at-top  # TF here.
-  from lmsi import sample as sample_lib  # pylint: disable=g-import-not-at-top
   paths = []
   for name in inputs.member_tasks(task_name):
     sub = '' if name == task_name else name
-    family, exemplar_set, notes = sample_lib.task_settings(
+    family, exemplar_set, notes = taskspec.task_settings(
         name, exemplars=exemplars, num_exemplars=num_exemplars,
         answer_family=answer_family)
     paths.append(aggregate(
         samples_dir=os.path.join(samples_dir, sub),
-        questions=sample_lib.load_questions(name, split),
+        questions=taskspec.load_questions(name, split),
         output_dir=os.path.join(output_dir, sub), exemplars=exemplar_set,
         no_vote=no_vote, seed=seed, min_vote_share=min_vote_share,
         max_paths_per_question=max_paths_per_question, dedup=dedup,
@@ -250,6 +217,5 @@ def aggregate_task(
 
 
 if __name__ == '__main__':
-  from lmsi import gin_flags  # pylint: disable=g-import-not-at-top
   gin_flags.main('lmsi.aggregate', 'aggregate_task',
                  output_dir_arg='output_dir')

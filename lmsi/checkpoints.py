@@ -13,6 +13,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from lmsi import decoder as decoder_lib
 from lmsi import files
 
 ITEMS = ('params', 'state')
@@ -126,6 +127,18 @@ def load_params(path: str, abstract_params: Any) -> Any:
     return ckptr.restore(ppath, target)
   except Exception as e:  # pylint: disable=broad-except  # tensorstore's
     raise _unreadable(ppath, e) from e
+
+
+def restore_params(model_config: decoder_lib.DecoderConfig, path: str) -> Any:
+  """Loads params for `model_config` from a model dir or step dir.
+
+  Raises:
+    FileNotFoundError: if no finished checkpoint is found under `path`.
+    ValueError: if its shapes do not match `model_config`, or it is corrupt.
+  """
+  abstract = jax.eval_shape(
+      lambda: decoder_lib.init_params(model_config, 0)[0])
+  return load_params(path, abstract)
 
 
 def _shape_diff(got: Any, want: Any, limit: int = 4) -> str:

@@ -18,16 +18,21 @@ import dataclasses
 import os
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from lmsi import arithmetic
 from lmsi import artifact
+from lmsi import checkpoints
 from lmsi import decoder as decoder_lib
 from lmsi import evaluate as evaluate_lib
+from lmsi import exemplars as exemplars_lib
+from lmsi import gin_flags
+from lmsi import inputs
 from lmsi import manifests
 from lmsi import prompts
+from lmsi import taskspec
 from lmsi import train as train_lib
 from lmsi import vocab as vocab_lib
+from lmsi import vocab_base
 
 SEED_FILE = 'seed.jsonl'
 
@@ -37,37 +42,40 @@ def prepare_data(
     seed_difficulty: arithmetic.Difficulty,
     hard_difficulty: arithmetic.Difficulty,
     style_weights: Sequence[tuple[str, float]] = (('plain', 1.0),),
-    num_exemplars: int | None = None) -> tuple[str, Any]:
+    num_exemplars: int | None = None) -> tuple[str, vocab_base.Vocabulary]:
   """Writes the splits (seed/seed_dev easy, unlabeled/test hard) and
-  registers the arithmetic tasks over them.
+  registers the arithmetic tasks over them (`import tasks.arithmetic`).
 
   Returns:
     (vocab.json path, the vocabulary).
+
+  Raises:
+    LookupError: if no arithmetic task builder is registered.
   """
-  import tasks.arithmetic as arith_tasks  # pylint: disable=g-import-not-at-top
-  exemplars = prompts.exemplars_for('arithmetic', num_exemplars)
+  register = taskspec.builder(taskspec.ARITHMETIC).register
+  exemplars = exemplars_lib.get('arithmetic', num_exemplars)
   difficulties = {'seed': seed_difficulty, 'seed_dev': seed_difficulty,
                   'unlabeled': hard_difficulty, 'test': hard_difficulty}
   arithmetic.write_splits(
       data_dir, dict(split_sizes), difficulties,
       [prompts.render(f, '', exemplars) for f in prompts.Format],
       style_weights=tuple(tuple(w) for w in style_weights))
-  arith_tasks.register(data_dir, num_exemplars)
+  register(data_dir, num_exemplars)
   vocab_path = os.path.join(data_dir, arithmetic.VOCAB_FILE)
   return vocab_path, vocab_lib.load(vocab_path)
 
 
 def train_base(
-    model_dir: str, *, model_config: decoder_lib.DecoderConfig, vocab: Any,
+    model_dir: str, *, model_config: decoder_lib.DecoderConfig,
+    vocab: vocab_base.Vocabulary,
     settings: train_lib.TrainSettings, plateau: train_lib.Plateau | None,
     task_feature_lengths: Mapping[str, int], seed: int,
     num_exemplars: int | None, max_decode_steps: int,
 ) -> train_lib.TrainResult:
   """Trains on the seed mixture, evaluating seed_dev greedy CoT as it goes."""
-  import tasks.arithmetic as arith_tasks  # pylint: disable=g-import-not-at-top
-  from lmsi import inputs  # pylint: disable=g-import-not-at-top  # TF here.
-  seed_dev = inputs.load_split(arith_tasks.TASK, 'seed_dev')
-  exemplars = prompts.exemplars_for('arithmetic', num_exemplars)
+  arith = taskspec.builder(taskspec.ARITHMETIC)
+  seed_dev = inputs.load_split(arith.task, 'seed_dev')
+  exemplars = exemplars_lib.get('arithmetic', num_exemplars)
   greedy = evaluate_lib.EvalConfig(
       methods=('greedy_cot',), max_decode_steps=max_decode_steps, seed=seed)
 
@@ -79,7 +87,7 @@ def train_base(
 
   return train_lib.train_with(
       settings, model_config=model_config,
-      mixture_or_task_name=arith_tasks.SEED_MIXTURE,
+      mixture_or_task_name=arith.mixture,
       task_feature_lengths=task_feature_lengths, model_dir=model_dir,
       seed=seed, plateau=plateau, eval_fn=dev_accuracy if plateau else None)
 
@@ -120,7 +128,7 @@ def build(
       model_dir, model_config=model_config, vocab=vocab, settings=train,
       plateau=record, task_feature_lengths=task_feature_lengths, seed=seed,
       num_exemplars=num_exemplars, max_decode_steps=max_decode_steps)
-  params = train_lib.restore_params(model_config, model_dir)
+  params = checkpoints.restore_params(model_config, model_dir)
   manifest = manifests.stage_manifest(
       [os.path.join(data_dir, SEED_FILE), vocab_path],
       seed=seed, split_sizes=dict(split_sizes),
@@ -160,5 +168,4 @@ def check_data(meta: dict, data_dir: str) -> None:
 
 
 if __name__ == '__main__':
-  from lmsi import gin_flags  # pylint: disable=g-import-not-at-top
   gin_flags.main('lmsi.demo_base', 'build', output_dir_arg='output_dir')

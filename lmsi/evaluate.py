@@ -9,18 +9,21 @@ of the majority answer per vote-share bin (paper Fig. 2).
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from lmsi import answers as answers_lib
 from lmsi import decoder as decoder_lib
+from lmsi import gin_flags
 from lmsi import manifests
 from lmsi import prompts
 from lmsi import records
-from lmsi import sample as sample_lib
 from lmsi import sampling
-from lmsi import vocab as vocab_lib
+from lmsi import stage
+from lmsi import taskspec
+from lmsi import vocab_base
 from lmsi import voting
 
 DEFAULT_KS = (1, 4, 8, 16, 32)
@@ -49,7 +52,7 @@ def evaluate(
     examples: Sequence[Mapping[str, str]],
     exemplars: Sequence[prompts.Exemplar],
     config: EvalConfig,
-    vocab: vocab_lib.ByteVocab,
+    vocab: vocab_base.Vocabulary,
     answer_family: str = 'number',
     output_dir: str | None = None,
     desc: str = 'eval',
@@ -62,7 +65,6 @@ def evaluate(
   """
   out_path = output_dir and os.path.join(output_dir, 'eval.json')
   if out_path and records.is_complete(out_path):
-    import json  # pylint: disable=g-import-not-at-top
     with open(out_path, encoding='utf-8') as f:
       return json.load(f)
   ids = [e['id'] for e in examples]
@@ -74,10 +76,10 @@ def evaluate(
   def run(fmt, cfg):
     texts = [prompts.render(fmt, e['question'], exemplars) for e in examples]
     if fmt not in prefixes:  # the exemplar block, prefilled once per format
-      tokens = sample_lib.exemplar_prefix(vocab, exemplars, fmt)
+      tokens = stage.exemplar_prefix(vocab, exemplars, fmt)
       prefixes[fmt] = tokens and sampling.prefix_for(model_config, params,
                                                      tokens)
-    return sample_lib.sample_prompts(
+    return stage.sample_prompts(
         model_config, params, texts, ids, cfg, vocab=vocab,
         batch_questions=max(1, config.batch_rows // cfg.num_samples),
         desc=f'{desc} {fmt.value} x{cfg.num_samples}',
@@ -150,37 +152,6 @@ class _Prediction:
   paths: list[str]  # the m sampled paths' texts
 
 
-def load_model(model_config: decoder_lib.DecoderConfig, checkpoint_path: str,
-               vocabulary: str, param_dtype: str = 'float32') -> tuple[
-                   decoder_lib.DecoderConfig, Any, Any]:
-  """Restores an orbax model dir's params (cast to `param_dtype`) and its
-  vocabulary, checked to fit the model: (model_config, params, vocab)."""
-  from lmsi import train  # pylint: disable=g-import-not-at-top
-  params = train.restore_params(model_config, checkpoint_path)
-  model_config, params = decoder_lib.with_dtype(model_config, params,
-                                                param_dtype)
-  vocab = vocab_lib.load(vocabulary)
-  vocab_lib.check_model_vocab(vocab, model_config.vocab_size, vocabulary)
-  return model_config, params, vocab
-
-
-def load_task(
-    task_name: str, split: str, *, exemplars: str | None = None,
-    num_exemplars: int | None = None, answer_family: str | None = None,
-    max_questions: int | None = None,
-) -> tuple[answers_lib.Family, tuple[prompts.Exemplar, ...], dict[str, Any],
-           list[dict[str, str]]]:
-  """A task's settings (`sample.task_settings`) and the first
-  `max_questions` labeled examples of `split`: (family, exemplars, manifest
-  notes, examples)."""
-  from lmsi import inputs  # pylint: disable=g-import-not-at-top  # TF here.
-  family, exemplar_set, notes = sample_lib.task_settings(
-      task_name, exemplars=exemplars, num_exemplars=num_exemplars,
-      answer_family=answer_family)
-  examples = inputs.load_split(task_name, split)[:max_questions]
-  return family, exemplar_set, notes, examples
-
-
 def evaluate_task(
     *,
     model_config: decoder_lib.DecoderConfig,
@@ -201,15 +172,15 @@ def evaluate_task(
   Writes eval.json, predictions.jsonl and eval_manifest.json to
   `output_dir`; a finished evaluation is not redone.
   """
-  model_config, params, vocab = load_model(model_config, checkpoint_path,
-                                           vocabulary, param_dtype)
-  family, exemplar_set, notes, examples = load_task(
+  model_config, params, vocab = stage.load_model(
+      model_config, checkpoint_path, vocabulary, param_dtype)
+  family, exemplar_set, notes, examples = taskspec.load_task(
       task_name, split, exemplars=exemplars, num_exemplars=num_exemplars,
       answer_family=answer_family, max_questions=max_questions)
   records.write_json(
       os.path.join(output_dir, 'eval_manifest.json'),
       manifests.stage_manifest(
-          sample_lib.model_inputs(checkpoint_path, vocabulary), **notes,
+          stage.model_inputs(checkpoint_path, vocabulary), **notes,
           split=split, num_questions=len(examples),
           checkpoint=checkpoint_path, vocabulary=vocabulary,
           param_dtype=param_dtype, config=dataclasses.asdict(config)))
@@ -220,5 +191,4 @@ def evaluate_task(
 
 
 if __name__ == '__main__':
-  from lmsi import gin_flags  # pylint: disable=g-import-not-at-top
   gin_flags.main('lmsi.evaluate', 'evaluate_task', output_dir_arg='output_dir')

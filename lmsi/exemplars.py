@@ -1,10 +1,17 @@
-"""Few-shot exemplar sets of the benchmarks (LMSI stage 2 data).
+"""Every few-shot exemplar set, by name (LMSI stage 2 data).
 
-Pure strings. Each set follows the paper's prompt style (App. A) and uses
-questions from the task's training split; the direct-answer exemplars are
-these with the reasoning removed (`prompts.render`). Answers are written as
-`answers.answer_text` writes them: "The answer is 72.", "The answer is (b).",
-"The answer is it is not possible to tell.".
+`get(name, num=None)` returns a set (or its first `num`); `register(name,
+exemplars)` adds one (a task module of your own, see docs/tasks.md). Pure
+strings; the direct-answer exemplars are these with the reasoning removed
+(`prompts.render`). Answers are written as `answers.answer_text` writes
+them: "The answer is 72.", "The answer is (b).", "The answer is it is not
+possible to tell.".
+
+  * 'arithmetic' (2-shot): hand-written easy problems in the embedded
+    task's seed style (one or two steps), never drawn from any split.
+
+The benchmark sets follow the paper's prompt style (App. A) and use
+questions from the task's training split:
 
   * 'gsm8k' (8-shot CoT): GSM8K train questions; the reasoning is the
     official solution via `tasks.gsm8k.rationale` (calculator annotations
@@ -16,16 +23,26 @@ these with the reasoning removed (`prompts.render`). Answers are written as
     snapshot, so the questions are from R1 dev (not a pool of the paper's
     study, which uses A2/A3); rationales ours.
 
-`tests/benchmarks_test.py` checks every exemplar against the release files:
-the question is verbatim, the answer is the gold label, and each reasoning
-ends with an answer that parses to it.
+`tests/benchmarks_test.py` checks every benchmark exemplar against the
+release files: the question is verbatim, the answer is the gold label, and
+each reasoning ends with an answer that parses to it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from lmsi.prompts import Exemplar
 from lmsi.prompts import choice_question
 from lmsi.prompts import nli_question
+
+ARITHMETIC = (
+    Exemplar(question='Kim has 4 mugs. She buys 3. How many mugs now?',
+             reasoning='4 + 3 = 7. The answer is 7.', answer='7'),
+    Exemplar(question='Lou has 9 cans. He sells 5. He gets 2. '
+                      'How many cans now?',
+             reasoning='9 - 5 = 4. 4 + 2 = 6. The answer is 6.', answer='6'),
+)
 
 # GSM8K train lines 1, 2, 5, 15, 49, 71, 159, 177.
 GSM8K = (
@@ -252,4 +269,22 @@ ANLI = (
         answer='no'),
 )
 
-SETS = {'gsm8k': GSM8K, 'arc': ARC, 'openbookqa': OPENBOOKQA, 'anli': ANLI}
+SETS: dict[str, tuple[Exemplar, ...]] = {
+    'arithmetic': ARITHMETIC, 'gsm8k': GSM8K, 'arc': ARC,
+    'openbookqa': OPENBOOKQA, 'anli': ANLI}
+
+
+def register(name: str, exemplars: Sequence[Exemplar]) -> None:
+  """Adds (or replaces) the exemplar set `name`."""
+  SETS[name] = tuple(exemplars)
+
+
+def get(name: str, num: int | None = None) -> tuple[Exemplar, ...]:
+  """The exemplar set `name`, optionally only its first `num`.
+
+  Raises:
+    KeyError: naming the unknown set and the known ones.
+  """
+  if name not in SETS:
+    raise KeyError(f'unknown exemplar set {name!r}; known: {sorted(SETS)}')
+  return SETS[name][:num]

@@ -29,13 +29,16 @@ from lmsi import checkpoints
 from lmsi import decoder as decoder_lib
 from lmsi import demo_base
 from lmsi import evaluate as evaluate_lib
+from lmsi import exemplars as exemplars_lib
+from lmsi import gin_flags
+from lmsi import inputs
 from lmsi import manifests
-from lmsi import prompts
 from lmsi import records
 from lmsi import report
 from lmsi import sample as sample_lib
 from lmsi import sampling
 from lmsi import styles
+from lmsi import taskspec
 from lmsi import train as train_lib
 from lmsi import vocab as vocab_lib
 
@@ -72,17 +75,21 @@ def run_pipeline(
 
   The base is `base_artifact` (an `lmsi.artifact` dir, digest-checked; its
   model config replaces `model_config`) or, without one, trained here from
-  `base_train` / `base_plateau` (tests, the chaos bench).
+  `base_train` / `base_plateau` (tests, the chaos bench). The arithmetic
+  and selfgen task builders must be registered (`import tasks.arithmetic`,
+  `import tasks.selfgen`, as gin/experiments/demo.gin does).
+
+  Raises:
+    LookupError: if a task builder is not registered.
   """
-  import tasks.arithmetic as arith_tasks  # pylint: disable=g-import-not-at-top
-  import tasks.selfgen as selfgen_tasks  # pylint: disable=g-import-not-at-top
-  from lmsi import inputs  # pylint: disable=g-import-not-at-top
+  arith = taskspec.builder(taskspec.ARITHMETIC)
+  register_selfgen = taskspec.builder(taskspec.SELFGEN).register
 
   t_start = time.monotonic()
   timings: dict[str, float] = {}
   os.makedirs(output_dir, exist_ok=True)
   d = lambda *p: os.path.join(output_dir, *p)
-  exemplars = prompts.exemplars_for('arithmetic', num_exemplars)
+  exemplars = exemplars_lib.get('arithmetic', num_exemplars)
   base_meta = None
   if base_artifact:
     base_meta = artifact.verify(base_artifact)
@@ -92,8 +99,8 @@ def run_pipeline(
       hard_difficulty=hard_difficulty, style_weights=style_weights,
       num_exemplars=num_exemplars)
   vocab_lib.check_model_vocab(vocab, model_config.vocab_size, vocab_path)
-  test = inputs.load_split(arith_tasks.TASK, 'test')
-  unlabeled = sample_lib.load_questions(arith_tasks.TASK, 'unlabeled')
+  test = inputs.load_split(arith.task, 'test')
+  unlabeled = taskspec.load_questions(arith.task, 'unlabeled')
 
   def fit(name, mixture, settings, init=None):
     t0 = time.monotonic()
@@ -102,7 +109,7 @@ def run_pipeline(
         task_feature_lengths=task_feature_lengths, model_dir=d(name),
         initial_checkpoint_path=init, seed=seed)
     timings[f'train {name}'] = time.monotonic() - t0
-    return train_lib.restore_params(model_config, d(name))
+    return checkpoints.restore_params(model_config, d(name))
 
   def evaluate(name, params, config):
     t0 = time.monotonic()
@@ -126,7 +133,7 @@ def run_pipeline(
     demo_base.check_data(base_meta, d('data'))
     if not os.path.isdir(os.path.join(base_ckpt, 'checkpoints')):
       checkpoints.save_params(base_ckpt, artifact.load(base_artifact).params)
-    base = train_lib.restore_params(model_config, base_ckpt)
+    base = checkpoints.restore_params(model_config, base_ckpt)
   else:
     if base_train is None:
       raise ValueError('run_pipeline needs base_artifact or base_train')
@@ -138,11 +145,10 @@ def run_pipeline(
         num_exemplars=num_exemplars,
         max_decode_steps=eval_before.max_decode_steps)
     timings['train base'] = time.monotonic() - t0
-    base = train_lib.restore_params(model_config, base_ckpt)
+    base = checkpoints.restore_params(model_config, base_ckpt)
   metrics: dict[str, Any] = {'rounds': [
       {'round': 0, **evaluate('base', base, eval_before)}]}
-  seed_tasks = ([arith_tasks.seed_task_name(f) for f in prompts.Format]
-                if mix_seed_data else [])
+  seed_tasks = inputs.member_tasks(arith.mixture) if mix_seed_data else []
   sample_cfg = dataclasses.replace(sampling_config, seed=seed)
 
   def self_generate(name, params, no_vote, samples_dir):
@@ -161,20 +167,20 @@ def run_pipeline(
   params = base
   for r in range(1, num_rounds + 1):
     path = self_generate(f'r{r}', params, False, d(f'r{r}', 'samples'))
-    mixture = selfgen_tasks.register(path, 'arith', r, vocabulary=vocab_path,
+    mixture = register_selfgen(path, 'arith', r, vocabulary=vocab_path,
                                      extra_tasks=seed_tasks)
     params = fit(f'r{r}/model', mixture, finetune, init=base_ckpt)
     metrics['rounds'].append({'round': r, **evaluate(f'r{r}', params,
                                                      eval_after)})
     metrics['rounds'][-1]['styles']['kept'] = kept(path)
   if run_control:
-    control = fit('control/model', arith_tasks.SEED_MIXTURE, finetune,
+    control = fit('control/model', arith.mixture, finetune,
                   init=base_ckpt)
     metrics['control'] = evaluate('control', control, eval_after)
   if run_no_vote:
     # The base's paths, as round 1 drew them (same model, seed, questions).
     path = self_generate('no_vote', base, True, d('r1', 'samples'))
-    mixture = selfgen_tasks.register(path, 'arith', 1, vocabulary=vocab_path,
+    mixture = register_selfgen(path, 'arith', 1, vocabulary=vocab_path,
                                      extra_tasks=seed_tasks, suffix='_novote')
     no_vote = fit('no_vote/model', mixture, finetune, init=base_ckpt)
     metrics['no_vote'] = evaluate('no_vote', no_vote, eval_after)
@@ -206,5 +212,4 @@ def run_pipeline(
 
 
 if __name__ == '__main__':
-  from lmsi import gin_flags  # pylint: disable=g-import-not-at-top
   gin_flags.main('lmsi.pipeline', 'run_pipeline', output_dir_arg='output_dir')

@@ -22,12 +22,15 @@ from typing import Any
 from lmsi import artifact as artifact_lib
 from lmsi import decoder as decoder_lib
 from lmsi import evaluate
+from lmsi import gin_flags
 from lmsi import manifests
 from lmsi import prompts
 from lmsi import records
 from lmsi import report
-from lmsi import sample as sample_lib
+from lmsi import stage
+from lmsi import taskspec
 from lmsi import vocab as vocab_lib
+from lmsi import vocab_base
 
 DEFAULT_THRESHOLD = 3.0  # points of maj@m over greedy CoT
 
@@ -126,15 +129,16 @@ def write_plot(result: Mapping[str, Any], path: str) -> str:
   right.set(xlim=(0, 1), ylim=(0, 105), xlabel='majority vote share',
             ylabel='accuracy of majority answer (%)', title='calibration')
   fig.tight_layout()
-  report._atomic_write(path, lambda tmp: fig.savefig(tmp, format='png',
-                                                     dpi=100))
+  records.write_atomic(path, lambda f: fig.savefig(f, format='png', dpi=100),
+                       binary=True)
   plt.close(fig)
   return path
 
 
 def probe(*, model_config: decoder_lib.DecoderConfig, params: Any,
           examples: Sequence[Mapping[str, str]],
-          exemplars: Sequence[prompts.Exemplar], vocab: Any,
+          exemplars: Sequence[prompts.Exemplar],
+          vocab: vocab_base.Vocabulary,
           config: evaluate.EvalConfig, answer_family: str = 'number',
           task: str = '', split: str = '',
           threshold: float = DEFAULT_THRESHOLD,
@@ -187,7 +191,8 @@ def probe(*, model_config: decoder_lib.DecoderConfig, params: Any,
 def load_model(checkpoint_path: str,
                model_config: decoder_lib.DecoderConfig | None,
                vocabulary: str | None, param_dtype: str = 'float32'
-               ) -> tuple[decoder_lib.DecoderConfig, Any, Any, list[str], str]:
+               ) -> tuple[decoder_lib.DecoderConfig, Any, vocab_base.Vocabulary,
+                      list[str], str]:
   """An artifact dir, or an orbax model dir with `model_config` and
   `vocabulary`: (model_config, params, vocab, input files, vocabulary)."""
   if not artifact_lib.is_artifact(checkpoint_path):
@@ -196,9 +201,9 @@ def load_model(checkpoint_path: str,
           f'{checkpoint_path!r} is not an lmsi artifact (no '
           f'{artifact_lib.META_FILE}), so MODEL_CONFIG and VOCABULARY must '
           'come from a model gin file (e.g. gin/models/smollm2_135m.gin)')
-    return (*evaluate.load_model(model_config, checkpoint_path, vocabulary,
-                                 param_dtype),
-            sample_lib.model_inputs(checkpoint_path, vocabulary), vocabulary)
+    return (*stage.load_model(model_config, checkpoint_path, vocabulary,
+                              param_dtype),
+            stage.model_inputs(checkpoint_path, vocabulary), vocabulary)
   art = artifact_lib.load(checkpoint_path)
   if model_config is not None and model_config != art.model_config:
     raise ValueError(f'MODEL_CONFIG differs from the model_config of the '
@@ -235,14 +240,14 @@ def probe_task(*, checkpoint_path: str, task_name: str, output_dir: str,
   The arithmetic task defaults to exemplars 'arithmetic', family 'number';
   `data_dir` only adds that dir's `{split}.jsonl` to the manifest's inputs.
   """
-  from tasks import arithmetic as arith_tasks  # pylint: disable=g-import-not-at-top
   started = time.time()
-  if task_name == arith_tasks.TASK:
+  arith = taskspec.BUILDERS.get(taskspec.ARITHMETIC)
+  if arith is not None and task_name == arith.task:
     exemplars = exemplars or 'arithmetic'
     answer_family = answer_family or 'number'
   model_config, params, vocab, inputs, vocab_path = load_model(
       checkpoint_path, model_config, vocabulary, param_dtype)
-  family, exemplar_set, notes, examples = evaluate.load_task(
+  family, exemplar_set, notes, examples = taskspec.load_task(
       task_name, split, exemplars=exemplars, num_exemplars=num_exemplars,
       answer_family=answer_family, max_questions=max_questions)
   methods = evaluate.METHODS if include_direct else evaluate.METHODS[1:]
@@ -274,5 +279,4 @@ def probe_task(*, checkpoint_path: str, task_name: str, output_dir: str,
 
 
 if __name__ == '__main__':
-  from lmsi import gin_flags  # pylint: disable=g-import-not-at-top
   gin_flags.main('lmsi.probe', 'probe_task', output_dir_arg='output_dir')

@@ -128,30 +128,3 @@ def nli_question(premise: str, hypothesis: str) -> str:
   return (f'Premise:\n"{premise.strip()}"\nBased on this premise, can we '
           f'conclude the hypothesis "{hypothesis.strip()}" is true?\n'
           f'OPTIONS:{options}')
-
-
-# Hand-written exemplars for the embedded arithmetic task: easy problems in
-# the seed split's style (one or two steps), never drawn from any split.
-ARITHMETIC_EXEMPLARS = (
-    Exemplar(question='Kim has 4 mugs. She buys 3. How many mugs now?',
-             reasoning='4 + 3 = 7. The answer is 7.', answer='7'),
-    Exemplar(question='Lou has 9 cans. He sells 5. He gets 2. '
-                      'How many cans now?',
-             reasoning='9 - 5 = 4. 4 + 2 = 6. The answer is 6.', answer='6'),
-)
-
-EXEMPLARS = {'arithmetic': ARITHMETIC_EXEMPLARS}
-
-
-def exemplars_for(name: str, num: int | None = None) -> tuple[Exemplar, ...]:
-  """The exemplar set `name`, optionally only its first `num`.
-
-  Sets: 'arithmetic' (above) and the benchmarks' 'gsm8k', 'arc',
-  'openbookqa', 'anli' (`lmsi.exemplars`).
-  """
-  # The benchmark sets import this module for `Exemplar`, hence the late import.
-  from lmsi import exemplars  # pylint: disable=g-import-not-at-top
-  sets = {**EXEMPLARS, **exemplars.SETS}
-  if name not in sets:
-    raise KeyError(f'unknown exemplar set {name!r}; known: {sorted(sets)}')
-  return sets[name][:num]

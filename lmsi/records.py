@@ -17,8 +17,8 @@ import os
 import types
 import typing
 import uuid
-from collections.abc import Iterable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable, Iterator
+from typing import IO, Any, TypeVar
 
 from lmsi import files
 
@@ -147,8 +147,10 @@ def is_complete(path: str) -> bool:
   return 'bytes' not in marker or files.size(path) == marker['bytes']
 
 
-def write_text_atomic(path: str, text: str) -> None:
-  """Writes `text` to `path` via a temp file and rename (no marker).
+def write_atomic(path: str, write: Callable[[IO], None],
+                 binary: bool = False) -> None:
+  """Calls `write(f)` on a temp file, syncs it and renames it onto `path`
+  (no marker): the one atomic writer of lmsi.
 
   The temp name is unique per call, so processes on different hosts of a pod
   never share one.
@@ -161,8 +163,8 @@ def write_text_atomic(path: str, text: str) -> None:
   with files.naming_write_errors(path):
     try:
       files.makedirs(os.path.dirname(path) or '.')
-      with files.open(tmp, 'w') as f:
-        f.write(text)
+      with files.open(tmp, 'wb' if binary else 'w') as f:
+        write(f)
         files.sync(f)
       files.rename(tmp, path)
     except OSError:
@@ -171,6 +173,11 @@ def write_text_atomic(path: str, text: str) -> None:
       except OSError:
         pass  # never created, or the directory refuses even that
       raise
+
+
+def write_text_atomic(path: str, text: str) -> None:
+  """Writes `text` to `path` atomically (`write_atomic`)."""
+  write_atomic(path, lambda f: f.write(text))
 
 
 def write_jsonl(path: str, records: Iterable[Any]) -> int:

@@ -6,8 +6,14 @@ arms, each holding an ``accuracy`` dict (``direct``, ``greedy_cot``,
 ``maj@k``) and a ``calibration`` list of vote-share bins.
 """
 
+import datetime
+import json
 import os
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
+
+from absl import app
+
+from lmsi import records
 
 _BASE_METHODS = ('direct', 'greedy_cot')
 _EXTRA_ARMS = (('control', 'control'), ('no_vote', 'no-vote'))
@@ -157,18 +163,6 @@ def _calibration_markdown(result: dict[str, Any]) -> str:
   return _markdown(['vote share', 'n', 'accuracy'], rows)
 
 
-def _atomic_write(path: str, write: Callable[[str], None]) -> str:
-  """Calls ``write(tmp_path)`` then renames the temp file onto ``path``."""
-  tmp = path + '.tmp'
-  try:
-    write(tmp)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-  return path
-
-
 def _write_plots(metrics: dict[str, Any], output_dir: str) -> list[str]:
   """Writes accuracy.png, maj_at_k.png and calibration.png."""
   import matplotlib  # pylint: disable=g-import-not-at-top
@@ -182,8 +176,9 @@ def _write_plots(metrics: dict[str, Any], output_dir: str) -> list[str]:
 
   def save(fig: Any, name: str) -> None:
     path = os.path.join(output_dir, name)
-    paths.append(_atomic_write(
-        path, lambda tmp: fig.savefig(tmp, format='png', dpi=100)))
+    records.write_atomic(path, lambda f: fig.savefig(f, format='png', dpi=100),
+                         binary=True)
+    paths.append(path)
     plt.close(fig)
 
   fig, ax = plt.subplots(figsize=(8, 4.5))
@@ -245,7 +240,6 @@ def write_report(metrics: dict[str, Any], output_dir: str, *,
     The paths written: report.md, accuracy.png, maj_at_k.png,
     calibration.png.
   """
-  os.makedirs(output_dir, exist_ok=True)
   pngs = _write_plots(metrics, output_dir)
   parts = [f'# {title}', '', '## Accuracy (%)', '',
            format_markdown_table(metrics), '',
@@ -263,11 +257,63 @@ def write_report(metrics: dict[str, Any], output_dir: str, *,
       parts += [f'### {name}', '', _calibration_markdown(result), '']
   parts += ['## Plots', '']
   parts += [f'![{os.path.basename(p)}]({os.path.basename(p)})' for p in pngs]
-  text = '\n'.join(parts) + '\n'
-
-  def write_md(tmp: str) -> None:
-    with open(tmp, 'w', encoding='utf-8') as f:
-      f.write(text)
-
-  report = _atomic_write(os.path.join(output_dir, 'report.md'), write_md)
+  report = os.path.join(output_dir, 'report.md')
+  records.write_text_atomic(report, '\n'.join(parts) + '\n')
   return [report] + pngs
+
+
+README_BEGIN = '<!-- make demo writes this block (lmsi.report); do not edit -->'
+README_END = '<!-- end of the block make demo writes -->'
+
+
+def readme_block(run_dir: str, command: str = 'make demo') -> str:
+  """The README's demo result: what `command` measured in `run_dir`
+  (metrics.json, timings.json, manifest.json), stamped with date and git
+  revision, so the README shows a run, never a hand-copied table."""
+  read = lambda name: json.load(open(os.path.join(run_dir, name),
+                                     encoding='utf-8'))
+  metrics = read('metrics.json')
+  seconds = read('timings.json').get('total')
+  revision = read('manifest.json').get('git_revision', 'unknown')
+  rows = arms(metrics)
+  n = rows[0][1].get('num_questions') if rows else None
+  ks = _maj_ks(metrics)
+  gaps = ', '.join(
+      f'{name} {_points(r["accuracy"][f"maj@{ks[-1]}"] - r["accuracy"]["greedy_cot"])}'
+      for name, r in rows if ks and f'maj@{ks[-1]}' in r.get('accuracy', {})
+      and 'greedy_cot' in r['accuracy'])
+  when = datetime.date.today().isoformat()
+  lines = [README_BEGIN,
+           f'`{command}` on {when}, {seconds:.0f} s, git {revision[:12]} '
+           f'(`{run_dir}/report.md`; accuracy in % on the test split'
+           + (f', {n} questions' if n else '') + '):', '',
+           format_markdown_table(metrics), '']
+  if gaps:
+    lines += [f'Self-consistency gap maj@{ks[-1]} - greedy CoT, in points: '
+              f'{gaps}.', '']
+  return '\n'.join(lines + [README_END])
+
+
+def update_readme(readme: str, run_dir: str,
+                  command: str = 'make demo') -> None:
+  """Replaces the block between README_BEGIN and README_END in `readme`."""
+  with open(readme, encoding='utf-8') as f:
+    text = f.read()
+  begin, end = text.find(README_BEGIN), text.find(README_END)
+  if begin < 0 or end < begin:
+    raise ValueError(f'{readme}: no "{README_BEGIN}" ... "{README_END}" '
+                     'block to replace')
+  records.write_text_atomic(readme, text[:begin] + readme_block(run_dir, command)
+                            + text[end + len(README_END):])
+
+
+def main(argv: Sequence[str]) -> None:
+  """python -m lmsi.report RUN_DIR README: puts RUN_DIR's result in README."""
+  if len(argv) != 3:
+    raise SystemExit('usage: python -m lmsi.report RUN_DIR README.md')
+  update_readme(argv[2], argv[1])
+  print(f'{argv[2]}: demo result from {argv[1]}')
+
+
+if __name__ == '__main__':
+  app.run(main)

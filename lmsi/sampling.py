@@ -23,9 +23,11 @@ import numpy as np
 from flax import linen as nn
 from jax.sharding import Mesh
 
+from lmsi import batching
 from lmsi import decoder as decoder_lib
+from lmsi import layers
 from lmsi import sharding
-from lmsi import vocab as vocab_lib
+from lmsi import vocab_base
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -195,7 +197,7 @@ def _decode(cfg, num_samples, max_steps, temperature, top_k, top_p, eos_id,
   """The sampling loop. keys: [B, S, 2] per-sample keys. See `generate`."""
   model = decoder_lib.Decoder(cfg)
   batch = last_logits.shape[0]
-  gen_kv = tuple(decoder_lib.empty_gen_cache(cfg, batch, num_samples,
+  gen_kv = tuple(layers.empty_gen_cache(cfg, batch, num_samples,
                                              max_steps)
                  for _ in range(cfg.num_layers))
   start = jnp.sum(prompt_valid, axis=-1)[:, None]  # [B, 1] first gen position
@@ -264,7 +266,7 @@ def _cut_at_stop(text: str, stop_strings: Sequence[str]) -> str:
 def generate(
     cfg: decoder_lib.DecoderConfig,
     params: Any,
-    vocab: vocab_lib.ByteVocab,
+    vocab: vocab_base.Vocabulary,
     prompts: Sequence[str],
     question_ids: Sequence[str],
     config: SamplingConfig,
@@ -314,8 +316,8 @@ def generate(
   while len(encoded) % data:  # pad rows keep the compiled shape shardable
     encoded.append(encoded[0])
     ids.append(f'__pad{len(ids)}')
-  tokens, valid = vocab_lib.pad_batch(
-      encoded, max(pad_to, vocab_lib.bucket(max(len(e) for e in encoded))),
+  tokens, valid = batching.pad_batch(
+      encoded, max(pad_to, batching.bucket(max(len(e) for e in encoded))),
       vocab.pad_id)
   # [B] question keys -> [B, S] sample keys.
   qkeys = np.stack([question_key(config.seed, q) for q in ids])
@@ -361,7 +363,7 @@ def greedy_reference(cfg: decoder_lib.DecoderConfig, params: Any,
   seq = list(prompt)
   out = []
   for _ in range(steps):
-    tokens, valid = vocab_lib.pad_batch([seq], len(prompt) + steps)
+    tokens, valid = batching.pad_batch([seq], len(prompt) + steps)
     logits = apply(params, tokens, valid)
     nxt = int(jnp.argmax(logits[0, len(seq) - 1]))
     out.append(nxt)

@@ -56,12 +56,12 @@ def _row(uid: str, context: str, hypothesis: str, label: str
           'answer': releases.gold(label, answers_lib.Family.NLI)}
 
 
-def _parse_file_row(raw: dict) -> releases.Row:
+def _parse_file_row(_: str, raw: dict) -> releases.Row:
   return _row(releases.field(raw, 'uid'), releases.field(raw, 'context'),
               releases.field(raw, 'hypothesis'), releases.field(raw, 'label'))
 
 
-def _convert_tfds(ex: dict) -> releases.Row:
+def _convert_tfds(_: str, ex: dict) -> releases.Row:
   return _row(releases.text(ex['uid']), releases.text(ex['context']),
               releases.text(ex['hypothesis']), _LABELS[int(ex['label'])])
 
@@ -83,17 +83,12 @@ def register(data_dir: str | None = None, source: str = 'files',
   """
   names = []
   for r in ROUNDS:
-    if releases.check_source(source) == 'files':
-      root = os.path.join(releases.resolve_data_dir(data_dir, LAYOUT), 'anli',
-                          f'R{r}')
-      paths = {s: os.path.join(root, f'{f}.jsonl')
-               for s, f in SPLIT_FILES.items()}
-      releases.require_files([paths['validation'], paths['test']], LAYOUT)
-      splits = {s: (lambda p=p: releases.read_release(p, _parse_file_row))
-                for s, p in paths.items() if os.path.isfile(p)}
-    else:
-      splits = {s: (lambda s=s, b=f'anli/r{r}': releases.tfds_rows(
-          b, s, _convert_tfds, tfds_data_dir)) for s in SPLIT_FILES}
+    splits = releases.release_splits(
+        source, data_dir=data_dir, tfds_data_dir=tfds_data_dir,
+        layout=LAYOUT, files={s: os.path.join('anli', f'R{r}', f'{f}.jsonl')
+                              for s, f in SPLIT_FILES.items()},
+        tfds_builder=f'anli/r{r}', parse=_parse_file_row,
+        convert=_convert_tfds, optional=('train',))
     if pool_split not in splits:
       raise ValueError(f'ANLI R{r} has no {pool_split!r} split to pool; '
                        f'splits: {sorted(splits)}')

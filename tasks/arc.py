@@ -58,7 +58,7 @@ def _row(example_id: str, stem: str, texts: Sequence[str],
           'answer': key}
 
 
-def _parse_file_row(raw: dict) -> releases.Row:
+def _parse_file_row(_: str, raw: dict) -> releases.Row:
   choices = releases.field(raw, 'question.choices', list)
   for i, choice in enumerate(choices):
     for key in ('text', 'label'):
@@ -70,7 +70,7 @@ def _parse_file_row(raw: dict) -> releases.Row:
               releases.field(raw, 'answerKey'))
 
 
-def _convert_tfds(ex: dict) -> releases.Row:
+def _convert_tfds(_: str, ex: dict) -> releases.Row:
   """A decoded `ai2_arc` example: ClassLabel ints for labels and key."""
   return _row(releases.text(ex['id']), releases.text(ex['question']),
               [releases.text(t) for t in ex['choices']['text']],
@@ -82,28 +82,17 @@ def register(data_dir: str | None = None, source: str = 'files',
              tfds_data_dir: str | None = None) -> list[str]:
   """Registers both subsets' tasks and pools; returns the task names.
 
-  Args:
-    data_dir: the benchmark data directory ('files'); default $LMSI_DATA_DIR.
-    source: 'files' or 'tfds'.
-    tfds_data_dir: TFDS's data_dir ('tfds'); default TFDS's own.
-
-  Raises:
-    FileNotFoundError: naming the missing directory or file and the layout.
+  Arguments as in `releases.release_splits`, which names a missing file.
   """
   names = []
   for subset, folder in SUBSETS.items():
-    if releases.check_source(source) == 'files':
-      root = os.path.join(releases.resolve_data_dir(data_dir, LAYOUT), 'arc',
-                          folder)
-      paths = {s: os.path.join(root, f'{folder}-{f}.jsonl')
-               for s, f in SPLIT_FILES.items()}
-      releases.require_files(list(paths.values()), LAYOUT)
-      splits = {s: (lambda p=p: releases.read_release(p, _parse_file_row))
-                for s, p in paths.items()}
-    else:
-      builder = f'ai2_arc/{folder}'
-      splits = {s: (lambda s=s, b=builder: releases.tfds_rows(
-          b, s, _convert_tfds, tfds_data_dir)) for s in SPLIT_FILES}
+    splits = releases.release_splits(
+        source, data_dir=data_dir, tfds_data_dir=tfds_data_dir,
+        layout=LAYOUT, files={s: os.path.join('arc', folder,
+                                              f'{folder}-{f}.jsonl')
+                              for s, f in SPLIT_FILES.items()},
+        tfds_builder=f'ai2_arc/{folder}', parse=_parse_file_row,
+        convert=_convert_tfds)
     spec = releases.Spec(dataset=f'arc_{subset}',
                          family=answers_lib.Family.LETTER, exemplars='arc')
     releases.add_benchmark(task_name(subset), splits, spec,

@@ -6,6 +6,8 @@
   * `lmsi_arith_seed_<format>_v1` and mixture `lmsi_arith_seed_v1`: the
     labeled seed split in the paper's four formats with gold reasoning, used
     to train the base model and the control arm.
+Importing this module also adds the 'arithmetic' `lmsi.taskspec.Builder`,
+through which `lmsi.demo_base` and `lmsi.pipeline` register these tasks.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ from __future__ import annotations
 import os
 
 from lmsi import arithmetic
+from lmsi import exemplars as exemplars_lib
 from lmsi import prompts
 from lmsi import records
+from lmsi import taskspec
 from lmsi import vocab as vocab_lib
 from tasks import sources
 
@@ -55,7 +59,7 @@ def register(data_dir: str, num_exemplars: int | None = None) -> None:
       sources.rows_source({s: (lambda s=s: _read(path(s))) for s in SPLITS},
                           ('id', 'question', 'answer')),
       tokenize=False)
-  exemplars = prompts.exemplars_for('arithmetic', num_exemplars)
+  exemplars = exemplars_lib.get('arithmetic', num_exemplars)
   vocab = vocabulary(data_dir)
 
   def formatted(fmt):
@@ -70,3 +74,7 @@ def register(data_dir: str, num_exemplars: int | None = None) -> None:
         sources.rows_source({'train': formatted(fmt)}, ('inputs', 'targets')),
         tokenize=True, vocab=vocab)
   sources.add_mixture(SEED_MIXTURE, [seed_task_name(f) for f in prompts.Format])
+
+
+taskspec.add_builder(taskspec.ARITHMETIC, taskspec.Builder(
+    register=register, task=TASK, mixture=SEED_MIXTURE))

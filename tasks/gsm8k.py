@@ -65,35 +65,24 @@ def _row(split: str, question: str, solution: str) -> releases.Row:
           'question': question, 'answer': final_answer(solution)}
 
 
-def _file_reader(path: str, split: str):
-  return lambda: releases.read_release(path, lambda raw: _row(
-      split, releases.field(raw, 'question'), releases.field(raw, 'answer')))
+def _parse_file_row(split: str, raw: dict) -> releases.Row:
+  return _row(split, releases.field(raw, 'question'),
+              releases.field(raw, 'answer'))
 
 
-def _tfds_reader(split: str, tfds_data_dir: str | None):
-  convert = lambda ex: _row(split, releases.text(ex['question']),
-                            releases.text(ex['answer']))
-  return lambda: releases.tfds_rows(TFDS_NAME, split, convert, tfds_data_dir)
+def _convert_tfds(split: str, ex: dict) -> releases.Row:
+  return _row(split, releases.text(ex['question']), releases.text(ex['answer']))
 
 
 def register(data_dir: str | None = None, source: str = 'files',
              tfds_data_dir: str | None = None) -> str:
   """Registers `lmsi_gsm8k_v1` and its pool; returns the task name.
 
-  Args:
-    data_dir: the benchmark data directory ('files'); default $LMSI_DATA_DIR.
-    source: 'files' or 'tfds'.
-    tfds_data_dir: TFDS's data_dir ('tfds'); default TFDS's own.
-
-  Raises:
-    FileNotFoundError: naming the missing directory or file and the layout.
+  Arguments as in `releases.release_splits`, which names a missing file.
   """
-  if releases.check_source(source) == 'files':
-    root = os.path.join(releases.resolve_data_dir(data_dir, LAYOUT), 'gsm8k')
-    paths = {s: os.path.join(root, f'{s}.jsonl') for s in SPLITS}
-    releases.require_files(list(paths.values()), LAYOUT)
-    splits = {s: _file_reader(paths[s], s) for s in SPLITS}
-  else:
-    splits = {s: _tfds_reader(s, tfds_data_dir) for s in SPLITS}
+  splits = releases.release_splits(
+      source, data_dir=data_dir, tfds_data_dir=tfds_data_dir, layout=LAYOUT,
+      files={s: os.path.join('gsm8k', f'{s}.jsonl') for s in SPLITS},
+      tfds_builder=TFDS_NAME, parse=_parse_file_row, convert=_convert_tfds)
   releases.add_benchmark(TASK, splits, SPEC, pool_split='train')
   return TASK

@@ -58,7 +58,7 @@ def _row(stem: str, texts: Sequence[str], answer_key: str, fact: str,
           'answer': answer_key}
 
 
-def _parse_file_row(raw: dict) -> releases.Row:
+def _parse_file_row(_: str, raw: dict) -> releases.Row:
   choices = releases.field(raw, 'question.choices', list)
   labels = [c.get('label') if isinstance(c, dict) else None for c in choices]
   if labels != list(_LETTERS):
@@ -72,7 +72,7 @@ def _parse_file_row(raw: dict) -> releases.Row:
               releases.field(raw, 'turkIdAnonymized'))
 
 
-def _convert_tfds(ex: dict) -> releases.Row:
+def _convert_tfds(_: str, ex: dict) -> releases.Row:
   """A decoded `openbookqa` example (options by position, key a ClassLabel)."""
   q = ex['question']
   return _row(releases.text(q['stem']),
@@ -85,24 +85,12 @@ def register(data_dir: str | None = None, source: str = 'files',
              tfds_data_dir: str | None = None) -> str:
   """Registers `lmsi_openbookqa_v1` and its pool; returns the task name.
 
-  Args:
-    data_dir: the benchmark data directory ('files'); default $LMSI_DATA_DIR.
-    source: 'files' or 'tfds'.
-    tfds_data_dir: TFDS's data_dir ('tfds'); default TFDS's own.
-
-  Raises:
-    FileNotFoundError: naming the missing directory or file and the layout.
+  Arguments as in `releases.release_splits`, which names a missing file.
   """
-  if releases.check_source(source) == 'files':
-    root = os.path.join(releases.resolve_data_dir(data_dir, LAYOUT),
-                        'openbookqa', 'Additional')
-    paths = {s: os.path.join(root, f'{f}_complete.jsonl')
-             for s, f in SPLIT_FILES.items()}
-    releases.require_files(list(paths.values()), LAYOUT)
-    splits = {s: (lambda p=p: releases.read_release(p, _parse_file_row))
-              for s, p in paths.items()}
-  else:
-    splits = {s: (lambda s=s: releases.tfds_rows(
-        TFDS_NAME, s, _convert_tfds, tfds_data_dir)) for s in SPLIT_FILES}
+  splits = releases.release_splits(
+      source, data_dir=data_dir, tfds_data_dir=tfds_data_dir, layout=LAYOUT,
+      files={s: os.path.join('openbookqa', 'Additional', f'{f}_complete.jsonl')
+             for s, f in SPLIT_FILES.items()},
+      tfds_builder=TFDS_NAME, parse=_parse_file_row, convert=_convert_tfds)
   releases.add_benchmark(TASK, splits, SPEC, pool_split='train')
   return TASK

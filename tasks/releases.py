@@ -29,6 +29,7 @@ from typing import Any
 from lmsi import answers as answers_lib
 from lmsi import prompts
 from lmsi import records
+from lmsi import taskspec
 from tasks import sources
 
 DATA_DIR_ENV = 'LMSI_DATA_DIR'
@@ -38,26 +39,10 @@ POOL_FIELDS = ('id', 'question')
 Row = dict[str, str]
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class Spec:
-  """What stages 3-7 need to know about a registered benchmark task."""
-
-  dataset: str  # e.g. 'anli_r2'
-  family: answers_lib.Family
-  exemplars: str  # a `prompts.exemplars_for` set
-  pool_of: tuple[str, str] | None = None  # (task, split) a pool draws from
-  note: str = ''  # e.g. why a pool is not the train split
-
-
-SPECS: dict[str, Spec] = {}
-
-
-def spec(task_name: str) -> Spec:
-  """The `Spec` of a registered benchmark or pool task."""
-  if task_name not in SPECS:
-    raise KeyError(f'{task_name!r} is not a registered benchmark task; '
-                   f'known: {sorted(SPECS)}')
-  return SPECS[task_name]
+# Where stages 3-7 read a task's family and exemplars (`lmsi.taskspec`).
+Spec = taskspec.Spec
+SPECS = taskspec.SPECS
+spec = taskspec.spec
 
 
 def resolve_data_dir(data_dir: str | None, layout: str) -> str:
@@ -163,6 +148,40 @@ def tfds_rows(builder: str, split: str, convert: Callable[[dict], Row],
                  shuffle_files=False)
   rows = [convert(ex) for ex in tfds.as_numpy(ds)]
   return check_ids(rows, f'tfds {builder}:{split}')
+
+
+def release_splits(
+    source: str, *, data_dir: str | None, tfds_data_dir: str | None,
+    layout: str, files: Mapping[str, str], tfds_builder: str,
+    parse: Callable[[str, dict], Row], convert: Callable[[str, dict], Row],
+    optional: Sequence[str] = ()) -> dict[str, Callable[[], list[Row]]]:
+  """Split -> a lazy reader of its rows, from the release files or TFDS.
+
+  Args:
+    source: 'files' or 'tfds'.
+    data_dir: the benchmark data directory ('files'); default
+      $LMSI_DATA_DIR.
+    tfds_data_dir: TFDS's data_dir ('tfds'); default TFDS's own.
+    layout: the expected file layout, quoted in errors.
+    files: split -> its release file, relative to the data directory.
+    tfds_builder: the TFDS builder of every split ('tfds').
+    parse: (split, a release line's JSON) -> row ('files').
+    convert: (split, a decoded TFDS example) -> row ('tfds').
+    optional: splits whose file may be missing ('files'); left out then.
+
+  Raises:
+    ValueError: for an unknown source.
+    FileNotFoundError: naming the missing directory or file and the layout.
+  """
+  if check_source(source) == 'files':
+    root = resolve_data_dir(data_dir, layout)
+    paths = {s: os.path.join(root, f) for s, f in files.items()}
+    require_files([p for s, p in paths.items() if s not in optional], layout)
+    return {s: (lambda s=s, p=p: read_release(p, functools.partial(parse, s)))
+            for s, p in paths.items() if os.path.isfile(p)}
+  return {s: (lambda s=s: tfds_rows(tfds_builder, s,
+                                    functools.partial(convert, s),
+                                    tfds_data_dir)) for s in files}
 
 
 def postprocessor(family: answers_lib.Family):

@@ -4,6 +4,8 @@
 `lmsi_selfgen_<dataset>_r<round>_<format>`, over the file `lmsi.aggregate`
 writes, and the mixture `lmsi_selfgen_r<round>` (equal rates, [open] in the
 paper). `extra_tasks` adds e.g. the labeled seed tasks to the mixture.
+Importing this module also adds the 'selfgen' `lmsi.taskspec.Builder`,
+through which `lmsi.pipeline` registers these tasks.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Sequence
 
 from lmsi import prompts
 from lmsi import records
+from lmsi import taskspec
 from lmsi import vocab as vocab_lib
 from tasks import sources
 
@@ -61,3 +64,6 @@ def register(selfgen_path: str, dataset: str, round_: int, *,
   mixture = mixture_name(round_, suffix)
   sources.add_mixture(mixture, names + list(extra_tasks))
   return mixture
+
+
+taskspec.add_builder(taskspec.SELFGEN, taskspec.Builder(register=register))

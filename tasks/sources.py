@@ -12,11 +12,13 @@ import seqio
 import tensorflow as tf
 
 from lmsi import vocab as vocab_lib
+from lmsi import vocab_base
 
 Rows = Callable[[], Sequence[Mapping[str, str]]]
 
 
-def text_features(vocab=None) -> dict[str, seqio.Feature]:
+def text_features(vocab: vocab_base.Vocabulary | None = None
+                  ) -> dict[str, seqio.Feature]:
   """`inputs` (no EOS) and `targets` (+EOS) in `vocab` (default bytes)."""
   sv = (vocab or vocab_lib.ByteVocab()).to_seqio()
   return {'inputs': seqio.Feature(sv, add_eos=False),
@@ -39,7 +41,8 @@ def rows_source(splits: Mapping[str, Rows], fields: Sequence[str]
 
 
 def add_task(name: str, source: seqio.DataSource, *, tokenize: bool,
-             vocab=None, metric_fns=(), postprocess_fn=None) -> seqio.Task:
+             vocab: vocab_base.Vocabulary | None = None, metric_fns=(),
+             postprocess_fn=None) -> seqio.Task:
   """(Re-)registers a task; text tasks get byte-tokenized inputs/targets."""
   if name in seqio.TaskRegistry.names():
     seqio.TaskRegistry.remove(name)

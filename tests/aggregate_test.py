@@ -7,17 +7,19 @@ import os
 import shutil
 
 from lmsi import aggregate
+from lmsi import exemplars as exemplars_lib
 from lmsi import prompts
 from lmsi import records
 from lmsi import sample as sample_lib
 from lmsi import sampling
+from lmsi import taskspec
 
 
 def _self_generate(data_dir, out_dir, cfg, params):
   import tasks.arithmetic as arith_tasks  # pylint: disable=g-import-not-at-top
   arith_tasks.register(str(data_dir))
-  questions = sample_lib.load_questions(arith_tasks.TASK, 'unlabeled')
-  exemplars = prompts.exemplars_for('arithmetic')
+  questions = taskspec.load_questions(arith_tasks.TASK, 'unlabeled')
+  exemplars = exemplars_lib.get('arithmetic')
   sample_lib.sample(
       model_config=cfg, params=params, questions=questions,
       output_dir=str(out_dir / 'samples'), exemplars=exemplars,
@@ -94,7 +96,7 @@ def test_four_formats_and_trimmed_targets():
   q = records.Question(task='t', id='q', question='Ann has 2 pens.')
   kept = [(_path('q', 0, '5', ' 2 + 3 = 5. The answer is 5. Q: junk'), '5',
            1.0)]
-  ex = aggregate.to_examples(kept, {'q': q}, prompts.exemplars_for(
+  ex = aggregate.to_examples(kept, {'q': q}, exemplars_lib.get(
       'arithmetic'))
   by_fmt = {e.format: e for e in ex}
   assert sorted(by_fmt) == sorted(f.value for f in prompts.Format)

@@ -96,10 +96,10 @@ def test_sample_and_vote_on_benchmarks(trained_tiny, tmp_path):
 def test_letter_paths_become_four_formats(tmp_path):
   """ARC paths that do parse: labels written "(b)" in direct targets."""
   from lmsi import aggregate  # pylint: disable=g-import-not-at-top
-  from lmsi import sample as sample_lib  # pylint: disable=g-import-not-at-top
+  from lmsi import taskspec  # pylint: disable=g-import-not-at-top
   from tasks import mixtures  # pylint: disable=g-import-not-at-top
   task = mixtures.registered('lmsi_arc_challenge_pool_v1', data_dir=DATA)
-  questions = sample_lib.load_questions(task, 'train', 2)
+  questions = taskspec.load_questions(task, 'train', 2)
   texts = ['Friction makes heat. The answer is (b).',
            'The answer is wet palms.', 'The answer is (a).', 'No idea.']
   paths = [records.SampledPath(
@@ -122,13 +122,13 @@ def test_letter_paths_become_four_formats(tmp_path):
 def test_mixture_members_get_their_own_directories(tmp_path):
   """A mixture name: each member task is voted in `<dir>/<task>/`."""
   from lmsi import aggregate  # pylint: disable=g-import-not-at-top
-  from lmsi import sample as sample_lib  # pylint: disable=g-import-not-at-top
+  from lmsi import taskspec  # pylint: disable=g-import-not-at-top
   from tasks import mixtures  # pylint: disable=g-import-not-at-top
   from tasks import sources  # pylint: disable=g-import-not-at-top
   mixtures.register(DATA)
   sources.add_mixture('test_two_pools', list(POOLS))
   for task, family in POOLS.items():
-    q = sample_lib.load_questions(task, 'train', 1)[0]
+    q = taskspec.load_questions(task, 'train', 1)[0]
     text = {'number': 'The answer is 3.', 'letter': 'The answer is (c).'}
     records.write_jsonl(
         str(tmp_path / 'samples' / task / 'samples-00000-of-00001.jsonl'),

@@ -12,8 +12,10 @@ import tempfile
 import pytest
 
 from lmsi import answers
+from lmsi import exemplars as exemplars_lib
 from lmsi import inputs
 from lmsi import prompts
+from lmsi import taskspec
 from tests.conftest import SHARED_DATA
 
 DATA = os.environ.get('LMSI_DATA_DIR') or SHARED_DATA
@@ -132,8 +134,7 @@ def test_anli_labels_and_pool_note(rows):
   spec = releases.spec('lmsi_anli_r3_pool_v1')
   assert spec.pool_of == ('lmsi_anli_r3_v1', 'validation')
   assert 'dev' in spec.note
-  from lmsi import sample as sample_lib  # pylint: disable=g-import-not-at-top
-  family, exemplars, notes = sample_lib.task_settings('lmsi_anli_r3_pool_v1')
+  family, exemplars, notes = taskspec.task_settings('lmsi_anli_r3_pool_v1')
   assert family == answers.Family.NLI and len(exemplars) == 6
   assert notes['pool_of'] == {'task': 'lmsi_anli_r3_v1',
                               'split': 'validation'}
@@ -182,7 +183,7 @@ def test_exemplars_come_from_the_releases(rows):
   for name, (task, split, num) in sources.items():
     family = releases.spec(task).family
     gold = {r['question']: r['answer'] for r in rows[task][split]}
-    exemplars = prompts.exemplars_for(name)
+    exemplars = exemplars_lib.get(name)
     assert len(exemplars) == num
     for ex in exemplars:
       assert ex.question in gold, (name, ex.question[:60])
@@ -303,7 +304,7 @@ def test_rendered_prompts_have_the_paper_shape(rows):
                      ('lmsi_openbookqa_v1', 'openbookqa'),
                      ('lmsi_anli_r2_v1', 'anli')):
     q = rows[task][next(iter(COUNTS[task]))][0]['question']
-    exemplars = prompts.exemplars_for(name)
+    exemplars = exemplars_lib.get(name)
     cot = prompts.render(prompts.Format.COT_FEWSHOT, q, exemplars)
     direct = prompts.render(prompts.Format.DIRECT_FEWSHOT, q, exemplars)
     assert cot.count('Q: ') == direct.count('Q: ') == len(exemplars) + 1
@@ -342,7 +343,7 @@ def dump_prompts(path: str) -> None:
                      ('lmsi_anli_r2_v1', 'anli')):
     row = inputs.load_split(task, 'test')[0]  # not an exemplar
     for fmt in prompts.Format:
-      text = prompts.render(fmt, row['question'], prompts.exemplars_for(name))
+      text = prompts.render(fmt, row['question'], exemplars_lib.get(name))
       out.append(f'===== {task} {row["id"]} {fmt.value} =====\n{text}\n')
   with open(path, 'w', encoding='utf-8') as f:
     f.write('\n'.join(out))

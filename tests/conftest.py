@@ -54,6 +54,7 @@ def write_arith_data(data_dir, sizes=None):
 def trained_tiny(tiny_cfg, tmp_path_factory):
   """A tiny model trained briefly on the seed split: it writes answers."""
   import tasks.arithmetic as arith_tasks  # pylint: disable=g-import-not-at-top
+  from lmsi import checkpoints  # pylint: disable=g-import-not-at-top
   from lmsi import train  # pylint: disable=g-import-not-at-top
   root = tmp_path_factory.mktemp('trained_tiny')
   write_arith_data(root / 'data')
@@ -64,5 +65,5 @@ def trained_tiny(tiny_cfg, tmp_path_factory):
               train_steps=120, model_dir=str(root / 'model'), batch_size=16,
               learning_rate=3e-3, optimizer='adamw', log_period=40,
               checkpoint_period=120)
-  params = train.restore_params(tiny_cfg, str(root / 'model'))
+  params = checkpoints.restore_params(tiny_cfg, str(root / 'model'))
   return root, params

@@ -4,13 +4,20 @@ transformers' own forward pass; plus the errors a bad checkpoint gets."""
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from lmsi import convert
 from lmsi import decoder as decoder_lib
+from lmsi import gguf_import
+from lmsi import hf_import
+from lmsi import pretrained
+from lmsi import pretrained_vocab
 from lmsi import vocab as vocab_lib
+from tests.conftest import REPO
 
 torch = pytest.importorskip('torch')
 transformers = pytest.importorskip('transformers')
@@ -59,7 +66,7 @@ def test_hf_directory_matches_transformers(tmp_path, kind, tie, shard):
   model = _hf_model(kind, tie)
   model.save_pretrained(tmp_path, max_shard_size='40KB' if shard else '1GB')
   assert os.path.exists(tmp_path / 'model.safetensors.index.json') == shard
-  imported = convert.import_hf(str(tmp_path))
+  imported = hf_import.import_hf(str(tmp_path))
   assert imported.config.attention_bias == (kind == 'qwen2')
   assert imported.config.tie_embeddings == tie
   _compare(imported, model)
@@ -68,7 +75,7 @@ def test_hf_directory_matches_transformers(tmp_path, kind, tie, shard):
 def test_hf_bfloat16_safetensors(tmp_path):
   model = _hf_model('llama', True).to(torch.bfloat16)
   model.save_pretrained(tmp_path)
-  imported = convert.import_hf(str(tmp_path))
+  imported = hf_import.import_hf(str(tmp_path))
   assert imported.tensor_types == {'BF16': 2 * 9 + 2}
   want = model.model.embed_tokens.weight.detach().float().numpy()
   np.testing.assert_array_equal(imported.params['embedding'], want)
@@ -134,7 +141,7 @@ def test_gguf_every_tensor_type_matches_transformers(tmp_path, qtype):
   t = getattr(gguf.GGMLQuantizationType, qtype)
   path = tmp_path / f'tiny-{qtype}.gguf'
   write_gguf(path, _hf_model('llama', tie=qtype in ('Q8_0', 'Q4_1')), t)
-  imported = convert.import_gguf(str(path))
+  imported = gguf_import.import_gguf(str(path))
   matrices = 1 + 2 * 7 + (0 if imported.config.tie_embeddings else 1)
   norms = 2 * 2 + 1
   assert imported.tensor_types[qtype] == matrices + (
@@ -149,9 +156,10 @@ def test_gguf_errors_name_the_tensor(tmp_path):
   missing = tmp_path / 'missing.gguf'
   write_gguf(missing, model, gguf.GGMLQuantizationType.F32,
              drop='blk.1.ffn_up.weight')
-  with pytest.raises(convert.ConversionError,
-                     match=r"missing.gguf: missing tensor 'blk.1.ffn_up.weight'"):
-    convert.import_gguf(str(missing))
+  with pytest.raises(
+      pretrained.ConversionError,
+      match=r"missing.gguf: missing tensor 'blk.1.ffn_up.weight'"):
+    gguf_import.import_gguf(str(missing))
   other = tmp_path / 'gpt2.gguf'
   writer = gguf.GGUFWriter(str(other), 'gpt2')
   writer.add_block_count(1)
@@ -159,9 +167,9 @@ def test_gguf_errors_name_the_tensor(tmp_path):
   writer.write_kv_data_to_file()
   writer.write_tensors_to_file()
   writer.close()
-  with pytest.raises(convert.ConversionError,
+  with pytest.raises(pretrained.ConversionError,
                      match=r"gpt2.gguf: architecture 'gpt2' is not supported"):
-    convert.import_gguf(str(other))
+    gguf_import.import_gguf(str(other))
 
 
 def test_hf_errors(tmp_path):
@@ -171,17 +179,78 @@ def test_hf_errors(tmp_path):
   config = json.loads(cfg_path.read_text())
   config['intermediate_size'] = 100  # shapes no longer fit the config
   cfg_path.write_text(json.dumps(config))
-  with pytest.raises(convert.ConversionError,
+  with pytest.raises(pretrained.ConversionError,
                      match=r"tensor '0.gate' has shape \(96, 64\), the config "
                            r'implies \(100, 64\)'):
-    convert.import_hf(str(tmp_path))
+    hf_import.import_hf(str(tmp_path))
   config['model_type'] = 'gpt_neox'
   cfg_path.write_text(json.dumps(config))
-  with pytest.raises(convert.ConversionError,
+  with pytest.raises(pretrained.ConversionError,
                      match="model_type 'gpt_neox' is not supported"):
-    convert.import_hf(str(tmp_path))
-  with pytest.raises(convert.ConversionError, match='no config.json'):
-    convert.import_hf(str(tmp_path / 'nowhere'))
+    hf_import.import_hf(str(tmp_path))
+  with pytest.raises(pretrained.ConversionError, match='no config.json'):
+    hf_import.import_hf(str(tmp_path / 'nowhere'))
+
+
+def test_bad_safetensors_name_the_file_and_tensor(tmp_path):
+  safetensors_numpy = pytest.importorskip('safetensors.numpy')
+  model = _hf_model('llama', True)
+  model.save_pretrained(tmp_path)
+  weights = tmp_path / 'model.safetensors'
+  tensors = safetensors_numpy.load_file(str(weights))
+  norm = tensors['model.norm.weight']
+  tensors['model.norm.weight'] = norm.astype(np.uint8)
+  safetensors_numpy.save_file(tensors, str(weights))
+  with pytest.raises(pretrained.ConversionError,
+                     match=r"model.safetensors: tensor 'model.norm.weight' "
+                           r"has dtype U8; expected one of \['BF16'"):
+    hf_import.import_hf(str(tmp_path))
+  tensors['model.norm.weight'] = norm
+  del tensors['model.layers.1.mlp.up_proj.weight']
+  safetensors_numpy.save_file(tensors, str(weights))
+  with pytest.raises(pretrained.ConversionError,
+                     match=r"missing tensor 'model.layers.1.mlp.up_proj."
+                           r"weight' \(1.up\)"):
+    hf_import.import_hf(str(tmp_path))
+  weights.write_bytes(b'\x10' + b'\x00' * 7 + b'{"a": not json!}')
+  with pytest.raises(pretrained.ConversionError,
+                     match=r'model.safetensors: not a safetensors file'):
+    hf_import.import_hf(str(tmp_path))
+
+
+def _tiny_tokenizer(directory, size=256):
+  """A WordLevel tokenizer.json of `size` tokens (EOS '<eos>' = 0)."""
+  tokenizers = pytest.importorskip('tokenizers')
+  words = ['<eos>', ' '] + [f'w{i}' for i in range(size - 2)]
+  tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(
+      {w: i for i, w in enumerate(words)}, unk_token='<eos>'))
+  pretrained_vocab.HFVocab(tok, eos_id=0).save(str(directory))
+
+
+def test_convert_binary_writes_checkpoint_and_manifest(tmp_path):
+  """`python -m lmsi.convert` (absl flags) on a tiny HF directory."""
+  model = _hf_model('llama', True)
+  model.save_pretrained(tmp_path / 'hf')
+  _tiny_tokenizer(tmp_path / 'hf')
+  out = tmp_path / 'out'
+  run = subprocess.run(
+      [sys.executable, '-m', 'lmsi.convert', f'--from={tmp_path / "hf"}',
+       f'--to={out}'], cwd=REPO, capture_output=True, text=True, check=False)
+  assert run.returncode == 0, run.stderr[-2000:]
+  manifest = json.loads((out / 'convert_manifest.json').read_text())
+  assert json.loads(run.stdout)['num_params'] == manifest['num_params'] == sum(
+      p.numel() for p in model.parameters())
+  assert manifest['tensor_types'] == {'F32': 2 * 9 + 2}
+  assert manifest['tokenizer']['saved_as'] == 'tokenizer.json'
+  assert manifest['tokenizer']['vocab_size'] == 256
+  assert (out / 'checkpoints' / '0' / 'params').is_dir()
+  assert 'MODEL_CONFIG = @decoder.DecoderConfig()' in (
+      out / 'model.gin').read_text()
+  usage = subprocess.run(
+      [sys.executable, '-m', 'lmsi.convert', f'--to={out}', 'extra'],
+      cwd=REPO, capture_output=True, text=True, check=False)
+  assert usage.returncode != 0
+  assert 'Flag --from must have a value other than None' in usage.stderr
 
 
 def test_convert_refuses_a_tokenizer_larger_than_the_model(tmp_path):

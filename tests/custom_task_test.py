@@ -1,4 +1,4 @@
-"""README "Register your own task": its code, run as written."""
+"""docs/tasks.md "Register your own task": its code, run as written."""
 
 import json
 import os
@@ -10,15 +10,17 @@ import gin
 import pytest
 
 from lmsi import answers
+from lmsi import exemplars
 from lmsi import gin_flags
 from lmsi import inputs
 from lmsi import prompts
+from lmsi import taskspec
 from tests.conftest import REPO
 
 
 def _readme_block(lang: str) -> str:
-  """The first ```lang block of the README's "Register your own task"."""
-  with open(os.path.join(REPO, 'README.md'), encoding='utf-8') as f:
+  """The first ```lang block of docs/tasks.md's "Register your own task"."""
+  with open(os.path.join(REPO, 'docs', 'tasks.md'), encoding='utf-8') as f:
     section = f.read().split('## Register your own task', 1)[1]
   blocks = re.findall(r'^```(\w*)\n(.*?)^```$', section, re.DOTALL | re.M)
   return next(body for block_lang, body in blocks if block_lang == lang)
@@ -26,12 +28,12 @@ def _readme_block(lang: str) -> str:
 
 @pytest.fixture(name='strategyqa')
 def fixture_strategyqa(tmp_path):
-  """`tasks/strategyqa.py` from the README, as module `tasks.strategyqa`."""
+  """`tasks/strategyqa.py` from docs/tasks.md, as `tasks.strategyqa`."""
   code = _readme_block('python')
   assert len(code.splitlines()) < 30
   module = types.ModuleType('tasks.strategyqa')
   # pylint: disable-next=exec-used
-  exec(compile(code, 'README.md:strategyqa', 'exec'), module.__dict__)
+  exec(compile(code, 'docs/tasks.md:strategyqa', 'exec'), module.__dict__)
   import tasks  # pylint: disable=g-import-not-at-top
   sys.modules['tasks.strategyqa'] = module
   tasks.strategyqa = module
@@ -50,7 +52,7 @@ def fixture_strategyqa(tmp_path):
   yield module, str(tmp_path)
   del sys.modules['tasks.strategyqa']
   del tasks.strategyqa
-  del prompts.EXEMPLARS['strategyqa']
+  del exemplars.SETS['strategyqa']
 
 
 def test_readme_task_registers_and_prompts(strategyqa):
@@ -63,7 +65,7 @@ def test_readme_task_registers_and_prompts(strategyqa):
   pool = inputs.load_split('lmsi_strategyqa_pool_v1', 'train')
   assert set(pool[0]) == {'id', 'question'}
   prompt = prompts.render(prompts.Format.COT_FEWSHOT, train[0]['question'],
-                          prompts.exemplars_for('strategyqa'))
+                          exemplars.get('strategyqa'))
   assert prompt.startswith('Q: Do hamsters provide food for any animals?\n'
                            'A: Hamsters are prey animals.')
   assert prompt.endswith(f"Q: {train[0]['question']}\nA:")
@@ -93,6 +95,5 @@ def test_readme_gin_snippet_names_the_task(strategyqa):
   finally:
     gin.clear_config()
   assert name == 'lmsi_strategyqa_v1'
-  from lmsi import sample as sample_lib  # pylint: disable=g-import-not-at-top
-  family, exemplars, _ = sample_lib.task_settings(name)
-  assert family == answers.Family.YESNO and len(exemplars) == 1
+  family, exemplar_set, _ = taskspec.task_settings(name)
+  assert family == answers.Family.YESNO and len(exemplar_set) == 1

@@ -11,12 +11,16 @@ import pytest
 
 from lmsi import answers
 from lmsi import arithmetic
+from lmsi import checkpoints
 from lmsi import artifact
 from lmsi import demo_base
 from lmsi import evaluate
 from lmsi import pipeline
 from lmsi import sampling
 from lmsi import train
+from lmsi import train_step
+import tasks.arithmetic  # noqa: F401  # the arithmetic task builder
+import tasks.selfgen  # noqa: F401  # the selfgen one (lmsi.taskspec)
 from tests.conftest import EASY, REPO
 
 ASSET = os.path.join(REPO, 'assets', 'demo_base')
@@ -98,8 +102,9 @@ def test_committed_base_loads_and_matches_its_digest(tmp_path):
   batch = next(inputs.training_batches(
       arith_tasks.SEED_MIXTURE, data['TASK_FEATURE_LENGTHS'], 32, seed=0))
   from lmsi import decoder  # pylint: disable=g-import-not-at-top
-  loss = float(train.loss_fn(cfg, base.params, batch))
-  untrained = float(train.loss_fn(cfg, decoder.init_params(cfg, 0)[0], batch))
+  loss = float(train_step.loss_fn(cfg, base.params, batch))
+  untrained = float(train_step.loss_fn(cfg, decoder.init_params(cfg, 0)[0],
+                                       batch))
   assert loss < 0.25 * untrained, (loss, untrained)
 
 
@@ -130,7 +135,7 @@ def test_build_writes_a_loadable_artifact(tiny_cfg, tiny_artifact):
   assert names == {'seed.jsonl', 'vocab.json'}
   loaded = artifact.load(str(root / 'artifact'))
   assert loaded.model_config == tiny_cfg
-  trained = train.restore_params(tiny_cfg, str(root / 'run' / 'base'))
+  trained = checkpoints.restore_params(tiny_cfg, str(root / 'run' / 'base'))
   jax.tree_util.tree_map(np.testing.assert_array_equal, loaded.params,
                          trained)
 
@@ -153,7 +158,7 @@ def test_pipeline_starts_from_the_artifact(tiny_cfg, tiny_artifact, tmp_path):
   with open(tmp_path / 'demo' / 'manifest.json') as f:
     manifest = json.load(f)
   assert manifest['base_artifact']['sha256'] == meta['sha256']
-  base = train.restore_params(tiny_cfg, str(tmp_path / 'demo' / 'base'))
+  base = checkpoints.restore_params(tiny_cfg, str(tmp_path / 'demo' / 'base'))
   jax.tree_util.tree_map(np.testing.assert_array_equal, base,
                          artifact.load(str(root / 'artifact')).params)
   report = (tmp_path / 'demo' / 'report.md').read_text()

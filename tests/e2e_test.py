@@ -7,11 +7,14 @@ import os
 import numpy as np
 
 from lmsi import aggregate
+from lmsi import checkpoints
 from lmsi import evaluate
+from lmsi import exemplars as exemplars_lib
 from lmsi import prompts
 from lmsi import records
 from lmsi import sample as sample_lib
 from lmsi import sampling
+from lmsi import taskspec
 from lmsi import train
 
 
@@ -22,8 +25,8 @@ def test_one_round(trained_tiny, tiny_cfg, tmp_path):
   root, params = trained_tiny
   arith_tasks.register(str(root / 'data'))
   vocab = arith_tasks.vocabulary(str(root / 'data'))
-  exemplars = prompts.exemplars_for('arithmetic')
-  questions = sample_lib.load_questions(arith_tasks.TASK, 'unlabeled')[:2]
+  exemplars = exemplars_lib.get('arithmetic')
+  questions = taskspec.load_questions(arith_tasks.TASK, 'unlabeled')[:2]
   assert all(not hasattr(q, 'answer') for q in questions)
   shard = sample_lib.sample(
       model_config=tiny_cfg, params=params, questions=questions,
@@ -55,7 +58,7 @@ def test_one_round(trained_tiny, tiny_cfg, tmp_path):
       model_dir=model_dir, initial_checkpoint_path=str(root / 'model'),
       batch_size=8, learning_rate=1e-3, optimizer='adafactor', log_period=1)
   assert result.step == 2 and np.isfinite(result.loss)
-  tuned = train.restore_params(tiny_cfg, model_dir)
+  tuned = checkpoints.restore_params(tiny_cfg, model_dir)
   diff = sum(float(np.abs(a - b).sum()) for a, b in zip(
       jax_leaves(tuned), jax_leaves(params)))
   assert diff > 0  # two real optimizer steps changed the weights

@@ -2,6 +2,7 @@
 
 One test per bad input of issue 7 item 3; each asserts that the message
 names where the problem is. `pytest -s` prints every message (`MESSAGE ...`).
+The gin flag and gin file errors are tested in `tests/gin_test.py`.
 The last tests check the stage manifests (item 4) and that a finished run
 holds no pickle (item 5).
 """
@@ -12,7 +13,6 @@ import json
 import os
 import shutil
 
-import gin
 import jax
 import numpy as np
 import pytest
@@ -20,7 +20,6 @@ import pytest
 from lmsi import checkpoints
 from lmsi import decoder
 from lmsi import files
-from lmsi import gin_flags
 from lmsi import inputs
 from lmsi import records
 from lmsi import train
@@ -155,75 +154,11 @@ def test_unknown_task_or_mixture_suggests_close_names(arith, tiny_cfg,
   assert "'lmsi_arith_seed_v1'" in _message('unknown train mixture', e)
 
 
-@pytest.mark.parametrize('body, line, want', [
-    ('train.train.no_such_arg = 3', 4, "have a parameter named 'no_such_arg'"),
-    ('train.train.batch_size = (3', 4, 'gin syntax error'),
-    ('train.train.batch_size = %NO_SUCH_MACRO', 4, '%NO_SUCH_MACRO is used '
-     'but never set'),
-], ids=['unknown_parameter', 'unclosed_bracket', 'unset_macro'])
-def test_bad_gin_binding_names_file_and_line(tmp_path, body, line, want):
-  bad = tmp_path / 'bad.gin'
-  bad.write_text('from __gin__ import dynamic_registration\n'
-                 f'from lmsi import train\n\n{body}\n')
-  gin.clear_config()
-  try:
-    with pytest.raises(Exception) as e:
-      gin_flags.parse([f'--gin_file={bad}'])
-  finally:
-    gin.clear_config()
-  text = _message(f'bad gin binding ({want})', e)
-  assert want in text
-  assert f'{bad}:{line}' in text or f'In file "{bad}", line {line}' in text
-
-
-def test_gin_flag_syntax_error_names_the_flag():
-  gin.clear_config()
-  try:
-    with pytest.raises(ValueError) as e:
-      gin_flags.parse(['--gin.TRAIN_STEPS=(3'])
-  finally:
-    gin.clear_config()
-  assert _message('bad --gin flag', e).startswith(
-      "gin binding 'TRAIN_STEPS = (3': gin syntax error")
-
-
-def test_gin_required_macro_names_file_and_line():
-  gin.clear_config()
-  try:
-    with pytest.raises(ValueError) as e:
-      gin_flags.parse(['--gin_file=gin/models/decoder_tiny.gin',
-                       '--gin_file=gin/runs/finetune.gin',
-                       '--gin.INITIAL_CHECKPOINT_PATH="i"'])
-  finally:
-    gin.clear_config()
-  text = _message('REQUIRED gin macro unset', e)
-  want = [n for n, l in enumerate(open('gin/runs/finetune.gin'), 1)
-          if l.startswith('SELFGEN_FILE = %gin.REQUIRED')]
-  assert text.startswith(f'gin/runs/finetune.gin:{want[0]}: gin macro '
-                         'SELFGEN_FILE is REQUIRED')
-
-
-def test_gin_flag_macro_typo_warns(capsys):
-  gin.clear_config()
-  try:
-    gin_flags.parse(['--gin_file=gin/models/decoder_tiny.gin',
-                     '--gin_file=gin/runs/finetune.gin',
-                     '--gin.SELFGEN_FILE="s.jsonl"', '--gin.MODEL_DIR="m"',
-                     '--gin.INITIAL_CHECKPOINT_PATH="i"',
-                     '--gin.TRAIN_STEP=5'])
-  finally:
-    gin.clear_config()
-  err = capsys.readouterr().err
-  print(f'MESSAGE --gin macro typo (a warning): {err.strip()}')
-  assert ("--gin.TRAIN_STEP=5 sets macro TRAIN_STEP, which no gin file uses; "
-          "did you mean ['TRAIN_STEPS'") in err
-
-
 def test_checkpoint_shape_mismatch(tiny_cfg, saved):
   import dataclasses  # pylint: disable=g-import-not-at-top
   wider = dataclasses.replace(tiny_cfg, mlp_dim=tiny_cfg.mlp_dim * 2)
   with pytest.raises(ValueError) as e:
-    train.restore_params(wider, str(saved))
+    checkpoints.restore_params(wider, str(saved))
   text = _message('checkpoint shape mismatch', e)
   assert text.startswith(f'checkpoint {saved}/checkpoints/0/params does not '
                          'match the model config: layer_0.mlp.down: stored '
@@ -250,7 +185,7 @@ def test_corrupt_or_truncated_checkpoint(tiny_cfg, saved, tmp_path, damage):
   else:
     os.truncate(os.path.join(params_dir, '_METADATA'), 10)
   with pytest.raises(ValueError) as e:
-    train.restore_params(tiny_cfg, str(tmp_path))
+    checkpoints.restore_params(tiny_cfg, str(tmp_path))
   text = _message(f'corrupt checkpoint ({damage})', e)
   assert f'checkpoint {params_dir} is corrupt or truncated' in text
   assert f'delete {tmp_path}/checkpoints/0 to fall back' in text
@@ -300,7 +235,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(arith, tiny_cfg,
   assert 'the last good checkpoint, step 1, is kept' in text
   assert sorted(os.listdir(os.path.join(model_dir, 'checkpoints'))) == ['1']
   assert not os.path.exists(os.path.join(model_dir, 'train_done.json'))
-  kept = train.restore_params(tiny_cfg, model_dir)
+  kept = checkpoints.restore_params(tiny_cfg, model_dir)
   assert all(np.isfinite(np.asarray(x)).all()
              for x in jax.tree_util.tree_leaves(kept))
 

@@ -1,61 +1,185 @@
-"""Gin: every run/experiment file parses and binds; flags follow T5X."""
+"""Gin: every run/experiment file parses and binds; flags follow T5X; bad
+gin files and flags fail naming the file and line (or the flag).
+
+`pytest -s` prints every error message (`MESSAGE ...`).
+"""
 
 import glob
 import os
 
 import gin
+from gin import config_parser
 import pytest
 
+from lmsi import decoder
 from lmsi import gin_flags
 from tests.conftest import REPO
 
 FILL = ['MODEL_DIR = "/tmp/m"', 'INITIAL_CHECKPOINT_PATH = "/tmp/i"',
         'SELFGEN_FILE = "/tmp/s.jsonl"', 'TASK = "lmsi_gsm8k_pool_v1"',
         'OUTPUT_DIR = "/tmp/o"', 'SAMPLES_DIR = "/tmp/samples"']
+TINY = os.path.join(REPO, 'gin/models/decoder_tiny.gin')
+_DELEGATE = gin.config.ParserDelegate(skip_unknown=True)  # refs unresolved
+
+
+def _parse_error(flags, name, error=ValueError) -> str:
+  """The message of the error `gin_flags.parse(flags)` raises."""
+  gin.clear_config()
+  try:
+    with pytest.raises(error) as e:
+      gin_flags.parse(flags)
+  finally:
+    gin.clear_config()
+  print(f'MESSAGE {name}: {type(e.value).__name__}: {e.value}')
+  return str(e.value)
 
 
 def test_parse_args_t5x_style():
   files, bindings, paths = gin_flags.parse_args([
       '--gin_file=a.gin', '--gin_file', 'b.gin', '--gin.SEED=3',
       '--gin.MODEL_DIR="gs://b/x"', '--gin_bindings=X = 1',
-      '--gin_search_paths=/p,/q'])
+      '--gin_search_paths=/p,/q', '--gin_search_paths=/r'])
   assert files == ['a.gin', 'b.gin']
   assert bindings == ['SEED = 3', 'MODEL_DIR = "gs://b/x"', 'X = 1']
-  assert paths == ['/p', '/q']
+  assert paths == ['/p', '/q', '/r']
 
 
-def test_unknown_flag_is_named():
-  with pytest.raises(ValueError, match="unknown flag '--seed=3'"):
-    gin_flags.parse_args(['--seed=3'])
+@pytest.mark.parametrize('arg, want', [
+    ('--seed=3', "unknown flag '--seed=3'; expected --gin_file=..."),
+    ('stray', "unknown flag 'stray'; expected --gin_file=..."),
+    ('--gin.SEED', "flag '--gin.SEED': expected --gin.NAME=VALUE"),
+    ('--gin_file', 'Missing value for flag --gin_file; expected'),
+])
+def test_bad_flag_is_named(arg, want):
+  with pytest.raises(ValueError) as e:
+    gin_flags.parse_args(['--gin_file=a.gin', arg])
+  print(f'MESSAGE bad flag {arg}: {e.value}')
+  assert str(e.value).startswith(want)
+
+
+def _model_file(path: str) -> str:
+  """The model file `path` includes (run files are parsed after TINY)."""
+  with open(path, encoding='utf-8') as f:
+    for s in config_parser.ConfigParser(f, _DELEGATE):
+      if (isinstance(s, config_parser.IncludeStatement) and
+          '/models/' in s.filename):
+        return os.path.join(REPO, s.filename)
+  return TINY
+
+
+def _config_block(model_file: str) -> dict:
+  """The `decoder.DecoderConfig:` values written in `model_file`."""
+  with open(model_file, encoding='utf-8') as f:
+    return {s.arg_name: s.value
+            for s in config_parser.ConfigParser(f, _DELEGATE)
+            if isinstance(s, config_parser.BindingStatement)
+            and s.selector == 'decoder.DecoderConfig'}
 
 
 @pytest.mark.parametrize('path', sorted(
     glob.glob(os.path.join(REPO, 'gin/experiments/*.gin'))
     + glob.glob(os.path.join(REPO, 'gin/runs/*.gin'))))
 def test_gin_file_parses(path):
+  """MODEL_CONFIG is exactly the model file's block over the defaults."""
   gin.clear_config()
   try:
-    files = [path]
-    if '/runs/' in path:
-      files = [os.path.join(REPO, 'gin/models/decoder_tiny.gin'), path]
+    files = [path] if '/runs/' not in path else [TINY, path]
     gin_flags.parse([f'--gin_file={f}' for f in files]
                     + [f'--gin_bindings={b}' for b in FILL])
     cfg = gin_flags.resolve(gin.query_parameter('%MODEL_CONFIG'))
-    assert cfg.embed_dim > 0
   finally:
     gin.clear_config()
+  block = _config_block(_model_file(path))
+  assert len(block) >= 5, block
+  assert cfg == decoder.DecoderConfig(**block)
+  assert cfg != decoder.DecoderConfig()
 
 
-def test_bad_binding_names_file_and_line(tmp_path):
+@pytest.mark.parametrize('body, line, want', [
+    ('train.train.no_such_arg = 3', 4, "have a parameter named 'no_such_arg'"),
+    ('train.train.batch_size = (3', 4, 'gin syntax error'),
+    ('train.train.batch_size = 3 3', 4, 'gin syntax error: Expected newline'),
+    ('train.train.batch_size = %NO_SUCH_MACRO', 4, '%NO_SUCH_MACRO is used '
+     'but never set'),
+    ('train.train.batch_size = %gin.REQUIRED', 4, 'gin parameter '
+     'train.train.batch_size is REQUIRED'),
+], ids=['unknown_parameter', 'unclosed_bracket', 'bad_syntax', 'unset_macro',
+        'required_parameter'])
+def test_bad_gin_binding_names_file_and_line(tmp_path, body, line, want):
   bad = tmp_path / 'bad.gin'
   bad.write_text('from __gin__ import dynamic_registration\n'
-                 'from lmsi import train\n\ntrain.train.no_such_arg = 3\n')
+                 f'from lmsi import train\n\n{body}\n')
+  text = _parse_error([f'--gin_file={bad}'], f'bad gin binding ({want})')
+  assert want in text
+  assert f'{bad}:{line}' in text or f'In file "{bad}", line {line}' in text
+
+
+def test_error_in_an_included_file_names_that_file(tmp_path):
+  inner = tmp_path / 'inner.gin'
+  inner.write_text('from __gin__ import dynamic_registration\n'
+                   'from lmsi import train\n'
+                   'train.train.batch_size = %NO_SUCH_MACRO\n')
+  outer = tmp_path / 'outer.gin'
+  outer.write_text(f'# Includes inner.\ninclude "{inner}"\n')
+  text = _parse_error([f'--gin_file={outer}'], 'unset macro, included file')
+  assert text.startswith(f'{inner}:3: gin macro %NO_SUCH_MACRO is used but '
+                         'never set; set it in a gin file or with '
+                         '--gin.NO_SUCH_MACRO=...')
+
+
+def test_a_later_binding_overrides_an_unset_macro(tmp_path):
+  """Only the binding in effect counts: no error once it is overridden."""
+  bad = tmp_path / 'bad.gin'
+  bad.write_text('from __gin__ import dynamic_registration\n'
+                 'from lmsi import train\n'
+                 'train.train.batch_size = %NO_SUCH_MACRO\n')
   gin.clear_config()
   try:
-    with pytest.raises(Exception, match=r'(?s)no_such_arg.*bad.gin.*4'):
-      gin_flags.parse([f'--gin_file={bad}'])
+    gin_flags.parse([f'--gin_file={bad}',
+                     '--gin_bindings=lmsi.train.train.batch_size = 4'])
+    assert gin.query_parameter('lmsi.train.train.batch_size') == 4
   finally:
     gin.clear_config()
+
+
+def test_gin_flag_syntax_error_names_the_flag():
+  text = _parse_error(['--gin.TRAIN_STEPS=(3'], 'bad --gin flag')
+  assert text.startswith("gin binding 'TRAIN_STEPS = (3': gin syntax error")
+
+
+def test_gin_flag_unknown_configurable_shows_the_binding():
+  text = _parse_error(['--gin.no_such.thing=3'], 'unknown --gin binding')
+  assert "No configurable matching 'no_such'" in text
+  assert 'In bindings string line 1\n    no_such.thing = 3' in text
+
+
+def test_gin_required_macro_names_file_and_line():
+  text = _parse_error(['--gin_file=gin/models/decoder_tiny.gin',
+                       '--gin_file=gin/runs/finetune.gin',
+                       '--gin.INITIAL_CHECKPOINT_PATH="i"'],
+                      'REQUIRED gin macro unset')
+  want = [n for n, l in enumerate(open('gin/runs/finetune.gin'), 1)
+          if l.startswith('SELFGEN_FILE = %gin.REQUIRED')]
+  assert text.startswith(f'gin/runs/finetune.gin:{want[0]}: gin macro '
+                         'SELFGEN_FILE is REQUIRED; set it with '
+                         '--gin.SELFGEN_FILE=...')
+
+
+def test_gin_flag_macro_typo_warns(capsys):
+  gin.clear_config()
+  try:
+    gin_flags.parse(['--gin_file=gin/models/decoder_tiny.gin',
+                     '--gin_file=gin/runs/finetune.gin',
+                     '--gin.SELFGEN_FILE="s.jsonl"', '--gin.MODEL_DIR="m"',
+                     '--gin.INITIAL_CHECKPOINT_PATH="i"',
+                     '--gin.TRAIN_STEP=5'])
+  finally:
+    gin.clear_config()
+  err = capsys.readouterr().err
+  print(f'MESSAGE --gin macro typo (a warning): {err.strip()}')
+  assert ("--gin.TRAIN_STEP=5 sets macro TRAIN_STEP, which no gin file uses; "
+          "did you mean ['TRAIN_STEPS'") in err
+  assert 'SELFGEN_FILE' not in err and 'MODEL_DIR' not in err
 
 
 ROUND_FLAGS = [

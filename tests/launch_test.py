@@ -1,7 +1,7 @@
 """Launchers: the exact commands and XManager job specs they produce.
 
-Covers the cases of issue 6: a v4-32 sampling run split into 4 shard jobs, a
-v5e-16 fine-tuning job and a spot queued-resource run, each with gin flags
+Covers a v4-32 sampling run split into 4 shard jobs, a v5e-16 fine-tuning
+job and a spot queued-resource run, each with gin flags
 holding quoted strings, plus recovery after a preemption.
 """
 
@@ -23,7 +23,7 @@ from launch import xm_launch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # As the shell hands them over for `--gin.MODEL_DIR=\"gs://b/x\"` etc.
-GIN = ('--gin_file=gin/experiments/gsm8k_8b_r1.gin',
+GIN = ('--gin_file=gin/models/smollm2_135m.gin',
        '--gin.MODEL_DIR="gs://b/x"', "--gin.TASK='lmsi_gsm8k_v1'")
 AUTO = {'LMSI_DISTRIBUTED': 'auto'}
 
@@ -182,7 +182,7 @@ def test_xm_dry_run_prints_jobs_from_the_shell():
   # The README's quoting, through a real shell.
   cmd = ('python launch/xm_launch.py --dry_run --stages=sample '
          '--num_shards=2 --accelerator=v4-32 -- '
-         '--gin_file=gin/experiments/gsm8k_8b_r1.gin '
+         '--gin_file=gin/models/smollm2_135m.gin '
          '--gin.MODEL_DIR=\\"gs://b/x\\"')
   env = {**os.environ, 'PATH': os.path.dirname(sys.executable) + ':'
          + os.environ['PATH']}
@@ -195,7 +195,7 @@ def test_xm_dry_run_prints_jobs_from_the_shell():
         "xm.JobRequirements(tpu_v4='2x2x4'), 4 host(s)",
         '  LMSI_DISTRIBUTED=auto python -m lmsi.sample '
         '--gin_file=gin/runs/sample.gin '
-        '--gin_file=gin/experiments/gsm8k_8b_r1.gin '
+        '--gin_file=gin/models/smollm2_135m.gin '
         f'\'--gin.MODEL_DIR="gs://b/x"\' --gin.SHARD_INDEX={i} '
         '--gin.NUM_SHARDS=2']
   assert p.stdout.splitlines() == expected
@@ -235,7 +235,7 @@ def test_spot_queued_resource_dry_run(capsys):
       '--stages=sample,aggregate,train', '--', *GIN])
   assert code == 0
   archive = os.path.join(tempfile.gettempdir(), 'lmsi-lmsi-r1.tar.gz')
-  gin = ('--gin_file=gin/experiments/gsm8k_8b_r1.gin '
+  gin = ('--gin_file=gin/models/smollm2_135m.gin '
          '\'--gin.MODEL_DIR=\\"gs://b/x\\"\' '
          '\\"--gin.TASK=\'lmsi_gsm8k_v1\'\\"')
   qr = 'gcloud compute tpus queued-resources'

@@ -10,7 +10,8 @@ import sys
 import pytest
 
 from lmsi import records
-from lmsi import sample as sample_lib
+from lmsi import shards
+from lmsi import stage
 from tests.benchmarks_test import DATA
 from tests.conftest import REPO
 
@@ -66,7 +67,7 @@ def test_two_processes_equal_one_process_and_any_shard_count(trained_tiny,
     _run([sys.executable, '-m', 'lmsi.sample',
           *_flags(root, three, [f'--gin.SHARD_INDEX={i}',
                                 '--gin.NUM_SHARDS=3'])], devices=8)
-  merged = [open(sample_lib.merge(str(d)), "rb").read()
+  merged = [open(shards.merge(str(d)), "rb").read()
             for d in (one, two, three)]
   assert merged[0] == merged[1] == merged[2]
   paths = list(records.read_jsonl(str(one / 'samples.merged.jsonl'),
@@ -84,16 +85,17 @@ def test_truncated_shard_is_redone_not_merged(trained_tiny, tmp_path):
   shard.write_bytes(good[:len(good) // 2])  # cut mid-line, marker kept
   assert not records.is_complete(str(shard))
   with pytest.raises(ValueError, match='corrupt or truncated'):
-    sample_lib.merge(str(out))
+    shards.merge(str(out))
   _run([sys.executable, '-m', 'lmsi.sample', *flags], devices=8)
   assert shard.read_bytes() == good
   (out / 'samples-00001-of-00002.jsonl').write_text('')  # a stale sharding
   with pytest.raises(ValueError, match='shards of different shardings'):
-    sample_lib.merge(str(out))
+    shards.merge(str(out))
 
 
 def test_early_stopped_voting_draws_fewer_samples(trained_tiny):
   from lmsi import answers  # pylint: disable=g-import-not-at-top
+  from lmsi import exemplars as exemplars_lib  # pylint: disable=g-import-not-at-top
   from lmsi import prompts  # pylint: disable=g-import-not-at-top
   from lmsi import sampling  # pylint: disable=g-import-not-at-top
   from lmsi import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
@@ -101,7 +103,7 @@ def test_early_stopped_voting_draws_fewer_samples(trained_tiny):
   from tests.conftest import tiny_config  # pylint: disable=g-import-not-at-top
   root, params = trained_tiny
   vocab = vocab_lib.load(str(root / 'data' / 'vocab.json'))
-  exemplars = prompts.exemplars_for('arithmetic')
+  exemplars = exemplars_lib.get('arithmetic')
   questions = [f'Kim has {n} mugs. She buys 2. How many mugs now?'
                for n in (3, 4, 5, 6)]
   texts = [prompts.render('cot_fewshot', q, exemplars) for q in questions]
@@ -110,10 +112,10 @@ def test_early_stopped_voting_draws_fewer_samples(trained_tiny):
   config = sampling.SamplingConfig(num_samples=16, max_decode_steps=24,
                                    temperature=0.2)
   answer_of = lambda i, t: answers.extract_answer(t, 'number')
-  full = sample_lib.sample_prompts(
+  full = stage.sample_prompts(
       tiny_config(), params, texts, ids, config, vocab=vocab,
       batch_questions=4, desc='full')
-  early = sample_lib.sample_prompts(
+  early = stage.sample_prompts(
       tiny_config(), params, texts, ids, config, vocab=vocab,
       batch_questions=4, desc='early', answer_of=answer_of,
       early_stop_chunk=4)
@@ -126,6 +128,6 @@ def test_early_stopped_voting_draws_fewer_samples(trained_tiny):
     assert [t for t, _ in e] == [t for t, _ in f[:len(e)]]
     votes = [answer_of(0, t) for t, _ in e]
     if len(e) < 16:
-      assert sample_lib._decided(votes, 16)
+      assert stage.decided(votes, 16)
       assert voting.majority_vote(votes).answer == voting.majority_vote(
           [answer_of(0, t) for t, _ in f]).answer

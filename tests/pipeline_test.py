@@ -8,6 +8,8 @@ from lmsi import evaluate
 from lmsi import pipeline
 from lmsi import sampling
 from lmsi import train
+import tasks.arithmetic  # noqa: F401  # the arithmetic task builder
+import tasks.selfgen  # noqa: F401  # the selfgen one (lmsi.taskspec)
 from tests.conftest import EASY
 
 

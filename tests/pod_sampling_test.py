@@ -7,7 +7,9 @@ import jax
 import numpy as np
 import pytest
 
+from lmsi import batching
 from lmsi import decoder as decoder_lib
+from lmsi import exemplars
 from lmsi import prompts
 from lmsi import sampling
 from lmsi import sharding
@@ -27,7 +29,7 @@ def model(tiny_cfg):
 
 
 def _texts():
-  return [prompts.render('cot_fewshot', q, prompts.ARITHMETIC_EXEMPLARS)
+  return [prompts.render('cot_fewshot', q, exemplars.ARITHMETIC)
           for q in QUESTIONS]
 
 
@@ -62,7 +64,7 @@ def test_shared_exemplar_prefix_equals_whole_prompts(model):
   encoded = [VOCAB.encode(t) for t in texts]
   shared = sampling.common_prefix(encoded)
   exemplar_block = prompts.render('cot_fewshot', '',
-                                  prompts.ARITHMETIC_EXEMPLARS)
+                                  exemplars.ARITHMETIC)
   assert len(shared) >= len(VOCAB.encode(exemplar_block)) - 1
   prefix = sampling.prefix_for(cfg, params, shared)
   ids = [f'q{i}' for i in range(len(texts))]
@@ -89,9 +91,9 @@ def test_prefix_logits_match_full_forward(model):
   shared = sampling.common_prefix(encoded)
   prefix = sampling.prefix_for(cfg, params, shared)
   rest = [e[len(shared):] for e in encoded]
-  tokens, valid = vocab_lib.pad_batch(rest, max(len(r) for r in rest))
+  tokens, valid = batching.pad_batch(rest, max(len(r) for r in rest))
   last, _ = sampling._prefill(cfg, params, tokens, valid, prefix.kv)
-  full_tokens, full_valid = vocab_lib.pad_batch(
+  full_tokens, full_valid = batching.pad_batch(
       encoded, max(len(e) for e in encoded))
   full = decoder_lib.Decoder(cfg).apply({'params': params}, full_tokens,
                                         full_valid)

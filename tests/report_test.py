@@ -1,5 +1,6 @@
 """Tests for lmsi.report."""
 
+import json
 import os
 import tempfile
 
@@ -88,8 +89,42 @@ class ReportTest(absltest.TestCase):
       for name in ('accuracy.png', 'maj_at_k.png', 'calibration.png'):
         with open(os.path.join(out, name), 'rb') as f:
           self.assertEqual(f.read(8), _PNG_SIGNATURE)
-      self.assertEmpty([n for n in os.listdir(out) if n.endswith('.tmp')])
+      self.assertEmpty([n for n in os.listdir(out) if '.tmp' in n])
 
+
+  def test_update_readme_replaces_only_its_block(self):
+    run = tempfile.mkdtemp()
+    for name, value in (('metrics.json', _metrics()),
+                        ('timings.json', {'total': 301.4}),
+                        ('manifest.json', {'git_revision': 'abcdef0123456789'})):
+      with open(os.path.join(run, name), 'w') as f:
+        json.dump(value, f)
+    readme = os.path.join(run, 'README.md')
+    with open(readme, 'w') as f:
+      f.write(f'intro\n{report.README_BEGIN}\nstale 50.7\n'
+              f'{report.README_END}\noutro\n')
+    report.update_readme(readme, run)
+    text = open(readme).read()
+    self.assertTrue(text.startswith(f'intro\n{report.README_BEGIN}\n'))
+    self.assertTrue(text.endswith(f'{report.README_END}\noutro\n'))
+    self.assertNotIn('stale', text)
+    self.assertIn('301 s, git abcdef012345', text)
+    self.assertIn(report.format_markdown_table(_metrics()), text)
+    # maj@16 - greedy: base 35 - 27, LMSI r1 45 - 30 (control has no maj@16).
+    self.assertIn('in points: base +8.0, LMSI r1 +15.0.', text)
+    report.update_readme(readme, run)  # idempotent: one block stays one
+    self.assertEqual(open(readme).read(), text)
+    with open(readme, 'w') as f:
+      f.write('no block here\n')
+    with self.assertRaisesRegex(ValueError, 'no .* block to replace'):
+      report.update_readme(readme, run)
+
+  def test_repo_readme_has_the_demo_block(self):
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    text = open(os.path.join(here, 'README.md'), encoding='utf-8').read()
+    begin = text.index(report.README_BEGIN)
+    self.assertLess(begin, text.index(report.README_END))
+    self.assertIn('| base |', text[begin:text.index(report.README_END)])
 
 if __name__ == '__main__':
   absltest.main()

@@ -19,9 +19,11 @@ import jax
 import numpy as np
 import pytest
 
+from lmsi import batching
 from lmsi import checkpoints
 from lmsi import convert
 from lmsi import decoder as decoder_lib
+from lmsi import gguf_import
 from lmsi import sampling
 from lmsi import vocab as vocab_lib
 
@@ -62,7 +64,7 @@ def parity_prompts(n: int = 16) -> list[str]:
 
 @pytest.fixture(scope='module')
 def ours():
-  return convert.import_gguf(GGUF)
+  return gguf_import.import_gguf(GGUF)
 
 
 @pytest.fixture(scope='module')
@@ -80,7 +82,7 @@ def theirs():
 
 def _batch(vocab, prompts):
   ids = [vocab.encode(p) for p in prompts]
-  return vocab_lib.pad_batch(ids, max(len(i) for i in ids), vocab.pad_id)
+  return batching.pad_batch(ids, max(len(i) for i in ids), vocab.pad_id)
 
 
 def _torch_logits(model, tokens, valid):

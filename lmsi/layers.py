@@ -1,0 +1,265 @@
+"""The decoder's layers: RMSNorm, rotary embeddings, grouped-query attention
+(full, prefill and one-token decode against shared prompt/prefix caches),
+the SwiGLU MLP and the pre-norm block. Every parameter carries logical axis
+names from `lmsi.sharding`; `lmsi.decoder` assembles them into the model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from lmsi.sharding import (BATCH, CACHE_BATCH, CACHE_HEADS, CACHE_LENGTH,
+                           CACHE_SAMPLES, EMBED, HEADS, KV, KV_HEADS, LENGTH,
+                           MLP)
+
+NEG_INF = -1e30
+
+
+def acc_dtype(dtype) -> jnp.dtype:
+  """The dtype for norms, softmax and logits: at least float32."""
+  return jnp.promote_types(jnp.dtype(dtype), jnp.float32)
+
+
+def kernel_init(fan_in_axes: int):
+  """LeCun-normal init whose fan-in is the product of the leading axes."""
+  return nn.initializers.variance_scaling(
+      1.0, 'fan_in', 'truncated_normal',
+      in_axis=tuple(range(fan_in_axes)), out_axis=-1)
+
+
+def param(module: nn.Module, name: str, shape, axes, init, dtype):
+  return module.param(
+      name, nn.with_logical_partitioning(init, axes), shape, jnp.dtype(dtype)
+  )
+
+
+class RMSNorm(nn.Module):
+  """Root-mean-square layer norm, computed in at least float32."""
+
+  cfg: Any  # a decoder.DecoderConfig
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    scale = param(self, 'scale', (x.shape[-1],), (EMBED,),
+                   nn.initializers.ones, self.cfg.param_dtype)
+    acc = acc_dtype(self.cfg.dtype)
+    xa = x.astype(acc)
+    xa = xa * jax.lax.rsqrt(
+        jnp.mean(xa * xa, axis=-1, keepdims=True) + self.cfg.norm_eps)
+    return (xa * scale.astype(acc)).astype(self.cfg.dtype)
+
+
+def rotary(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
+  """Applies rotary embeddings (Llama's half-split convention).
+
+  Args:
+    x: [..., L, heads, Dh] queries or keys.
+    positions: int [..., L] absolute positions.
+    theta: rotary base.
+
+  Returns:
+    x rotated, same shape and dtype. Angles and rotation run in at least
+    float32 (float64 when x is float64).
+  """
+  dim = x.shape[-1]
+  acc = acc_dtype(x.dtype)
+  inv_freq = 1.0 / (theta ** (jnp.arange(0, dim, 2, dtype=acc) / dim))
+  freqs = positions.astype(acc)[..., None] * inv_freq  # [..., L, Dh/2]
+  cos = jnp.cos(freqs)[..., None, :]  # [..., L, 1, Dh/2]
+  sin = jnp.sin(freqs)[..., None, :]
+  xa = x.astype(acc)
+  x1, x2 = xa[..., : dim // 2], xa[..., dim // 2 :]
+  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return out.astype(x.dtype)
+
+
+class Attention(nn.Module):
+  """Grouped-query attention with rotary embeddings."""
+
+  cfg: Any  # a decoder.DecoderConfig
+
+  def setup(self):
+    c = self.cfg
+    init = kernel_init(1)
+    self.wq = param(self, 'q', (c.embed_dim, c.num_heads, c.head_dim),
+                     (EMBED, HEADS, KV), init, c.param_dtype)
+    self.wk = param(self, 'k', (c.embed_dim, c.num_kv_heads, c.head_dim),
+                     (EMBED, KV_HEADS, KV), init, c.param_dtype)
+    self.wv = param(self, 'v', (c.embed_dim, c.num_kv_heads, c.head_dim),
+                     (EMBED, KV_HEADS, KV), init, c.param_dtype)
+    self.wo = param(self, 'o', (c.num_heads, c.head_dim, c.embed_dim),
+                     (HEADS, KV, EMBED), kernel_init(2), c.param_dtype)
+    if c.attention_bias:
+      zeros = nn.initializers.zeros
+      self.bq = param(self, 'q_bias', (c.num_heads, c.head_dim),
+                       (HEADS, KV), zeros, c.param_dtype)
+      self.bk = param(self, 'k_bias', (c.num_kv_heads, c.head_dim),
+                       (KV_HEADS, KV), zeros, c.param_dtype)
+      self.bv = param(self, 'v_bias', (c.num_kv_heads, c.head_dim),
+                       (KV_HEADS, KV), zeros, c.param_dtype)
+
+  def project(self, x: jax.Array, positions: jax.Array):
+    """x: [..., L, D] -> rotated q [..., L, H, Dh], k, v [..., L, Hkv, Dh]."""
+    c = self.cfg
+    dt = c.dtype
+    q = jnp.einsum('...d,dhk->...hk', x, self.wq.astype(dt))
+    k = jnp.einsum('...d,dhk->...hk', x, self.wk.astype(dt))
+    v = jnp.einsum('...d,dhk->...hk', x, self.wv.astype(dt))
+    if c.attention_bias:
+      q, k, v = (q + self.bq.astype(dt), k + self.bk.astype(dt),
+                 v + self.bv.astype(dt))
+    q = rotary(q, positions, c.rope_theta)
+    k = rotary(k, positions, c.rope_theta)
+    return q, k, v
+
+  def _group(self, q: jax.Array) -> jax.Array:
+    # [..., H, Dh] -> [..., Hkv, H/Hkv, Dh]
+    c = self.cfg
+    return q.reshape(*q.shape[:-2], c.num_kv_heads,
+                     c.num_heads // c.num_kv_heads, c.head_dim)
+
+  def output(self, attended: jax.Array) -> jax.Array:
+    # [..., Hkv, R, Dh] -> [..., H, Dh] -> [..., D]
+    c = self.cfg
+    attended = attended.reshape(*attended.shape[:-3], c.num_heads, c.head_dim)
+    return jnp.einsum('...hk,hkd->...d', attended, self.wo.astype(c.dtype))
+
+  def __call__(self, x, positions, mask, prefix_kv=None):
+    """Full attention. x: [B, L, D]; mask: bool [B, L, L] (query, key).
+
+    prefix_kv: optional (k, v), each [E, Hkv, Dh], of a prefix shared by the
+    whole batch (e.g. the few-shot exemplars), visible to every query.
+    """
+    q, k, v = self.project(x, positions)
+    qg = self._group(q)  # [B, L, G, R, Dh]
+    scale = self.cfg.head_dim ** -0.5
+    acc = acc_dtype(self.cfg.dtype)
+    scores = jnp.einsum('blgrk,bmgk->bgrlm', qg, k).astype(acc) * scale
+    parts = [jnp.where(mask[:, None, None], scores, NEG_INF)]
+    if prefix_kv is not None:
+      parts.insert(0, jnp.einsum('blgrk,egk->bgrle', qg, prefix_kv[0]
+                                 ).astype(acc) * scale)
+    probs = softmax_parts(parts, self.cfg.dtype)
+    attended = jnp.einsum('bgrlm,bmgk->blgrk', probs[-1], v)
+    if prefix_kv is not None:
+      attended += jnp.einsum('bgrle,egk->blgrk', probs[0], prefix_kv[1])
+    return self.output(attended), (k, v)
+
+  def decode(self, x, positions, prompt_kv, prompt_valid, gen_kv, step,
+             prefix_kv=None):
+    """One new token per sample.
+
+    Args:
+      x: [B, S, D] embeddings of the newest token of each sample.
+      positions: int [B, S] their absolute positions.
+      prompt_kv: (k, v), each [B, P, Hkv, Dh], shared by the S samples.
+      prompt_valid: bool [B, P].
+      gen_kv: (k [B, S, Hkv, Dh, T], v [B, S, Hkv, T, Dh]), the samples'
+        own tokens, laid out so that both attention products read the cache
+        as it is (XLA:CPU transposes a [T, Dh] key block on every step
+        otherwise: 5x slower, `bench/decode_profile.py`).
+      step: int scalar, index in T where this token's k/v is written.
+      prefix_kv: optional (k, v), each [E, Hkv, Dh], shared by the batch.
+
+    Returns:
+      ([B, S, D] output, updated gen_kv).
+    """
+    q, k_new, v_new = self.project(x[:, :, None], positions[:, :, None])
+    # [B, S, 1, Hkv, Dh] -> k [B, S, Hkv, Dh, 1], v [B, S, Hkv, 1, Dh],
+    # written at time `step`.
+    k_new = jnp.transpose(k_new, (0, 1, 3, 4, 2))
+    v_new = jnp.swapaxes(v_new, 2, 3)
+    gen_k = nn.with_logical_constraint(
+        jax.lax.dynamic_update_slice_in_dim(gen_kv[0], k_new, step, axis=4),
+        (CACHE_BATCH, CACHE_SAMPLES, CACHE_HEADS, KV, CACHE_LENGTH))
+    gen_v = nn.with_logical_constraint(
+        jax.lax.dynamic_update_slice_in_dim(gen_kv[1], v_new, step, axis=3),
+        (CACHE_BATCH, CACHE_SAMPLES, CACHE_HEADS, CACHE_LENGTH, KV))
+    qg = self._group(q[:, :, 0])  # [B, S, G, R, Dh]
+    scale = self.cfg.head_dim ** -0.5
+    acc = acc_dtype(self.cfg.dtype)
+    pk, pv = prompt_kv
+    s_prompt = jnp.einsum('bsgrk,bpgk->bsgrp', qg, pk).astype(acc) * scale
+    s_prompt = jnp.where(prompt_valid[:, None, None, None], s_prompt, NEG_INF)
+    s_gen = jnp.einsum('bsgrk,bsgkt->bsgrt', qg, gen_k).astype(acc) * scale
+    s_gen = jnp.where(jnp.arange(gen_k.shape[4]) <= step, s_gen, NEG_INF)
+    parts = [s_prompt, s_gen]
+    if prefix_kv is not None:
+      parts.insert(0, jnp.einsum('bsgrk,egk->bsgre', qg, prefix_kv[0]
+                                 ).astype(acc) * scale)
+    probs = softmax_parts(parts, self.cfg.dtype)
+    attended = (jnp.einsum('bsgrp,bpgk->bsgrk', probs[-2], pv)
+                + jnp.einsum('bsgrt,bsgtk->bsgrk', probs[-1], gen_v))
+    if prefix_kv is not None:
+      attended += jnp.einsum('bsgre,egk->bsgrk', probs[0], prefix_kv[1])
+    return self.output(attended), (gen_k, gen_v)
+
+
+def empty_gen_cache(cfg: Any, batch: int, num_samples: int,
+                    steps: int) -> tuple[jax.Array, jax.Array]:
+  """One layer's zero generated-token cache for `Attention.decode`."""
+  shape = (batch, num_samples, cfg.num_kv_heads, steps, cfg.head_dim)
+  dtype = jnp.dtype(cfg.dtype)
+  return (jnp.zeros(shape[:3] + (cfg.head_dim, steps), dtype),
+          jnp.zeros(shape, dtype))
+
+
+def softmax_parts(parts, dtype) -> list[jax.Array]:
+  """Softmax over the concatenated last axes of `parts`, split back."""
+  probs = jax.nn.softmax(jnp.concatenate(parts, axis=-1), axis=-1)
+  probs = probs.astype(dtype)
+  out, start = [], 0
+  for p in parts:
+    out.append(probs[..., start:start + p.shape[-1]])
+    start += p.shape[-1]
+  return out
+
+
+class Mlp(nn.Module):
+  """SwiGLU feed-forward block."""
+
+  cfg: Any  # a decoder.DecoderConfig
+
+  @nn.compact
+  def __call__(self, x):
+    c = self.cfg
+    init = kernel_init(1)
+    gate = param(self, 'gate', (c.embed_dim, c.mlp_dim), (EMBED, MLP), init,
+                  c.param_dtype)
+    up = param(self, 'up', (c.embed_dim, c.mlp_dim), (EMBED, MLP), init,
+                c.param_dtype)
+    down = param(self, 'down', (c.mlp_dim, c.embed_dim), (MLP, EMBED), init,
+                  c.param_dtype)
+    dt = c.dtype
+    h = nn.silu(x @ gate.astype(dt)) * (x @ up.astype(dt))
+    h = nn.with_logical_constraint(h, (BATCH, LENGTH, MLP))
+    return h @ down.astype(dt)
+
+
+class Block(nn.Module):
+  """Pre-norm transformer block."""
+
+  cfg: Any  # a decoder.DecoderConfig
+
+  def setup(self):
+    self.attn_norm = RMSNorm(self.cfg)
+    self.attn = Attention(self.cfg)
+    self.mlp_norm = RMSNorm(self.cfg)
+    self.mlp = Mlp(self.cfg)
+
+  def __call__(self, x, positions, mask, prefix_kv=None):
+    h, kv = self.attn(self.attn_norm(x), positions, mask, prefix_kv)
+    x = x + h
+    x = x + self.mlp(self.mlp_norm(x))
+    return nn.with_logical_constraint(x, (BATCH, LENGTH, EMBED)), kv
+
+  def decode(self, x, positions, prompt_kv, prompt_valid, gen_kv, step,
+             prefix_kv=None):
+    h, gen_kv = self.attn.decode(self.attn_norm(x), positions, prompt_kv,
+                                 prompt_valid, gen_kv, step, prefix_kv)
+    x = x + h
+    return x + self.mlp(self.mlp_norm(x)), gen_kv

@@ -1,0 +1,114 @@
+"""What the sampling, evaluation and probe stages share (LMSI stages 3-7).
+
+Loading a model and its vocabulary, the exemplar prefix every few-shot
+prompt starts with, and batched sampling of prompts (`sample_prompts`).
+The stage binaries (`lmsi.sample`, `lmsi.evaluate`, `lmsi.probe`) are
+built on these and on `lmsi.taskspec` (a task's settings and questions).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from lmsi import checkpoints
+from lmsi import decoder as decoder_lib
+from lmsi import progress as progress_lib
+from lmsi import prompts
+from lmsi import sampling
+from lmsi import vocab as vocab_lib
+from lmsi import vocab_base
+
+
+def load_model(model_config: decoder_lib.DecoderConfig, checkpoint_path: str,
+               vocabulary: str, param_dtype: str = 'float32') -> tuple[
+                   decoder_lib.DecoderConfig, Any, Any]:
+  """Restores an orbax model dir's params (cast to `param_dtype`) and its
+  vocabulary, checked to fit the model: (model_config, params, vocab)."""
+  params = checkpoints.restore_params(model_config, checkpoint_path)
+  model_config, params = decoder_lib.with_dtype(model_config, params,
+                                                param_dtype)
+  vocab = vocab_lib.load(vocabulary)
+  vocab_lib.check_model_vocab(vocab, model_config.vocab_size, vocabulary)
+  return model_config, params, vocab
+
+
+def model_inputs(checkpoint_path: str, vocabulary: str) -> list[str]:
+  """The files a sampling/eval run reads besides data: params, tokenizer."""
+  return ([checkpoints.params_path(checkpoint_path)]
+          + ([vocabulary] if vocabulary != 'bytes' else []))
+
+
+def exemplar_prefix(
+    vocab: vocab_base.Vocabulary, exemplars: Sequence[prompts.Exemplar],
+    fmt: prompts.Format = prompts.Format.COT_FEWSHOT) -> list[int]:
+  """The tokens every few-shot prompt of these exemplars starts with.
+
+  Fixed by the exemplars alone (never by which questions a shard holds), so
+  outputs do not depend on sharding. Empty for zero-shot formats.
+  """
+  if not exemplars or fmt not in (prompts.Format.COT_FEWSHOT,
+                                  prompts.Format.DIRECT_FEWSHOT):
+    return []
+  probes = [prompts.render(fmt, q, exemplars) for q in ('x', 'How many?')]
+  return sampling.common_prefix([vocab.encode(p) for p in probes])
+
+
+def sample_prompts(
+    model_config: decoder_lib.DecoderConfig, params: Any,
+    prompt_texts: Sequence[str], ids: Sequence[str],
+    config: sampling.SamplingConfig, *, vocab: vocab_base.Vocabulary,
+    batch_questions: int, desc: str,
+    prefix: sampling.Prefix | None = None,
+    mesh: Any = None,
+    answer_of: Callable[[int, str], str | None] | None = None,
+    early_stop_chunk: int = 0,
+    pad_to: int = 0,
+) -> list[list[tuple[str, float]]]:
+  """Samples `config.num_samples` (text, logprob) per prompt, in batches.
+
+  Prompts that extend `prefix` reuse its cache; the others (a tokenizer may
+  merge across the boundary) are prefilled whole. With `early_stop_chunk`
+  > 0 and `answer_of(prompt index, text)`, samples are drawn that many at a
+  time and a question stops once its leading answer can no longer be caught
+  (off by default, as in the paper); its later samples are never drawn.
+  `pad_to` is passed to `sampling.generate`.
+  """
+  out: list[list[tuple[str, float]]] = [[] for _ in prompt_texts]
+  with_prefix, whole = [], []
+  for i, text in enumerate(prompt_texts):
+    ids_i = vocab.encode(text) if prefix is not None else ()
+    extends = (prefix is not None and len(ids_i) > len(prefix.tokens) and
+               tuple(ids_i[:len(prefix.tokens)]) == prefix.tokens)
+    (with_prefix if extends else whole).append(i)
+  prog = progress_lib.Progress(desc, len(prompt_texts), 'questions')
+  m = config.num_samples
+  chunk = early_stop_chunk if early_stop_chunk and answer_of else m
+  for group, group_prefix in ((with_prefix, prefix), (whole, None)):
+    for start in range(0, len(group), batch_questions):
+      open_ = group[start:start + batch_questions]
+      for first in range(0, m, chunk):
+        if not open_:
+          break
+        gen = sampling.generate(
+            model_config, params, vocab, [prompt_texts[i] for i in open_],
+            [ids[i] for i in open_],
+            dataclasses.replace(config, num_samples=min(chunk, m - first)),
+            prefix=group_prefix, mesh=mesh, first_sample=first,
+            pad_to=pad_to)
+        for i, texts, logprobs in zip(open_, gen.texts, gen.logprobs):
+          out[i].extend((t, float(lp)) for t, lp in zip(texts, logprobs))
+        if chunk < m:
+          open_ = [i for i in open_ if not decided(
+              [answer_of(i, t) for t, _ in out[i]], m)]
+      prog.update(len(group[start:start + batch_questions]))
+  return out
+
+
+def decided(answers: Sequence[str | None], m: int) -> bool:
+  """Whether the leading answer can no longer be caught with m samples."""
+  counts = collections.Counter(a for a in answers if a is not None)
+  top = counts.most_common(2) + [(None, 0), (None, 0)]
+  return top[0][1] - top[1][1] > m - len(answers)
