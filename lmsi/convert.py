@@ -14,7 +14,6 @@ template).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import importlib.util
 import json
 import os
@@ -30,6 +29,7 @@ from lmsi import checkpoints
 from lmsi import decoder as decoder_lib
 from lmsi import gguf_import
 from lmsi import hf_import
+from lmsi import manifests
 from lmsi import pretrained
 from lmsi import records
 from lmsi import vocab as vocab_lib
@@ -69,15 +69,6 @@ def config_gin(cfg: decoder_lib.DecoderConfig, comment: str = '') -> str:
   return '\n'.join(lines) + '\n'
 
 
-def sha256_file(path: str) -> str:
-  """The hex sha256 of the file `path` (read in 1 MiB blocks)."""
-  h = hashlib.sha256()
-  with open(path, 'rb') as f:
-    for block in iter(lambda: f.read(1 << 20), b''):
-      h.update(block)
-  return h.hexdigest()
-
-
 def convert(source: str, output_dir: str) -> dict[str, Any]:
   """Imports `source` and writes the orbax checkpoint, model.gin, tokenizer.
 
@@ -101,7 +92,7 @@ def convert(source: str, output_dir: str) -> dict[str, Any]:
       if os.path.isfile(os.path.join(source, n))]
   manifest = {
       'source': os.path.abspath(source),
-      'sha256': {os.path.basename(p): sha256_file(p) for p in files},
+      'sha256': {os.path.basename(p): manifests.file_sha256(p) for p in files},
       'config': dataclasses.asdict(imp.config),
       'num_params': int(sum(np.size(x) for x in jax.tree.leaves(imp.params))),
       'tensor_types': imp.tensor_types,

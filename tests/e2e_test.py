@@ -27,7 +27,12 @@ def test_one_round(trained_tiny, tiny_cfg, tmp_path):
   vocab = arith_tasks.vocabulary(str(root / 'data'))
   exemplars = exemplars_lib.get('arithmetic')
   questions = taskspec.load_questions(arith_tasks.TASK, 'unlabeled')[:2]
-  assert all(not hasattr(q, 'answer') for q in questions)
+  # The questions are the unlabeled split's, in order (records.Question has
+  # no gold field).
+  with open(root / 'data' / 'unlabeled.jsonl') as f:
+    raw = [json.loads(line) for line in f][:2]
+  assert [(q.id, q.question) for q in questions] == [
+      (r['id'], r['question']) for r in raw]
   shard = sample_lib.sample(
       model_config=tiny_cfg, params=params, questions=questions,
       output_dir=str(tmp_path / 'samples'), exemplars=exemplars, vocab=vocab,
