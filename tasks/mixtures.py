@@ -28,6 +28,7 @@ import seqio
 
 from lmsi import inputs
 from lmsi import prompts
+from lmsi import taskspec
 from tasks import anli
 from tasks import arc
 from tasks import arithmetic
@@ -118,7 +119,7 @@ def registered(name: str, *, source: str = 'files',
     skipped = ''.join(f'\n  {d}: {why}' for d, why in SKIPPED.items())
     raise ValueError(f'{name!r} is not a registered task or mixture; did '
                      f'you mean one of {inputs.close_names(name)}? '
-                     f'benchmark tasks: {sorted(releases.SPECS)}'
+                     f'benchmark tasks: {sorted(taskspec.SPECS)}'
                      + (f'; skipped:{skipped}' if skipped else ''))
   return name
 

@@ -39,10 +39,8 @@ POOL_FIELDS = ('id', 'question')
 Row = dict[str, str]
 
 
-# Where stages 3-7 read a task's family and exemplars (`lmsi.taskspec`).
+# The spec a task module writes; stages 3-7 read it from `lmsi.taskspec`.
 Spec = taskspec.Spec
-SPECS = taskspec.SPECS
-spec = taskspec.spec
 
 
 def resolve_data_dir(data_dir: str | None, layout: str) -> str:
@@ -233,12 +231,12 @@ def add_benchmark(name: str, splits: Mapping[str, Callable[[], list[Row]]],
       name, sources.rows_source(splits, FIELDS), tokenize=False,
       postprocess_fn=postprocessor(benchmark_spec.family),
       metric_fns=[functools.partial(accuracy, family=benchmark_spec.family)])
-  SPECS[name] = benchmark_spec
+  taskspec.SPECS[name] = benchmark_spec
   pool = pool_name(name)
   sources.add_task(
       pool, sources.rows_source({'train': splits[pool_split]}, POOL_FIELDS),
       tokenize=False)
-  SPECS[pool] = dataclasses.replace(
+  taskspec.SPECS[pool] = dataclasses.replace(
       benchmark_spec, pool_of=(name, pool_split), note=pool_note)
   return name, pool
 

@@ -70,7 +70,7 @@ def test_official_row_counts(rows):
 def test_every_gold_answer_parses(rows):
   from tasks import releases  # pylint: disable=g-import-not-at-top
   for task, splits in rows.items():
-    family = releases.spec(task).family
+    family = taskspec.spec(task).family
     for split, split_rows in splits.items():
       bad = []
       for r in split_rows:
@@ -131,7 +131,7 @@ def test_anli_labels_and_pool_note(rows):
     assert row['answer'] == want[r['label']]
     assert row['question'] == prompts.nli_question(r['context'],
                                                    r['hypothesis'])
-  spec = releases.spec('lmsi_anli_r3_pool_v1')
+  spec = taskspec.spec('lmsi_anli_r3_pool_v1')
   assert spec.pool_of == ('lmsi_anli_r3_v1', 'validation')
   assert 'dev' in spec.note
   family, exemplars, notes = taskspec.task_settings('lmsi_anli_r3_pool_v1')
@@ -181,7 +181,7 @@ def test_exemplars_come_from_the_releases(rows):
   solutions = {r['question']: r['answer']
                for r in raw_rows('gsm8k', None, 'train')}
   for name, (task, split, num) in sources.items():
-    family = releases.spec(task).family
+    family = taskspec.spec(task).family
     gold = {r['question']: r['answer'] for r in rows[task][split]}
     exemplars = exemplars_lib.get(name)
     assert len(exemplars) == num

@@ -22,6 +22,7 @@ from lmsi import decoder
 from lmsi import files
 from lmsi import inputs
 from lmsi import records
+from lmsi import taskspec
 from lmsi import train
 from lmsi import vocab as vocab_lib
 from tests.conftest import REPO
@@ -117,7 +118,7 @@ def test_bad_release_file_field(tmp_path, raw, want):
       import seqio  # pylint: disable=g-import-not-at-top
       for name in (gsm8k.TASK, gsm8k.POOL):
         seqio.TaskRegistry.remove(name)
-        releases.SPECS.pop(name, None)
+        taskspec.SPECS.pop(name, None)
   text = _message(f'release field ({want})', e)
   assert text.startswith(f'{tmp_path}/gsm8k/test.jsonl:2: ')
   assert want in text
