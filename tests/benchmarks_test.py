@@ -141,7 +141,8 @@ def test_anli_labels_and_pool_note(rows):
   assert 'dev split' in notes['pool_note']  # copied into run manifests
 
 
-def test_pools_hold_no_gold():
+def test_pools_hold_no_gold(rows):  # rows: the tasks are registered
+  del rows
   pool = inputs.load_split('lmsi_arc_challenge_pool_v1', 'train')
   assert len(pool) == 1119 and set(pool[0]) == {'id', 'question'}
   assert sorted(inputs.member_tasks('lmsi_multitask_pool_v1')) == [
