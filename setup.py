@@ -25,6 +25,10 @@ setuptools.setup(
         'tensorflow-text==2.21.1',
         'gin-config==0.5.0',
         'absl-py==2.5.1',
+        # Files on local paths and gs:// (orbax uses it too).
+        'etils[epath]==1.15.0',
+        # Progress bars of sampling, evaluation and training.
+        'tqdm==4.70.1',
         'numpy==2.4.6',
         'matplotlib==3.11.2',
         # The trainer's loop: clu's metric writers (TensorBoard summaries via

@@ -23,8 +23,10 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from absl import logging
+from etils import epath
+
 from lmsi import answers as answers_lib
-from lmsi import files
 from lmsi import gin_flags
 from lmsi import inputs
 from lmsi import manifests
@@ -132,7 +134,7 @@ def aggregate(
   """
   path = os.path.join(output_dir, 'selfgen.jsonl')
   if records.is_complete(path):
-    print(f'aggregate: {path} is complete, skipping')
+    logging.info('aggregate: %s is complete, skipping', path)
     return path
   kept, counts = select_paths(
       shards.read_samples(samples_dir), no_vote=no_vote, seed=seed,
@@ -171,9 +173,9 @@ def aggregate(
 def _sampling_settings(samples_dir: str) -> dict[str, Any] | None:
   """The sampling config from `sample_manifest.json`, if sampling wrote one."""
   path = os.path.join(samples_dir, 'sample_manifest.json')
-  if not files.exists(path):
+  if not epath.Path(path).exists():
     return None
-  with files.open(path) as f:
+  with epath.Path(path).open() as f:
     return json.load(f).get('sampling')
 
 

@@ -8,12 +8,15 @@ answer cannot be parsed yield None and never vote.
 Only the rest of the line after the prefix is parsed (leading whitespace,
 a single newline and a colon are skipped first; a blank line ends it), so a
 few-shot continuation such as "\\n\\nQ: There are 15 trees ..." cannot leak
-a number into the answer.
+a number into the answer. A fraction parses as its value ("1/2" -> "0.5"),
+never as its numerator; one without a finite decimal ("1/3"), a zero
+denominator, a mixed number ("2 1/2") or a date ("3/4/2020") is unparseable.
 """
 
 from collections.abc import Sequence
 import decimal
 import enum
+import fractions
 import re
 
 ANSWER_PREFIX = 'The answer is'
@@ -32,6 +35,11 @@ _MINUS = '-−'  # ASCII hyphen-minus and U+2212.
 _NUMBER_RE = re.compile(
     rf'(?<![\w.])(?P<sign>[{_MINUS}])?\s?\$?\s?'
     r'(?P<digits>\d{1,3}(?:,\d{3})+(?:\.\d+)?(?!\d)|\d+(?:\.\d+)?|\.\d+)')
+# After the first number, "/ 2" makes it a fraction's numerator, another
+# "/ 7" after that a date, and " 1/2" makes it a mixed number's whole part.
+_FRACTION_RE = re.compile(r'\s*/\s*(?P<den>\d+(?:\.\d+)?)(?!\.?\d)')
+_SLASH_RE = re.compile(r'\s*/\s*\d')
+_MIXED_RE = re.compile(r'\s+\d+(?:\.\d+)?\s*/\s*\d')
 _PLAIN_NUMBER_RE = re.compile(r'[-+]?(?:\d+(?:\.\d*)?|\.\d+)')
 _LETTERS = 'ABCDE'
 _LETTER_RE = re.compile(
@@ -90,11 +98,45 @@ def _starts_with_words(text: str, prefix: str) -> bool:
   return bool(prefix) and (text == prefix or text.startswith(prefix + ' '))
 
 
+def _divide(numerator: str, denominator: str) -> str | None:
+  """numerator / denominator written as `normalize_number` writes numbers.
+
+  Returns None if the denominator is 0 or the quotient has no finite decimal
+  expansion (1/3): such a fraction is unparseable, never its numerator.
+  """
+  den = fractions.Fraction(denominator)
+  if not den:
+    return None
+  value = fractions.Fraction(numerator) / den
+  rest = value.denominator
+  for prime in (2, 5):
+    while rest % prime == 0:
+      rest //= prime
+  if rest != 1:
+    return None
+  places = 0
+  while (value * 10**places).denominator != 1:
+    places += 1
+  digits = decimal.Decimal((value * 10**places).numerator).scaleb(-places)
+  return normalize_number(format(digits, 'f'))
+
+
 def _parse_number(rest: str) -> str | None:
+  """The first number of `rest`; "1/2" as 0.5, "2 1/2" and "3/0" as None."""
   match = _NUMBER_RE.search(rest)
   if match is None:
     return None
-  return normalize_number((match['sign'] or '') + match['digits'])
+  number = normalize_number((match['sign'] or '') + match['digits'])
+  tail = rest[match.end():]
+  if _MIXED_RE.match(tail):
+    return None  # a mixed number: "2 1/2" is neither 2 nor 2.5 by rule
+  if (fraction := _FRACTION_RE.match(tail)) is not None:
+    if _SLASH_RE.match(tail[fraction.end():]):
+      return None  # a date such as "3/4/2020"
+    return _divide(number, fraction['den'])
+  if _SLASH_RE.match(tail):
+    return None  # "1/2.5.3": no single number
+  return number
 
 
 def _parse_letter(rest: str, options: Sequence[str] | None) -> str | None:

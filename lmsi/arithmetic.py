@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from lmsi import records
 from lmsi import vocab as vocab_lib
@@ -35,6 +35,31 @@ class Difficulty:
   max_start: int
   max_operand: int
   max_total: int
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DataConfig:
+  """The task's splits: their sizes, the EASY difficulty of the labeled
+  seed/seed_dev splits and the HARD one of unlabeled/test, how labeled
+  solutions reason (`style_weights`, see STYLES), and the exemplar count."""
+
+  split_sizes: Mapping[str, int]
+  seed_difficulty: Difficulty
+  hard_difficulty: Difficulty
+  style_weights: Sequence[tuple[str, float]] = (('plain', 1.0),)
+  num_exemplars: int | None = None
+
+  def difficulties(self) -> dict[str, Difficulty]:
+    return {'seed': self.seed_difficulty, 'seed_dev': self.seed_difficulty,
+            'unlabeled': self.hard_difficulty, 'test': self.hard_difficulty}
+
+  def manifest(self) -> dict:
+    """The settings as JSON values (for manifests)."""
+    return {'split_sizes': dict(self.split_sizes),
+            'seed_difficulty': dataclasses.asdict(self.seed_difficulty),
+            'hard_difficulty': dataclasses.asdict(self.hard_difficulty),
+            'style_weights': [list(w) for w in self.style_weights],
+            'num_exemplars': self.num_exemplars}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

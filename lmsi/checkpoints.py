@@ -11,17 +11,18 @@ import os
 from typing import Any
 
 import jax
+from etils import epath
 import orbax.checkpoint as ocp
 
 from lmsi import decoder as decoder_lib
-from lmsi import files
+from lmsi import records
 
 ITEMS = ('params', 'state')
 
 
 def _absolute(path: str) -> str:
   """An absolute local path; a URL (gs://...) as it is (orbax reads both)."""
-  return path if files.is_remote(path) else os.path.abspath(path)
+  return path if records.is_remote(path) else os.path.abspath(path)
 
 
 def manager(model_dir: str, max_to_keep: int = 2) -> ocp.CheckpointManager:
@@ -39,8 +40,8 @@ def save(mngr: ocp.CheckpointManager, step: int, params: Any,
   Raises:
     OSError: naming the checkpoint directory if it is full or unwritable.
   """
-  with files.naming_write_errors(os.path.join(str(mngr.directory),
-                                             str(step))):
+  with records.naming_write_errors(os.path.join(str(mngr.directory),
+                                               str(step))):
     mngr.save(step, args=ocp.args.Composite(
         params=ocp.args.StandardSave(params),
         state=ocp.args.StandardSave(state)), force=True)
@@ -83,10 +84,11 @@ def params_path(path: str) -> str:
   """
   path = _absolute(path)
   for cand in (path, os.path.join(path, 'checkpoints')):
-    if files.isdir(os.path.join(cand, 'params')):
+    if epath.Path(cand, 'params').is_dir():
       return os.path.join(cand, 'params')
-    if files.isdir(cand):
-      steps = sorted(int(d) for d in files.listdir(cand) if d.isdigit())
+    if epath.Path(cand).is_dir():
+      steps = sorted(int(d.name) for d in epath.Path(cand).iterdir()
+                     if d.name.isdigit())
       if steps:
         return os.path.join(cand, str(steps[-1]), 'params')
   raise FileNotFoundError(f'no finished orbax checkpoint under {path!r} '

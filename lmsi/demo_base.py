@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 from lmsi import arithmetic
 from lmsi import artifact
@@ -29,6 +29,7 @@ from lmsi import gin_flags
 from lmsi import inputs
 from lmsi import manifests
 from lmsi import prompts
+from lmsi import sampling
 from lmsi import taskspec
 from lmsi import train as train_lib
 from lmsi import vocab as vocab_lib
@@ -37,12 +38,8 @@ from lmsi import vocab_base
 SEED_FILE = 'seed.jsonl'
 
 
-def prepare_data(
-    data_dir: str, *, split_sizes: Mapping[str, int],
-    seed_difficulty: arithmetic.Difficulty,
-    hard_difficulty: arithmetic.Difficulty,
-    style_weights: Sequence[tuple[str, float]] = (('plain', 1.0),),
-    num_exemplars: int | None = None) -> tuple[str, vocab_base.Vocabulary]:
+def prepare_data(data_dir: str, data: arithmetic.DataConfig
+                 ) -> tuple[str, vocab_base.Vocabulary]:
   """Writes the splits (seed/seed_dev easy, unlabeled/test hard) and
   registers the arithmetic tasks over them (`import tasks.arithmetic`).
 
@@ -53,14 +50,12 @@ def prepare_data(
     LookupError: if no arithmetic task builder is registered.
   """
   register = taskspec.builder(taskspec.ARITHMETIC).register
-  exemplars = exemplars_lib.get('arithmetic', num_exemplars)
-  difficulties = {'seed': seed_difficulty, 'seed_dev': seed_difficulty,
-                  'unlabeled': hard_difficulty, 'test': hard_difficulty}
+  exemplars = exemplars_lib.get('arithmetic', data.num_exemplars)
   arithmetic.write_splits(
-      data_dir, dict(split_sizes), difficulties,
+      data_dir, dict(data.split_sizes), data.difficulties(),
       [prompts.render(f, '', exemplars) for f in prompts.Format],
-      style_weights=tuple(tuple(w) for w in style_weights))
-  register(data_dir, num_exemplars)
+      style_weights=tuple(tuple(w) for w in data.style_weights))
+  register(data_dir, data.num_exemplars)
   vocab_path = os.path.join(data_dir, arithmetic.VOCAB_FILE)
   return vocab_path, vocab_lib.load(vocab_path)
 
@@ -77,7 +72,8 @@ def train_base(
   seed_dev = inputs.load_split(arith.task, 'seed_dev')
   exemplars = exemplars_lib.get('arithmetic', num_exemplars)
   greedy = evaluate_lib.EvalConfig(
-      methods=('greedy_cot',), max_decode_steps=max_decode_steps, seed=seed)
+      methods=('greedy_cot',), sampling=sampling.SamplingConfig(
+          max_decode_steps=max_decode_steps, seed=seed))
 
   def dev_accuracy(params):
     return evaluate_lib.evaluate(
@@ -98,11 +94,7 @@ def build(
     artifact_dir: str,
     model_config: decoder_lib.DecoderConfig,
     seed: int = 0,
-    split_sizes: Mapping[str, int],
-    seed_difficulty: arithmetic.Difficulty,
-    hard_difficulty: arithmetic.Difficulty,
-    style_weights: Sequence[tuple[str, float]] = (('plain', 1.0),),
-    num_exemplars: int | None = None,
+    data: arithmetic.DataConfig,
     task_feature_lengths: Mapping[str, int],
     train: train_lib.TrainSettings,
     eval_period: int = 500,
@@ -115,10 +107,7 @@ def build(
   """
   t0 = time.monotonic()
   data_dir = os.path.join(output_dir, 'data')
-  vocab_path, vocab = prepare_data(
-      data_dir, split_sizes=split_sizes, seed_difficulty=seed_difficulty,
-      hard_difficulty=hard_difficulty, style_weights=style_weights,
-      num_exemplars=num_exemplars)
+  vocab_path, vocab = prepare_data(data_dir, data)
   vocab_lib.check_model_vocab(vocab, model_config.vocab_size, vocab_path)
   model_dir = os.path.join(output_dir, 'base')
   # Evaluations only record the curve: min_steps past the end never stops.
@@ -127,16 +116,13 @@ def build(
   result = train_base(
       model_dir, model_config=model_config, vocab=vocab, settings=train,
       plateau=record, task_feature_lengths=task_feature_lengths, seed=seed,
-      num_exemplars=num_exemplars, max_decode_steps=max_decode_steps)
+      num_exemplars=data.num_exemplars, max_decode_steps=max_decode_steps)
   params = checkpoints.restore_params(model_config, model_dir)
   manifest = manifests.stage_manifest(
       [os.path.join(data_dir, SEED_FILE), vocab_path],
-      seed=seed, split_sizes=dict(split_sizes),
-      seed_difficulty=dataclasses.asdict(seed_difficulty),
-      hard_difficulty=dataclasses.asdict(hard_difficulty),
-      style_weights=[list(w) for w in style_weights],
-      num_exemplars=num_exemplars,
-      task_feature_lengths=dict(task_feature_lengths), train=dataclasses.asdict(train),
+      seed=seed, **data.manifest(),
+      task_feature_lengths=dict(task_feature_lengths),
+      train=dataclasses.asdict(train),
       final_step=result.step, final_loss=result.loss,
       seed_dev_greedy_cot=result.evals,
       train_seconds=round(time.monotonic() - t0, 1))
@@ -162,8 +148,9 @@ def check_data(meta: dict, data_dir: str) -> None:
       raise ValueError(
           f'{os.path.join(data_dir, name)} (sha256 {got[:12]}) is not the '
           f'file the base artifact was trained on ({str(want.get(name))[:12]})'
-          ': the demo data settings (split_sizes, difficulties, '
-          'style_weights, num_exemplars) must match the base\'s '
+          ': the demo data settings (arithmetic.DataConfig: split_sizes, '
+          'difficulties, style_weights, num_exemplars) must match the '
+          'base\'s '
           '(gin/data/demo.gin)')
 
 

@@ -14,13 +14,14 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from lmsi import answer_match as answer_match_lib
 from lmsi import answers as answers_lib
 from lmsi import decoder as decoder_lib
 from lmsi import gin_flags
 from lmsi import manifests
 from lmsi import prompts
 from lmsi import records
-from lmsi import sampling
+from lmsi import sampling as sampling_lib
 from lmsi import stage
 from lmsi import taskspec
 from lmsi import vocab_base
@@ -32,17 +33,40 @@ METHODS = ('direct', 'greedy_cot', 'self_consistency')
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class EvalConfig:
-  """What evaluation runs. Paper: T 0.7 before LMSI, 1.2 after."""
+  """What evaluation runs. Paper: T 0.7 before LMSI, 1.2 after.
 
-  num_samples: int = 32
-  temperature: float = 0.7
-  top_k: int = 40
-  max_decode_steps: int = 256
+  `sampling` draws the self-consistency paths (m = its num_samples); greedy
+  CoT and direct prompting decode at temperature 0 with its seed, step limit
+  and stop strings (direct: `direct_decode_steps`).
+
+  `answer_match` names the answer rules (`answer_match.MODES`; one name may
+  be given as a string): the first extracts the vote and the main accuracy;
+  eval.json's `accuracy_by_match` has direct and greedy CoT under each.
+  """
+
+  sampling: sampling_lib.SamplingConfig = dataclasses.field(
+      default_factory=sampling_lib.SamplingConfig)
   direct_decode_steps: int = 32
   ks: tuple[int, ...] = DEFAULT_KS
-  seed: int = 0
   methods: tuple[str, ...] = METHODS
   batch_rows: int = 2048  # questions x samples per device batch
+  answer_match: tuple[str, ...] = (answer_match_lib.PAPER,)
+
+  def __post_init__(self):
+    object.__setattr__(self, 'answer_match',
+                       answer_match_lib.validate_modes(self.answer_match))
+
+  @property
+  def num_samples(self) -> int:
+    return self.sampling.num_samples
+
+  def greedy(self) -> sampling_lib.SamplingConfig:
+    """The temperature-0 single-path config of greedy CoT."""
+    return dataclasses.replace(self.sampling, num_samples=1, temperature=0.0)
+
+  def with_seed(self, seed: int) -> EvalConfig:
+    return dataclasses.replace(
+        self, sampling=dataclasses.replace(self.sampling, seed=seed))
 
 
 def evaluate(
@@ -61,8 +85,15 @@ def evaluate(
 
   Returns:
     {"accuracy": {"direct", "greedy_cot", "maj@k"...}, "calibration": [...],
-     "num_questions": N}; also written to `output_dir/eval.json`.
+     "num_questions": N, "answer_match": first mode, "accuracy_by_match":
+     {mode: {"direct", "greedy_cot"}}}; also written to
+     `output_dir/eval.json`.
+
+  Raises:
+    ValueError: if `config.answer_match` has an lm-eval mode and the answer
+      family is not "number".
   """
+  modes = answer_match_lib.validate_modes(config.answer_match, answer_family)
   out_path = output_dir and os.path.join(output_dir, 'eval.json')
   if out_path and records.is_complete(out_path):
     with open(out_path, encoding='utf-8') as f:
@@ -77,7 +108,7 @@ def evaluate(
     texts = [prompts.render(fmt, e['question'], exemplars) for e in examples]
     if fmt not in prefixes:  # the exemplar block, prefilled once per format
       tokens = stage.exemplar_prefix(vocab, exemplars, fmt)
-      prefixes[fmt] = tokens and sampling.prefix_for(model_config, params,
+      prefixes[fmt] = tokens and sampling_lib.prefix_for(model_config, params,
                                                      tokens)
     return stage.sample_prompts(
         model_config, params, texts, ids, cfg, vocab=vocab,
@@ -88,14 +119,19 @@ def evaluate(
   options = [prompts.options_of(e['question']) for e in examples]
 
   def parse(text, opts):
-    return answers_lib.extract_answer(text, answer_family, options=opts)
+    return answer_match_lib.extract(text, modes[0], answer_family,
+                                    options=opts)
 
   def correct(pred, g):
-    return answers_lib.answers_equal(pred, g, answer_family)
+    return answer_match_lib.is_correct(pred, g, modes[0], answer_family)
 
-  greedy = sampling.SamplingConfig(
-      num_samples=1, temperature=0.0, max_decode_steps=config.max_decode_steps,
-      seed=config.seed)
+  def golds(mode):  # lm-eval scores the task's own answer string
+    return gold if mode == answer_match_lib.PAPER else [
+        e['answer'] for e in examples]
+
+  vote_gold = golds(modes[0])
+
+  greedy = config.greedy()
   n = max(len(examples), 1)
   acc = {}
   direct = cot = [[('', 0.0)]] * len(examples)  # methods not run
@@ -103,31 +139,37 @@ def evaluate(
     direct = run(prompts.Format.DIRECT_FEWSHOT, dataclasses.replace(
         greedy, max_decode_steps=config.direct_decode_steps))
     acc['direct'] = sum(correct(parse(d[0][0], o), g)
-                        for d, o, g in zip(direct, options, gold)) / n
+                        for d, o, g in zip(direct, options, vote_gold)) / n
   if 'greedy_cot' in config.methods:
     cot = run(prompts.Format.COT_FEWSHOT, greedy)
     acc['greedy_cot'] = sum(correct(parse(c[0][0], o), g)
-                            for c, o, g in zip(cot, options, gold)) / n
-  result = {'accuracy': acc, 'num_questions': len(examples)}
+                            for c, o, g in zip(cot, options, vote_gold)) / n
+  by_match = {}
+  for mode in modes:
+    by_match[mode] = {
+        method: answer_match_lib.accuracy(
+            [p[0][0] for p in paths], golds(mode), mode, answer_family,
+            options)
+        for method, paths in (('direct', direct), ('greedy_cot', cot))
+        if method in config.methods}
+  result = {'accuracy': acc, 'num_questions': len(examples),
+            'answer_match': modes[0], 'accuracy_by_match': by_match}
   answers = [[] for _ in examples]
   sampled = [[] for _ in examples]
   if 'self_consistency' in config.methods:
-    sampled = run(prompts.Format.COT_FEWSHOT, sampling.SamplingConfig(
-        num_samples=config.num_samples, temperature=config.temperature,
-        top_k=config.top_k, max_decode_steps=config.max_decode_steps,
-        seed=config.seed))
+    sampled = run(prompts.Format.COT_FEWSHOT, config.sampling)
     answers = [[parse(t, o) for t, _ in paths]
                for paths, o in zip(sampled, options)]
     for k in config.ks:
       if k <= config.num_samples:
         acc[f'maj@{k}'] = sum(
             correct(voting.majority_at_k(a, k), g)
-            for a, g in zip(answers, gold)) / n
+            for a, g in zip(answers, vote_gold)) / n
   votes = [voting.majority_vote(a) for a in answers]
   if 'self_consistency' in config.methods:
     result['calibration'] = voting.calibration_bins(
         [v.share for v in votes],
-        [correct(v.answer, g) for v, g in zip(votes, gold)])
+        [correct(v.answer, g) for v, g in zip(votes, vote_gold)])
   if out_path:
     records.write_jsonl(os.path.join(output_dir, 'predictions.jsonl'), [
         _Prediction(id=i, gold=g, direct=d[0][0], greedy_cot=c[0][0],

@@ -35,12 +35,15 @@ import gin
 from gin import config_parser
 
 from lmsi import distributed
-from lmsi import files
 from lmsi import records
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _GIN_DOT = '--gin.'
 _SEARCH_PATHS: list[str] = []  # added to gin (its list outlives clear_config)
+# Where lmsi's own log records come from (the quiet filter keeps them).
+_OWN_CODE = tuple(os.path.join(_REPO, d, '') for d in ('lmsi', 'tasks',
+                                                      'launch'))
+_LOG_FORMAT = '%(levelname).1s%(asctime)s %(message)s'  # I0102 12:00:00 msg
 
 
 def _flag_values() -> flags.FlagValues:
@@ -225,8 +228,9 @@ def _warn_unused_macros(argv: Sequence[str],
     name = arg[len(_GIN_DOT):].partition('=')[0].strip()
     if arg.startswith(_GIN_DOT) and '.' not in name and name not in used:
       close = difflib.get_close_matches(name, sorted(used), n=3)
-      print(f'gin: warning: {arg} sets macro {name}, which no gin file uses'
-            + (f'; did you mean {close}?' if close else ''), file=sys.stderr)
+      absl_logging.warning(
+          'gin: warning: %s sets macro %s, which no gin file uses%s', arg,
+          name, f'; did you mean {close}?' if close else '')
 
 
 def parse(argv: Sequence[str]) -> None:
@@ -264,16 +268,35 @@ def resolve(value):
   return value
 
 
+def own_or_error(record: logging.LogRecord) -> bool:
+  """The quiet filter: passes lmsi's own records (logged from lmsi/, tasks/
+  or launch/) and any library's errors; drops the libraries' info and
+  warnings."""
+  return (record.levelno >= logging.ERROR
+          or record.pathname.startswith(_OWN_CODE))
+
+
 def quiet_libraries() -> None:
-  """Keeps a run's output to lmsi's progress lines and results: warnings
-  and info of the libraries below (TensorFlow's C++ log, absl logging of
-  orbax and seqio, JAX's backend probing, deprecation warnings) are hidden;
-  their errors stay visible. `LMSI_VERBOSE=1` keeps everything."""
+  """Sends absl logging (lmsi's status lines, INFO and up) to stderr and
+  keeps a run's output to them, the progress bars and the results.
+
+  Info and warnings of the libraries below (TensorFlow's C++ log, absl
+  logging of orbax and seqio, JAX's backend probing, deprecation warnings)
+  are hidden; their errors stay visible. `LMSI_VERBOSE=1` keeps everything,
+  in absl's full format.
+  """
+  if not flags.FLAGS.is_parsed():  # No absl flags of its own: the defaults,
+    flags.FLAGS.mark_as_parsed()  # and no "logging before flag parsing".
+  absl_logging.use_absl_handler()
+  absl_logging.set_verbosity(absl_logging.INFO)
   if os.environ.get('LMSI_VERBOSE'):
     return
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')  # before TF loads
-  absl_logging.set_verbosity(absl_logging.ERROR)
-  for name in ('absl', 'jax._src.xla_bridge', 'orbax', 'tensorflow'):
+  handler = absl_logging.get_absl_handler()
+  handler.setFormatter(logging.Formatter(_LOG_FORMAT, '%m%d %H:%M:%S'))
+  if own_or_error not in handler.filters:
+    handler.addFilter(own_or_error)
+  for name in ('jax._src.xla_bridge', 'orbax', 'tensorflow'):
     logging.getLogger(name).setLevel(logging.ERROR)
   warnings.filterwarnings('ignore', category=DeprecationWarning)
   warnings.filterwarnings('ignore', category=FutureWarning)
@@ -293,7 +316,7 @@ def main(module: str, function: str, *, output_dir_arg: str,
   configured = gin.get_configurable(fn)
   output_dir = resolve(
       gin.query_parameter(f'{module}.{function}.{output_dir_arg}'))
-  files.makedirs(output_dir)
+  records.makedirs(output_dir)
   path = os.path.join(output_dir, 'config.gin')
   primary = distributed.process_index() == 0
   if primary:

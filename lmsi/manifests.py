@@ -17,9 +17,10 @@ import subprocess
 from collections.abc import Sequence
 from typing import Any
 
+from etils import epath
 import gin
 
-from lmsi import files
+from lmsi import records
 
 _CHUNK = 1 << 20
 
@@ -27,7 +28,7 @@ _CHUNK = 1 << 20
 def file_sha256(path: str) -> str:
   """The sha256 (hex) of a file's bytes, read in 1 MiB chunks."""
   digest = hashlib.sha256()
-  with files.open(path, 'rb') as f:
+  with epath.Path(path).open('rb') as f:
     while chunk := f.read(_CHUNK):
       digest.update(chunk)
   return digest.hexdigest()
@@ -36,10 +37,10 @@ def file_sha256(path: str) -> str:
 def tree_sha256(path: str) -> str:
   """The sha256 (hex) of a directory's sorted "relative/name size" lines."""
   lines = []
-  for root, _, names in files.walk(path):
+  for root, _, names in epath.Path(path).walk():
     for name in names:
       full = os.path.join(root, name)
-      lines.append(f'{os.path.relpath(full, path)} {files.size(full)}\n')
+      lines.append(f'{os.path.relpath(full, path)} {records.size(full)}\n')
   return hashlib.sha256(''.join(sorted(lines)).encode('utf-8')).hexdigest()
 
 
@@ -49,13 +50,13 @@ def describe_input(path: str) -> dict[str, Any]:
   Raises:
     FileNotFoundError: if `path` does not exist.
   """
-  where = path if files.is_remote(path) else os.path.abspath(path)
-  if files.isdir(path):
+  where = path if records.is_remote(path) else os.path.abspath(path)
+  if epath.Path(path).is_dir():
     return {'path': where, 'kind': 'directory', 'sha256': tree_sha256(path)}
-  if not files.exists(path):
+  if not epath.Path(path).exists():
     raise FileNotFoundError(f'manifest input {path} does not exist')
-  return {'path': where, 'kind': 'file', 'bytes': files.size(path),
-          'sha256': file_sha256(path)}
+  return {'path': where, 'kind': 'file',
+          'bytes': records.size(path), 'sha256': file_sha256(path)}
 
 
 def git_revision() -> str:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from lmsi import aggregate as aggregate_lib
@@ -43,25 +43,17 @@ from lmsi import train as train_lib
 from lmsi import vocab as vocab_lib
 
 
-# The budget type of every fit (kept here too for gin files and callers).
-TrainSettings = train_lib.TrainSettings
-
-
 def run_pipeline(
     *,
     output_dir: str,
     model_config: decoder_lib.DecoderConfig,
     seed: int = 0,
-    split_sizes: Mapping[str, int],
-    seed_difficulty: arithmetic.Difficulty,
-    hard_difficulty: arithmetic.Difficulty,
-    style_weights: Sequence[tuple[str, float]] = (('plain', 1.0),),
-    num_exemplars: int | None = None,
+    data: arithmetic.DataConfig,
     task_feature_lengths: Mapping[str, int],
     base_artifact: str | None = None,
-    base_train: TrainSettings | None = None,
+    base_train: train_lib.TrainSettings | None = None,
     base_plateau: train_lib.Plateau | None = None,
-    finetune: TrainSettings,
+    finetune: train_lib.TrainSettings,
     sampling_config: sampling.SamplingConfig,
     eval_before: evaluate_lib.EvalConfig,
     eval_after: evaluate_lib.EvalConfig,
@@ -89,15 +81,12 @@ def run_pipeline(
   timings: dict[str, float] = {}
   os.makedirs(output_dir, exist_ok=True)
   d = lambda *p: os.path.join(output_dir, *p)
-  exemplars = exemplars_lib.get('arithmetic', num_exemplars)
+  exemplars = exemplars_lib.get('arithmetic', data.num_exemplars)
   base_meta = None
   if base_artifact:
     base_meta = artifact.verify(base_artifact)
     model_config = decoder_lib.DecoderConfig(**base_meta['model_config'])
-  vocab_path, vocab = demo_base.prepare_data(
-      d('data'), split_sizes=split_sizes, seed_difficulty=seed_difficulty,
-      hard_difficulty=hard_difficulty, style_weights=style_weights,
-      num_exemplars=num_exemplars)
+  vocab_path, vocab = demo_base.prepare_data(d('data'), data)
   vocab_lib.check_model_vocab(vocab, model_config.vocab_size, vocab_path)
   test = inputs.load_split(arith.task, 'test')
   unlabeled = taskspec.load_questions(arith.task, 'unlabeled')
@@ -115,11 +104,12 @@ def run_pipeline(
     t0 = time.monotonic()
     out = evaluate_lib.evaluate(
         model_config=model_config, params=params, examples=test,
-        exemplars=exemplars, config=dataclasses.replace(config, seed=seed),
+        exemplars=exemplars, config=config.with_seed(seed),
         vocab=vocab,
         output_dir=d(name, 'eval'), desc=f'eval {name}')
     timings[f'eval {name}'] = time.monotonic() - t0
     return {'accuracy': out['accuracy'], 'calibration': out['calibration'],
+            'num_questions': out['num_questions'],
             'styles': styles.eval_styles(
                 d(name, 'eval', 'predictions.jsonl'), arithmetic.style_of)}
 
@@ -142,8 +132,8 @@ def run_pipeline(
         base_ckpt, model_config=model_config, vocab=vocab,
         settings=base_train, plateau=base_plateau,
         task_feature_lengths=task_feature_lengths, seed=seed,
-        num_exemplars=num_exemplars,
-        max_decode_steps=eval_before.max_decode_steps)
+        num_exemplars=data.num_exemplars,
+        max_decode_steps=eval_before.sampling.max_decode_steps)
     timings['train base'] = time.monotonic() - t0
     base = checkpoints.restore_params(model_config, base_ckpt)
   metrics: dict[str, Any] = {'rounds': [
@@ -193,12 +183,11 @@ def run_pipeline(
   records.write_json(d('manifest.json'), {
       'git_revision': manifests.git_revision(),
       'data_dir': os.path.abspath(d('data')),
-      'split_sizes': dict(split_sizes),
+      'data': data.manifest(),
       'base_checkpoint': os.path.abspath(base_ckpt),
       'base_artifact': base_artifact and {
           'path': os.path.abspath(base_artifact),
           'sha256': base_meta['sha256']},
-      'style_weights': [list(w) for w in style_weights],
       'num_rounds': num_rounds, 'seed': seed,
       'choices': {'mix_seed_data': mix_seed_data,
                   'min_vote_share': min_vote_share,

@@ -19,6 +19,8 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from absl import logging
+
 from lmsi import artifact as artifact_lib
 from lmsi import decoder as decoder_lib
 from lmsi import evaluate
@@ -176,8 +178,10 @@ def probe(*, model_config: decoder_lib.DecoderConfig, params: Any,
             **gap(acc, m, threshold, len(examples)),
             'threshold_points': threshold,
             'calibration': out['calibration'],
-            'temperature': config.temperature, 'top_k': config.top_k,
-            'max_decode_steps': config.max_decode_steps, 'seed': config.seed,
+            'temperature': config.sampling.temperature,
+            'top_k': config.sampling.top_k,
+            'max_decode_steps': config.sampling.max_decode_steps,
+            'seed': config.sampling.seed,
             'seconds': round(time.time() - started, 2)}
   if output_dir:
     write_plot(result, os.path.join(output_dir, 'probe.png'))
@@ -273,8 +277,8 @@ def probe_task(*, checkpoint_path: str, task_name: str, output_dir: str,
                  threshold=gap_threshold, output_dir=output_dir,
                  started=started)
   print(format_markdown(result))
-  print(f'probe: wrote {output_dir}/probe.{{json,md,png}} in '
-        f'{result["seconds"]:.1f} s')
+  logging.info('probe: wrote %s/probe.{json,md,png} in %.1f s', output_dir,
+               result['seconds'])
   return result
 
 

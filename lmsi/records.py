@@ -3,27 +3,111 @@
 Each stage writes `name.jsonl` through a temp file and a rename, then an empty
 `name.jsonl.COMPLETED` marker; a restarted stage skips files with a marker and
 redoes the rest. Readers name the file, line and field of any bad record.
-Paths may be local or `gs://...` (`lmsi.files`); on GCS the rename is a copy
-and a delete, and the marker, written last, is what makes a file count.
+Paths may be local or `gs://...`: files go through `etils.epath` (its local
+backend for local paths, so local runs never import TensorFlow; tf.io.gfile
+or fsspec for URLs). On GCS the rename is a copy and a delete, and the
+marker, written last, is what makes a file count. What epath does not do is
+here: fsync before the rename (`sync`), and restating a full disk or an
+unwritable directory to name the path and the fix (`write_error`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import functools
 import hashlib
 import json
 import os
+import re
 import types
 import typing
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any, TypeVar
 
-from lmsi import files
+from etils import epath
 
 T = TypeVar('T')
 MARKER = '.COMPLETED'
+_SCHEME = re.compile(r'^[a-zA-Z][a-zA-Z0-9+.-]*://')
+# Write errors that no retry fixes: the run must stop and say where and why.
+_WRITE_ERRORS = {errno.ENOSPC: 'disk full', errno.EDQUOT: 'disk quota exceeded',
+                 errno.EACCES: 'permission denied',
+                 errno.EPERM: 'operation not permitted',
+                 errno.EROFS: 'read-only file system'}
+
+
+def is_remote(path: str) -> bool:
+  """True for a URL such as `gs://b/x`, False for a local path."""
+  return bool(_SCHEME.match(path))
+
+
+def size(path: str) -> int:
+  """The size of file `path` in bytes.
+
+  `os.path.getsize` for a local path: epath's local `stat()` also looks up
+  the owner's user name, which fails for a uid with no passwd entry (a
+  container run as `--user`, an NFS mount).
+  """
+  if is_remote(path):
+    return epath.Path(path).stat().length
+  return os.path.getsize(path)
+
+
+def write_error(e: OSError, path: str) -> OSError:
+  """`e` restated to name `path` and its directory, if the disk is full or
+  the directory is not writable.
+
+  Returns:
+    A new OSError (same errno, so still e.g. a PermissionError) for the
+    errors in `_WRITE_ERRORS`; `e` itself for any other.
+  """
+  if e.errno not in _WRITE_ERRORS:
+    return e
+  fix = ('free space' if e.errno in (errno.ENOSPC, errno.EDQUOT)
+         else 'make it writable')
+  return OSError(e.errno, f'cannot write {path}: {_WRITE_ERRORS[e.errno]} '
+                 f'(in {os.path.dirname(path) or "."}); {fix} or choose '
+                 'another output directory; files already there are intact')
+
+
+@contextlib.contextmanager
+def naming_write_errors(path: str) -> Iterator[None]:
+  """Re-raises a full-disk or unwritable-directory OSError raised in the
+  block as `write_error(e, path)`; any other error passes unchanged."""
+  try:
+    yield
+  except OSError as e:
+    err = write_error(e, path)
+    if err is e:
+      raise
+    raise err from e
+
+
+def makedirs(path: str) -> None:
+  """Creates directory `path` and its parents; an existing one is fine.
+
+  Raises:
+    OSError: naming `path` if it cannot be created (see `write_error`).
+  """
+  with naming_write_errors(path.rstrip('/')):
+    epath.Path(path).mkdir(parents=True, exist_ok=True)
+
+
+def sync(f: IO) -> None:
+  """Flushes `f` to stable storage before a rename commits it.
+
+  A remote object is committed when it is closed, so only local files (those
+  with a file descriptor) are fsync'd.
+  """
+  f.flush()
+  try:
+    fd = f.fileno()
+  except (AttributeError, OSError, ValueError):  # GFile has no descriptor.
+    return
+  os.fsync(fd)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -125,9 +209,9 @@ def from_json(cls: type[T], line: str, where: str) -> T:
 
 def _marker(path: str) -> dict | None:
   """The marker's {records, bytes, sha256}; {} for an empty legacy marker."""
-  if not files.exists(path + MARKER):
+  if not epath.Path(path + MARKER).exists():
     return None
-  with files.open(path + MARKER) as f:
+  with epath.Path(path + MARKER).open() as f:
     text = f.read()
   try:
     return json.loads(text) if text.strip() else {}
@@ -142,9 +226,9 @@ def is_complete(path: str) -> bool:
   marker, counts as unfinished, so the stage that writes it redoes it.
   """
   marker = _marker(path)
-  if marker is None or not files.exists(path):
+  if marker is None or not epath.Path(path).exists():
     return False
-  return 'bytes' not in marker or files.size(path) == marker['bytes']
+  return 'bytes' not in marker or size(path) == marker['bytes']
 
 
 def write_atomic(path: str, write: Callable[[IO], None],
@@ -160,16 +244,17 @@ def write_atomic(path: str, write: Callable[[IO], None],
       keeps its old content and no temp file is left.
   """
   tmp = f'{path}.tmp-{uuid.uuid4().hex[:12]}'
-  with files.naming_write_errors(path):
+  with naming_write_errors(path):
     try:
-      files.makedirs(os.path.dirname(path) or '.')
-      with files.open(tmp, 'wb' if binary else 'w') as f:
+      epath.Path(os.path.dirname(path) or '.').mkdir(parents=True,
+                                                     exist_ok=True)
+      with epath.Path(tmp).open('wb' if binary else 'w') as f:
         write(f)
-        files.sync(f)
-      files.rename(tmp, path)
+        sync(f)
+      epath.Path(tmp).replace(path)  # os.replace locally; GCS: copy, delete
     except OSError:
       try:
-        files.remove(tmp)
+        epath.Path(tmp).unlink()
       except OSError:
         pass  # never created, or the directory refuses even that
       raise
@@ -187,7 +272,7 @@ def write_jsonl(path: str, records: Iterable[Any]) -> int:
     The number of records written.
   """
   if is_complete(path):
-    files.remove(path + MARKER)  # Rewriting: invalidate first.
+    epath.Path(path + MARKER).unlink()  # Rewriting: invalidate first.
   lines = [to_json(r) for r in records]
   text = ''.join(line + '\n' for line in lines)
   write_text_atomic(path, text)
@@ -210,7 +295,7 @@ def read_jsonl(path: str, cls: type[T], *, require_marker: bool = True
   if marker is None:
     raise FileNotFoundError(f'{path} has no {MARKER} marker: the stage that '
                             'writes it did not finish')
-  with files.open(path, 'rb') as f:
+  with epath.Path(path).open('rb') as f:
     data = f.read()
   if marker.get('sha256') not in (None, hashlib.sha256(data).hexdigest()):
     raise ValueError(
@@ -236,9 +321,9 @@ def read_jsonl_dicts(path: str) -> Iterator[dict]:
     FileNotFoundError: if `path` does not exist.
     ValueError: for a malformed line or a line that is not an object.
   """
-  if not files.exists(path):
+  if not epath.Path(path).exists():
     raise FileNotFoundError(f'data file {path} does not exist')
-  with files.open(path) as f:
+  with epath.Path(path).open() as f:
     for n, line in enumerate(f, 1):
       if line.strip():
         yield _parse_object(line, f'{path}:{n}')

@@ -17,6 +17,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from absl import logging
 import jax
 
 from lmsi import answers as answers_lib
@@ -78,7 +79,7 @@ def sample(
   index = shard_index * procs + proc
   path = shards_lib.shard_path(output_dir, index, total)
   if records.is_complete(path):
-    print(f'sample: {path} is complete, skipping')
+    logging.info('sample: %s is complete, skipping', path)
     return path
   render = lambda q: prompts.render(prompts.Format.COT_FEWSHOT, q.question,
                                     exemplars)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 
-from lmsi import files
+from etils import epath
+
 from lmsi import records
 
 SHARDS = 'samples-*-of-*.jsonl'
@@ -29,7 +30,7 @@ def shard_paths(samples_dir: str) -> list[str]:
     FileNotFoundError: if there are no shards or one is missing.
     ValueError: if shards of different shardings are mixed.
   """
-  paths = files.glob(os.path.join(samples_dir, SHARDS))
+  paths = sorted(str(p) for p in epath.Path(samples_dir).glob(SHARDS))
   if not paths:
     raise FileNotFoundError(f'no samples-*.jsonl shards in {samples_dir}')
   totals = {int(p.rsplit('-of-', 1)[1].split('.')[0]) for p in paths}

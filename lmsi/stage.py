@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import tqdm
+
 from lmsi import checkpoints
 from lmsi import decoder as decoder_lib
-from lmsi import progress as progress_lib
 from lmsi import prompts
 from lmsi import sampling
 from lmsi import vocab as vocab_lib
@@ -83,27 +85,29 @@ def sample_prompts(
     extends = (prefix is not None and len(ids_i) > len(prefix.tokens) and
                tuple(ids_i[:len(prefix.tokens)]) == prefix.tokens)
     (with_prefix if extends else whole).append(i)
-  prog = progress_lib.Progress(desc, len(prompt_texts), 'questions')
   m = config.num_samples
   chunk = early_stop_chunk if early_stop_chunk and answer_of else m
-  for group, group_prefix in ((with_prefix, prefix), (whole, None)):
-    for start in range(0, len(group), batch_questions):
-      open_ = group[start:start + batch_questions]
-      for first in range(0, m, chunk):
-        if not open_:
-          break
-        gen = sampling.generate(
-            model_config, params, vocab, [prompt_texts[i] for i in open_],
-            [ids[i] for i in open_],
-            dataclasses.replace(config, num_samples=min(chunk, m - first)),
-            prefix=group_prefix, mesh=mesh, first_sample=first,
-            pad_to=pad_to)
-        for i, texts, logprobs in zip(open_, gen.texts, gen.logprobs):
-          out[i].extend((t, float(lp)) for t, lp in zip(texts, logprobs))
-        if chunk < m:
-          open_ = [i for i in open_ if not decided(
-              [answer_of(i, t) for t, _ in out[i]], m)]
-      prog.update(len(group[start:start + batch_questions]))
+  # A progress line every 10 s at most (a log, not a flood, when piped).
+  with tqdm.tqdm(total=len(prompt_texts), desc=desc, unit='questions',
+                 file=sys.stderr, mininterval=10.0) as bar:
+    for group, group_prefix in ((with_prefix, prefix), (whole, None)):
+      for start in range(0, len(group), batch_questions):
+        open_ = group[start:start + batch_questions]
+        for first in range(0, m, chunk):
+          if not open_:
+            break
+          gen = sampling.generate(
+              model_config, params, vocab, [prompt_texts[i] for i in open_],
+              [ids[i] for i in open_],
+              dataclasses.replace(config, num_samples=min(chunk, m - first)),
+              prefix=group_prefix, mesh=mesh, first_sample=first,
+              pad_to=pad_to)
+          for i, texts, logprobs in zip(open_, gen.texts, gen.logprobs):
+            out[i].extend((t, float(lp)) for t, lp in zip(texts, logprobs))
+          if chunk < m:
+            open_ = [i for i in open_ if not decided(
+                [answer_of(i, t) for t, _ in out[i]], m)]
+        bar.update(len(group[start:start + batch_questions]))
   return out
 
 

@@ -20,12 +20,13 @@ import os
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from absl import logging
+from etils import epath
 import jax
 from flax import linen as nn
 
 from lmsi import checkpoints
 from lmsi import decoder as decoder_lib
-from lmsi import files
 from lmsi import inputs as inputs_lib
 from lmsi import manifests
 from lmsi import records
@@ -116,7 +117,7 @@ def train(
     OSError: naming MODEL_DIR if it is full or not writable (raised at the
       start, when `train_manifest.json` is written).
   """
-  files.makedirs(model_dir)
+  records.makedirs(model_dir)
   done = _finished(model_dir, train_steps)
   if done is not None:
     return done
@@ -193,13 +194,14 @@ def _done_path(model_dir: str) -> str:
 def _finished(model_dir: str, train_steps: int) -> TrainResult | None:
   """The result of a run to `train_steps` that finished (maybe stopped
   early) in MODEL_DIR before, or None."""
-  if not files.exists(_done_path(model_dir)):
+  if not epath.Path(_done_path(model_dir)).exists():
     return None
-  with files.open(_done_path(model_dir)) as f:
+  with epath.Path(_done_path(model_dir)).open() as f:
     done = json.load(f)
   if done['train_steps'] != train_steps:
     return None
-  print(f'train: {model_dir} finished at step {done["step"]}, skipping')
+  logging.info('train: %s finished at step %d, skipping', model_dir,
+               done['step'])
   return TrainResult(step=done['step'], loss=done['loss'],
                      stopped_early=done['stopped_early'], evals=done['evals'])
 

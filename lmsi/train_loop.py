@@ -2,8 +2,9 @@
 
 Metrics go to `MODEL_DIR/metrics.jsonl` and to a `clu` metric writer (the
 trainer's writes TensorBoard summaries); `clu.periodic_actions.ReportProgress`
-adds steps/sec to it. Checkpoints are saved every `checkpoint_period` steps,
-at each eval and at the end, never of NaN/Inf parameters.
+adds steps/sec to it, and a `tqdm` bar shows steps, rate, ETA and loss.
+Checkpoints are saved every `checkpoint_period` steps, at each eval and at
+the end, never of NaN/Inf parameters.
 """
 
 from __future__ import annotations
@@ -12,17 +13,19 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from absl import logging
+from etils import epath
 import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
+import tqdm
 
 from lmsi import checkpoints
-from lmsi import files
-from lmsi import progress as progress_lib
 from lmsi import records
 from lmsi import train_state as state_lib
 from lmsi import train_step as step_lib
@@ -104,8 +107,9 @@ def run(state: state_lib.TrainState, *,
   metrics_path = os.path.join(model_dir, state_lib.METRICS_FILE)
   evals_path = os.path.join(model_dir, state_lib.EVALS_FILE)
   name = os.path.join(*os.path.normpath(model_dir).split(os.sep)[-2:])
-  prog = progress_lib.Progress(f'train {name}', train_steps, 'steps',
-                               start=state.step)
+  # A progress line every 10 s at most (a log, not a flood, when piped).
+  bar = tqdm.tqdm(total=train_steps, initial=state.step, desc=f'train {name}',
+                  unit='steps', file=sys.stderr, mininterval=10.0)
   report = periodic_actions.ReportProgress(
       num_train_steps=train_steps, writer=writer, every_steps=log_period,
       every_secs=None)
@@ -113,41 +117,43 @@ def run(state: state_lib.TrainState, *,
   evals = list(state.evals)
   del state  # its arrays are donated by the first step
   loss_val, t_log, stopped = float('nan'), time.monotonic(), False
-  while step < train_steps:
-    batch = jax.device_put(next(batches), batch_sharding)
-    params, opt_state, loss = train_step(params, opt_state, batch)
-    step += 1
-    report(step)
-    prog.update(1, f'loss {float(loss):.3f}' if step % log_period == 0
-                else '')
-    if step % log_period == 0 or step == train_steps:
-      loss_val = float(loss)
-      if not math.isfinite(loss_val):
-        raise _not_finite(f'loss is {loss_val}', step, model_dir, mngr)
-      now = time.monotonic()
-      line = {'step': step, 'loss': loss_val,
-              'steps_per_s': log_period / max(now - t_log, 1e-9)}
-      t_log = now
-      _append_line(metrics_path, json.dumps(line))
-      writer.write_scalars(step, {'loss': loss_val})
-    at_eval = plateau is not None and step % plateau.eval_period == 0
-    at_save = step % checkpoint_period == 0 or step == train_steps
-    if (at_eval or at_save) and not bool(jax.device_get(_all_finite(params))):
-      # Never evaluate or checkpoint NaN/Inf weights (cheap next to a save).
-      raise _not_finite('parameters are not finite', step, model_dir, mngr)
-    if at_eval:
-      metric = float(eval_fn(params))
-      evals.append({'step': step, 'metric': metric})
-      records.write_json(evals_path, evals)
-      writer.write_scalars(step, {'eval_metric': metric})
-      print(f'train: step {step} eval {metric:.4f}')
-      stopped = plateaued(evals, plateau)
-    if at_eval or at_save or stopped:
-      checkpoints.save(mngr, step, params,
-                       {'opt_state': opt_state, 'step': jnp.int32(step)})
-    if stopped:
-      print(f'train: held-out metric plateaued at step {step}')
-      break
+  with bar:
+    while step < train_steps:
+      batch = jax.device_put(next(batches), batch_sharding)
+      params, opt_state, loss = train_step(params, opt_state, batch)
+      step += 1
+      report(step)
+      if step % log_period == 0 or step == train_steps:
+        loss_val = float(loss)
+        bar.set_postfix_str(f'loss {loss_val:.3f}', refresh=False)
+        if not math.isfinite(loss_val):
+          raise _not_finite(f'loss is {loss_val}', step, model_dir, mngr)
+        now = time.monotonic()
+        line = {'step': step, 'loss': loss_val,
+                'steps_per_s': log_period / max(now - t_log, 1e-9)}
+        t_log = now
+        _append_line(metrics_path, json.dumps(line))
+        writer.write_scalars(step, {'loss': loss_val})
+      bar.update(1)
+      at_eval = plateau is not None and step % plateau.eval_period == 0
+      at_save = step % checkpoint_period == 0 or step == train_steps
+      if (at_eval or at_save) and not bool(
+          jax.device_get(_all_finite(params))):
+        # Never evaluate or checkpoint NaN/Inf weights (cheap next to a save).
+        raise _not_finite('parameters are not finite', step, model_dir, mngr)
+      if at_eval:
+        metric = float(eval_fn(params))
+        evals.append({'step': step, 'metric': metric})
+        records.write_json(evals_path, evals)
+        writer.write_scalars(step, {'eval_metric': metric})
+        logging.info('train: step %d eval %.4f', step, metric)
+        stopped = plateaued(evals, plateau)
+      if at_eval or at_save or stopped:
+        checkpoints.save(mngr, step, params,
+                         {'opt_state': opt_state, 'step': jnp.int32(step)})
+      if stopped:
+        logging.info('train: held-out metric plateaued at step %d', step)
+        break
   writer.flush()
   return LoopResult(
       state=state_lib.TrainState(params=params, opt_state=opt_state,
@@ -173,12 +179,12 @@ def _not_finite(what: str, step: int, model_dir: str,
 
 def _append_line(path: str, line: str) -> None:
   """Appends a line; on GCS (no appends) rewrites the small file instead."""
-  if not files.is_remote(path):
-    with files.open(path, 'a') as f:
+  if not records.is_remote(path):
+    with epath.Path(path).open('a') as f:
       f.write(line + '\n')
     return
   old = ''
-  if files.exists(path):
-    with files.open(path) as f:
+  if epath.Path(path).exists():
+    with epath.Path(path).open() as f:
       old = f.read()
   records.write_text_atomic(path, old + line + '\n')

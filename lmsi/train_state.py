@@ -12,6 +12,8 @@ import json
 import os
 from typing import Any
 
+from absl import logging
+from etils import epath
 import jax
 import jax.numpy as jnp
 import optax
@@ -20,7 +22,6 @@ from flax import linen as nn
 
 from lmsi import checkpoints
 from lmsi import decoder as decoder_lib
-from lmsi import files
 from lmsi import records
 from lmsi import sharding
 
@@ -91,18 +92,18 @@ def init_or_restore(*, model_config: decoder_lib.DecoderConfig,
   _rewrite_metrics(os.path.join(model_dir, METRICS_FILE), step)
   evals_path = os.path.join(model_dir, EVALS_FILE)
   evals = []
-  if files.exists(evals_path):
-    with files.open(evals_path) as f:
+  if epath.Path(evals_path).exists():
+    with epath.Path(evals_path).open() as f:
       evals = [e for e in json.load(f) if e['step'] <= step]
-  print(f'train: resumed {model_dir} at step {step}')
+  logging.info('train: resumed %s at step %d', model_dir, step)
   return TrainState(params=params, opt_state=state['opt_state'], step=step,
                     evals=evals, resumed=True)
 
 
 def _rewrite_metrics(path: str, upto_step: int) -> None:
   """Drops metric lines past the restored step (a resumed run rewrites them)."""
-  if not files.exists(path):
+  if not epath.Path(path).exists():
     return
-  with files.open(path) as f:
+  with epath.Path(path).open() as f:
     keep = [l for l in f if l.strip() and json.loads(l)['step'] <= upto_step]
   records.write_text_atomic(path, ''.join(keep))

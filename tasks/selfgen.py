@@ -13,6 +13,8 @@ from __future__ import annotations
 import collections
 from collections.abc import Sequence
 
+from absl import logging
+
 from lmsi import prompts
 from lmsi import records
 from lmsi import taskspec
@@ -50,7 +52,8 @@ def register(selfgen_path: str, dataset: str, round_: int, *,
   for fmt in prompts.Format:
     rows = by_format[fmt.value]
     if not rows:  # an empty task would end the mixture
-      print(f'selfgen: no {fmt.value} examples in {selfgen_path}')
+      logging.warning('selfgen: no %s examples in %s', fmt.value,
+                      selfgen_path)
       continue
     name = task_name(dataset, round_, fmt) + suffix
     sources.add_task(

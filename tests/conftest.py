@@ -67,3 +67,43 @@ def trained_tiny(tiny_cfg, tmp_path_factory):
               checkpoint_period=120)
   params = checkpoints.restore_params(tiny_cfg, str(root / 'model'))
   return root, params
+
+
+class _RamGfile:
+  """tf.io.gfile with `gs://` paths moved onto its in-memory `ram://`."""
+
+  def __init__(self, gfile):
+    self._gfile = gfile
+
+  def __getattr__(self, name):
+    fn = getattr(self._gfile, name)
+
+    def call(*args, **kwargs):
+      args = [a.replace('gs://', 'ram://', 1) if isinstance(a, str) else a
+              for a in args]
+      out = fn(*args, **kwargs)
+      if name == 'glob':
+        return [p.replace('ram://', 'gs://', 1) for p in out]
+      if name == 'walk':
+        return ((r.replace('ram://', 'gs://', 1), d, f) for r, d, f in out)
+      return out
+    return call
+
+
+@pytest.fixture
+def memory_gcs(monkeypatch):
+  """A fresh `gs://` root that epath serves, through its TensorFlow backend
+  (the one a TPU run uses), from tf.io.gfile's in-memory `ram://`
+  filesystem: the URL code path without a network."""
+  import uuid  # pylint: disable=g-import-not-at-top
+  from etils.epath import backend  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  class _RamBackend(backend._TfBackend):  # pylint: disable=protected-access
+
+    @property
+    def gfile(self):
+      return _RamGfile(tf.io.gfile)
+
+  monkeypatch.setattr(backend, 'tf_backend', _RamBackend())
+  return f'gs://lmsi-test-{uuid.uuid4().hex}'

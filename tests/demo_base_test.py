@@ -1,6 +1,7 @@
 """The demo's pretrained base: reasoning styles, the artifact format, the
 committed checkpoint, and a demo run that starts from an artifact."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -94,10 +95,10 @@ def test_committed_base_loads_and_matches_its_digest(tmp_path):
   assert manifest['final_step'] == manifest['train']['steps']
   assert os.path.getsize(os.path.join(ASSET, artifact.PARAMS_FILE)) < 20e6
   # gin/data/demo.gin writes exactly the seed split and vocabulary it learned.
-  demo_base.prepare_data(
-      str(tmp_path), split_sizes=data['SPLIT_SIZES'], seed_difficulty=seed_d,
+  demo_base.prepare_data(str(tmp_path), arithmetic.DataConfig(
+      split_sizes=data['SPLIT_SIZES'], seed_difficulty=seed_d,
       hard_difficulty=hard_d, style_weights=data['STYLE_WEIGHTS'],
-      num_exemplars=data['NUM_EXEMPLARS'])
+      num_exemplars=data['NUM_EXEMPLARS']))
   demo_base.check_data(base.meta, str(tmp_path))
   batch = next(inputs.training_batches(
       arith_tasks.SEED_MIXTURE, data['TASK_FEATURE_LENGTHS'], 32, seed=0))
@@ -112,11 +113,11 @@ def test_committed_base_loads_and_matches_its_digest(tmp_path):
 def tiny_artifact(tiny_cfg, tmp_path_factory):
   """`demo_base.build` at toy scale: a tiny base trained a few steps."""
   root = tmp_path_factory.mktemp('demo_base')
-  kwargs = dict(
+  kwargs = dict(data=arithmetic.DataConfig(
       split_sizes={'seed': 24, 'seed_dev': 4, 'unlabeled': 4, 'test': 4},
       seed_difficulty=arithmetic.Difficulty(**EASY),
       hard_difficulty=arithmetic.Difficulty(**EASY), style_weights=STYLES,
-      num_exemplars=1, task_feature_lengths={'inputs': 96, 'targets': 32})
+      num_exemplars=1), task_feature_lengths={'inputs': 96, 'targets': 32})
   meta = demo_base.build(
       output_dir=str(root / 'run'), artifact_dir=str(root / 'artifact'),
       model_config=tiny_cfg, seed=0,
@@ -142,7 +143,8 @@ def test_build_writes_a_loadable_artifact(tiny_cfg, tiny_artifact):
 
 def test_pipeline_starts_from_the_artifact(tiny_cfg, tiny_artifact, tmp_path):
   root, meta, kwargs = tiny_artifact
-  ev = evaluate.EvalConfig(num_samples=2, max_decode_steps=16, ks=(1, 2))
+  ev = evaluate.EvalConfig(ks=(1, 2), sampling=sampling.SamplingConfig(
+      num_samples=2, max_decode_steps=16))
   fast = train.TrainSettings(steps=2, batch_size=8, learning_rate=1e-4,
                              optimizer='adamw')
   run = lambda out, **kw: pipeline.run_pipeline(
@@ -165,6 +167,7 @@ def test_pipeline_starts_from_the_artifact(tiny_cfg, tiny_artifact, tmp_path):
   assert '## Reasoning styles' in report and 'maj@2 - greedy' in report
   # (mix_seed_data: a 6-step model's paths rarely parse, and an empty
   # self-generated mixture is refused.) A demo whose seed split differs from the base's is refused.
-  other = {**kwargs, 'split_sizes': {**kwargs['split_sizes'], 'seed': 23}}
+  other = {**kwargs, 'data': dataclasses.replace(kwargs['data'], split_sizes={
+      **kwargs['data'].split_sizes, 'seed': 23})}
   with pytest.raises(ValueError, match='seed.jsonl.*not the file the base'):
     run(tmp_path / 'other', **other)

@@ -8,11 +8,11 @@ import subprocess
 import sys
 import textwrap
 
+from etils import epath
 import gin
 import pytest
 
 from lmsi import distributed
-from lmsi import files
 from lmsi import gin_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -108,15 +108,15 @@ def test_only_process_zero_writes_config(tmp_path, monkeypatch, index,
   assert (out / 'config.gin').exists() is writes
 
 
-def test_config_goes_to_a_url_output_dir(tmp_path, monkeypatch):
+def test_config_goes_to_a_url_output_dir(tmp_path, monkeypatch, memory_gcs):
   argv = _tiny_binary(tmp_path, monkeypatch)
-  out = 'ram://lmsi-distributed-test/out'
+  out = f'{memory_gcs}/out'
   try:
     gin_flags.main('tinybin', 'run', output_dir_arg='output_dir',
                    argv=[*argv, f'--gin.OUT="{out}"'])
   finally:
     gin.clear_config()
-  with files.open(f'{out}/config.gin') as f:
+  with epath.Path(out, 'config.gin').open() as f:
     assert 'tinybin.run.value = 7' in f.read()
 
 

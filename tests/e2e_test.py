@@ -72,8 +72,8 @@ def test_one_round(trained_tiny, tiny_cfg, tmp_path):
   test = inputs.load_split(arith_tasks.TASK, 'test')[:3]
   out = evaluate.evaluate(
       model_config=tiny_cfg, params=tuned, examples=test, exemplars=exemplars,
-      config=evaluate.EvalConfig(num_samples=4, max_decode_steps=48,
-                                 ks=(1, 4)),
+      config=evaluate.EvalConfig(ks=(1, 4), sampling=sampling.SamplingConfig(
+          num_samples=4, max_decode_steps=48)),
       vocab=vocab, output_dir=str(tmp_path / 'eval'))
   assert set(out['accuracy']) == {'direct', 'greedy_cot', 'maj@1', 'maj@4'}
   preds = list(records.read_jsonl(str(tmp_path / 'eval/predictions.jsonl'),

@@ -19,7 +19,6 @@ import pytest
 
 from lmsi import checkpoints
 from lmsi import decoder
-from lmsi import files
 from lmsi import inputs
 from lmsi import records
 from lmsi import taskspec
@@ -250,7 +249,7 @@ def test_disk_full_keeps_the_old_file(tmp_path, monkeypatch):
     f.flush()
     raise OSError(errno.ENOSPC, 'No space left on device')
 
-  monkeypatch.setattr(files, 'sync', full)
+  monkeypatch.setattr(records, 'sync', full)
   with pytest.raises(OSError) as e:
     records.write_json(path, {'new': 2})
   text = _message('disk full', e)

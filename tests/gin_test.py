@@ -5,7 +5,10 @@ gin files and flags fail naming the file and line (or the flag).
 """
 
 import glob
+import logging
 import os
+import subprocess
+import sys
 
 import gin
 from gin import config_parser
@@ -165,17 +168,19 @@ def test_gin_required_macro_names_file_and_line():
                          '--gin.SELFGEN_FILE=...')
 
 
-def test_gin_flag_macro_typo_warns(capsys):
+def test_gin_flag_macro_typo_warns(caplog):
   gin.clear_config()
   try:
-    gin_flags.parse(['--gin_file=gin/models/decoder_tiny.gin',
-                     '--gin_file=gin/runs/finetune.gin',
-                     '--gin.SELFGEN_FILE="s.jsonl"', '--gin.MODEL_DIR="m"',
-                     '--gin.INITIAL_CHECKPOINT_PATH="i"',
-                     '--gin.TRAIN_STEP=5'])
+    with caplog.at_level(logging.WARNING, logger='absl'):
+      gin_flags.parse(['--gin_file=gin/models/decoder_tiny.gin',
+                       '--gin_file=gin/runs/finetune.gin',
+                       '--gin.SELFGEN_FILE="s.jsonl"', '--gin.MODEL_DIR="m"',
+                       '--gin.INITIAL_CHECKPOINT_PATH="i"',
+                       '--gin.TRAIN_STEP=5'])
   finally:
     gin.clear_config()
-  err = capsys.readouterr().err
+  assert [r.levelno for r in caplog.records] == [logging.WARNING]
+  err = caplog.text
   print(f'MESSAGE --gin macro typo (a warning): {err.strip()}')
   assert ("--gin.TRAIN_STEP=5 sets macro TRAIN_STEP, which no gin file uses; "
           "did you mean ['TRAIN_STEPS'") in err
@@ -221,3 +226,47 @@ def test_readme_round_binds_every_stage(monkeypatch):
       gin.clear_config()
     assert got == value, module
     assert vocab in (None, 'checkpoints/smollm2_135m/tokenizer.json'), module
+
+
+_QUIET = """
+import logging, os, sys
+from absl import logging as absl_logging
+from lmsi import gin_flags
+gin_flags.quiet_libraries()
+own = os.path.join(gin_flags._REPO, 'lmsi', 'stage_x.py')
+exec(compile("absl_logging.info('sample: own status line')", own, 'exec'))
+absl_logging.info('library info')  # from <string>: not lmsi's
+logging.getLogger('orbax').warning('library warning')
+logging.getLogger('some.lib').warning('other library warning')
+logging.getLogger('some.lib').error('library error')
+"""
+
+
+@pytest.mark.parametrize('verbose', [False, True])
+def test_quiet_run_shows_own_lines_and_errors_only(verbose):
+  env = {k: v for k, v in os.environ.items() if k != 'LMSI_VERBOSE'}
+  if verbose:
+    env['LMSI_VERBOSE'] = '1'
+  p = subprocess.run([sys.executable, '-c', _QUIET], cwd=REPO, env=env,
+                     capture_output=True, text=True, timeout=120, check=True)
+  err = p.stderr
+  assert 'sample: own status line' in err and 'library error' in err
+  assert 'Logging before flag parsing' not in err
+  assert ('library info' in err) is verbose
+  assert ('other library warning' in err) is verbose
+  if not verbose:  # a short prefix: level, date and time, then the line
+    line = next(l for l in err.splitlines() if 'own status' in l)
+    assert line.startswith('I') and line.endswith(
+        ' sample: own status line') and len(line) < 45, line
+    assert 'library warning' not in err
+
+
+def test_own_or_error_filter():
+  record = lambda path, level: logging.LogRecord(
+      'absl', level, path, 1, 'm', None, None)
+  own = os.path.join(REPO, 'tasks', 'selfgen.py')
+  lib = os.path.join(os.path.dirname(logging.__file__), 'x.py')
+  assert gin_flags.own_or_error(record(own, logging.INFO))
+  assert not gin_flags.own_or_error(record(lib, logging.WARNING))
+  assert gin_flags.own_or_error(record(lib, logging.ERROR))
+  assert not gin_flags.own_or_error(record(REPO + 'x/lmsi/a.py', logging.INFO))

@@ -14,14 +14,16 @@ from tests.conftest import EASY
 
 
 def _run(cfg, out):
-  ev = evaluate.EvalConfig(num_samples=4, max_decode_steps=24, ks=(1, 4, 8))
+  ev = evaluate.EvalConfig(ks=(1, 4, 8), sampling=sampling.SamplingConfig(
+      num_samples=4, max_decode_steps=24))
   fast = train.TrainSettings(steps=2, batch_size=8, learning_rate=1e-3,
                                 optimizer='adamw')
   return pipeline.run_pipeline(
       output_dir=str(out), model_config=cfg, seed=0,
-      split_sizes={'seed': 16, 'seed_dev': 4, 'unlabeled': 4, 'test': 4},
-      seed_difficulty=arithmetic.Difficulty(**EASY),
-      hard_difficulty=arithmetic.Difficulty(**EASY),
+      data=arithmetic.DataConfig(
+          split_sizes={'seed': 16, 'seed_dev': 4, 'unlabeled': 4, 'test': 4},
+          seed_difficulty=arithmetic.Difficulty(**EASY),
+          hard_difficulty=arithmetic.Difficulty(**EASY)),
       task_feature_lengths={'inputs': 128, 'targets': 32},
       base_train=train.TrainSettings(steps=4, batch_size=8,
                                         learning_rate=1e-3,
