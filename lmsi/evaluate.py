@@ -138,12 +138,8 @@ def evaluate(
   if 'direct' in config.methods:
     direct = run(prompts.Format.DIRECT_FEWSHOT, dataclasses.replace(
         greedy, max_decode_steps=config.direct_decode_steps))
-    acc['direct'] = sum(correct(parse(d[0][0], o), g)
-                        for d, o, g in zip(direct, options, vote_gold)) / n
   if 'greedy_cot' in config.methods:
     cot = run(prompts.Format.COT_FEWSHOT, greedy)
-    acc['greedy_cot'] = sum(correct(parse(c[0][0], o), g)
-                            for c, o, g in zip(cot, options, vote_gold)) / n
   by_match = {}
   for mode in modes:
     by_match[mode] = {
@@ -152,6 +148,7 @@ def evaluate(
             options)
         for method, paths in (('direct', direct), ('greedy_cot', cot))
         if method in config.methods}
+  acc.update(by_match[modes[0]])  # the first mode is the main accuracy
   result = {'accuracy': acc, 'num_questions': len(examples),
             'answer_match': modes[0], 'accuracy_by_match': by_match}
   answers = [[] for _ in examples]
