@@ -28,6 +28,7 @@ import numpy as np
 from lmsi import checkpoints
 from lmsi import decoder as decoder_lib
 from lmsi import gguf_import
+from lmsi import gin_flags
 from lmsi import hf_import
 from lmsi import manifests
 from lmsi import pretrained
@@ -115,6 +116,7 @@ def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments {list(argv[1:])}; usage: '
                          'python -m lmsi.convert --from=PATH|smollm2 --to=DIR')
+  gin_flags.quiet_libraries()
   source = smollm2_gguf() if _FROM.value == 'smollm2' else _FROM.value
   manifest = convert(source, _TO.value)
   print(json.dumps({k: manifest[k] for k in ('checkpoint', 'num_params',

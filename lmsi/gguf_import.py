@@ -19,15 +19,17 @@ from lmsi import pretrained
 SUPPORTED_GGUF = ('llama', 'qwen2')
 
 # `pretrained.assemble`'s roles -> llama.cpp tensor names ({} is the layer).
-_LAYER = {'q': 'attn_q.weight', 'k': 'attn_k.weight', 'v': 'attn_v.weight',
-          'o': 'attn_output.weight', 'q_bias': 'attn_q.bias',
-          'k_bias': 'attn_k.bias', 'v_bias': 'attn_v.bias',
-          'gate': 'ffn_gate.weight', 'up': 'ffn_up.weight',
-          'down': 'ffn_down.weight', 'attn_norm': 'attn_norm.weight',
-          'mlp_norm': 'ffn_norm.weight'}
-_NAMES = {'embed': 'token_embd.weight', 'final_norm': 'output_norm.weight',
-          'lm_head': 'output.weight',
-          **{role: 'blk.{}.' + name for role, name in _LAYER.items()}}
+_LAYER_NAMES = {
+    'q': 'attn_q.weight', 'k': 'attn_k.weight', 'v': 'attn_v.weight',
+    'o': 'attn_output.weight', 'q_bias': 'attn_q.bias',
+    'k_bias': 'attn_k.bias', 'v_bias': 'attn_v.bias',
+    'gate': 'ffn_gate.weight', 'up': 'ffn_up.weight',
+    'down': 'ffn_down.weight', 'attn_norm': 'attn_norm.weight',
+    'mlp_norm': 'ffn_norm.weight'}
+TENSOR_NAMES = {
+    'embed': 'token_embd.weight', 'final_norm': 'output_norm.weight',
+    'lm_head': 'output.weight',
+    **{role: 'blk.{}.' + name for role, name in _LAYER_NAMES.items()}}
 
 
 def _field(reader, key: str, default: Any = None) -> Any:
@@ -41,6 +43,12 @@ def _field(reader, key: str, default: Any = None) -> Any:
 def reverse_rope_permutation(w: np.ndarray, heads: int) -> np.ndarray:
   """Undoes llama.cpp's interleaving of q/k rows ([out, in] matrices)."""
   return (w.reshape(heads, w.shape[0] // heads // 2, 2, *w.shape[1:])
+          .swapaxes(1, 2).reshape(w.shape))
+
+
+def apply_rope_permutation(w: np.ndarray, heads: int) -> np.ndarray:
+  """llama.cpp's interleaving of q/k rows (the inverse of the above)."""
+  return (w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:])
           .swapaxes(1, 2).reshape(w.shape))
 
 
@@ -82,7 +90,7 @@ def import_gguf(path: str) -> pretrained.Imported:
       scale_tied_logits=False)
 
   def get(role: str):
-    r, name = pretrained.tensor_name(role, _NAMES)
+    r, name = pretrained.tensor_name(role, TENSOR_NAMES)
     t = tensors.get(name)
     if t is None:
       raise pretrained.ConversionError(

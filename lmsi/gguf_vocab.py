@@ -44,9 +44,14 @@ def load(path: str) -> pretrained_vocab.HFVocab:
                      'from GGUF; pass a tokenizer.json or .model instead')
   tokens = field('tokenizer.ggml.tokens')
   types = field('tokenizer.ggml.token_type') or [1] * len(tokens)
-  merges = [tuple(m.split(' ', 1)) for m in field('tokenizer.ggml.merges')]
-  bpe = tokenizers.models.BPE(
-      vocab={t: i for i, t in enumerate(tokens)}, merges=merges)
+  vocab = {t: i for i, t in enumerate(tokens)}
+  # A merge whose product is no token never applies (lmsi.gguf_export
+  # writes one such placeholder for merge-free byte vocabularies, since
+  # llama.cpp requires the key); `tokenizers` refuses them.
+  merges = [(a, b) for a, b in (m.split(' ', 1) for m in
+                                field('tokenizer.ggml.merges') or [])
+            if a + b in vocab]
+  bpe = tokenizers.models.BPE(vocab=vocab, merges=merges)
   tok = tokenizers.Tokenizer(bpe)
   byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False,
                                         use_regex=True)

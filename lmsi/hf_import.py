@@ -27,16 +27,18 @@ SUPPORTED_HF = {'llama': False, 'qwen2': True}  # model_type -> q/k/v biases
 # Stored dtypes the importer reads (as float32); others are refused.
 _ST_DTYPES = ('BF16', 'F64', 'F32', 'F16', 'I64', 'I32')
 # `pretrained.assemble`'s roles -> HF tensor names ({} is the layer).
-_LAYER = {'q': 'self_attn.q_proj.weight', 'k': 'self_attn.k_proj.weight',
-          'v': 'self_attn.v_proj.weight', 'o': 'self_attn.o_proj.weight',
-          'q_bias': 'self_attn.q_proj.bias', 'k_bias': 'self_attn.k_proj.bias',
-          'v_bias': 'self_attn.v_proj.bias', 'gate': 'mlp.gate_proj.weight',
-          'up': 'mlp.up_proj.weight', 'down': 'mlp.down_proj.weight',
-          'attn_norm': 'input_layernorm.weight',
-          'mlp_norm': 'post_attention_layernorm.weight'}
-_NAMES = {'embed': 'model.embed_tokens.weight',
-          'final_norm': 'model.norm.weight', 'lm_head': 'lm_head.weight',
-          **{role: 'model.layers.{}.' + name for role, name in _LAYER.items()}}
+_LAYER_NAMES = {
+    'q': 'self_attn.q_proj.weight', 'k': 'self_attn.k_proj.weight',
+    'v': 'self_attn.v_proj.weight', 'o': 'self_attn.o_proj.weight',
+    'q_bias': 'self_attn.q_proj.bias', 'k_bias': 'self_attn.k_proj.bias',
+    'v_bias': 'self_attn.v_proj.bias', 'gate': 'mlp.gate_proj.weight',
+    'up': 'mlp.up_proj.weight', 'down': 'mlp.down_proj.weight',
+    'attn_norm': 'input_layernorm.weight',
+    'mlp_norm': 'post_attention_layernorm.weight'}
+TENSOR_NAMES = {
+    'embed': 'model.embed_tokens.weight', 'final_norm': 'model.norm.weight',
+    'lm_head': 'lm_head.weight',
+    **{role: 'model.layers.{}.' + name for role, name in _LAYER_NAMES.items()}}
 
 
 def _config(path: str) -> decoder_lib.DecoderConfig:
@@ -114,7 +116,7 @@ def import_hf(path: str) -> pretrained.Imported:
              for name, (_, handle) in where.items()}
 
     def get(role: str) -> np.ndarray:
-      _, name = pretrained.tensor_name(role, _NAMES)
+      _, name = pretrained.tensor_name(role, TENSOR_NAMES)
       if name not in where:
         raise pretrained.ConversionError(
             f'{path}: missing tensor {name!r} ({role})')

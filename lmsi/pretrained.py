@@ -84,3 +84,62 @@ def tensor_name(role: str, names: dict[str, str]) -> tuple[str, str]:
   """
   layer, _, kind = role.rpartition('.')
   return kind, names[kind].format(layer)
+
+
+def disassemble(cfg: decoder_lib.DecoderConfig,
+                params: dict[str, Any]) -> dict[str, np.ndarray]:
+  """The inverse of `assemble`: {role: [out, in] matrix, as HF stores it}.
+
+  Arrays keep their dtype; `assemble(cfg, disassemble(cfg, p).get, ...)`
+  gives `p` back bit for bit (transposes and reshapes only).
+  """
+  d, h, kvh, dh = cfg.embed_dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+  host = lambda x: np.asarray(x)
+  out = {'embed': host(params['embedding']),
+         'final_norm': host(params['final_norm']['scale'])}
+  if not cfg.tie_embeddings:
+    out['lm_head'] = host(params['lm_head']).T
+  for i in range(cfg.num_layers):
+    layer = params[f'layer_{i}']
+    attn = layer['attn']
+    out.update({
+        f'{i}.q': host(attn['q']).reshape(d, h * dh).T,
+        f'{i}.k': host(attn['k']).reshape(d, kvh * dh).T,
+        f'{i}.v': host(attn['v']).reshape(d, kvh * dh).T,
+        f'{i}.o': host(attn['o']).reshape(h * dh, d).T,
+        f'{i}.attn_norm': host(layer['attn_norm']['scale']),
+        f'{i}.mlp_norm': host(layer['mlp_norm']['scale']),
+        f'{i}.gate': host(layer['mlp']['gate']).T,
+        f'{i}.up': host(layer['mlp']['up']).T,
+        f'{i}.down': host(layer['mlp']['down']).T})
+    if cfg.attention_bias:
+      for kind in ('q', 'k', 'v'):
+        out[f'{i}.{kind}_bias'] = host(attn[f'{kind}_bias']).reshape(-1)
+  return out
+
+
+def untied(cfg: decoder_lib.DecoderConfig,
+           params: dict[str, Any]) -> tuple[decoder_lib.DecoderConfig, dict]:
+  """`cfg`/`params` with a scaled tied head written out as `lm_head`.
+
+  Hugging Face and GGUF configs know tied logits x @ E^T only; the tiny
+  models' x @ E^T / sqrt(D) becomes an untied lm_head = E / sqrt(D) with
+  the same logits. Other configs are returned as they are.
+  """
+  if not (cfg.tie_embeddings and cfg.scale_tied_logits):
+    return cfg, params
+  emb = np.asarray(params['embedding'])
+  head = (emb / np.sqrt(np.float32(cfg.embed_dim))).astype(emb.dtype).T
+  cfg = dataclasses.replace(cfg, tie_embeddings=False,
+                            scale_tied_logits=False)
+  return cfg, {**params, 'lm_head': head}
+
+
+def check_expressible(cfg: decoder_lib.DecoderConfig, where: str) -> None:
+  """Raises unless Hugging Face / GGUF configs can express `cfg`'s logits."""
+  if cfg.tie_embeddings and cfg.scale_tied_logits:
+    raise ConversionError(
+        f'{where}: scale_tied_logits=True (logits = x @ E^T / sqrt('
+        f'{cfg.embed_dim})) has no Hugging Face or GGUF config field; export '
+        'with --untie to write an untied lm_head = E / sqrt(embed_dim), '
+        'which gives the same logits')

@@ -168,3 +168,25 @@ def _bytes_to_unicode() -> dict[int, str]:
       table[b] = chr(256 + extra)
       extra += 1
   return table
+
+
+def byte_tokenizer_json(pad: str = '<pad>', eos: str = '</s>',
+                        unk: str = '<unk>') -> str:
+  """A tokenizer.json that encodes id for id like `vocab.ByteVocab`.
+
+  Byte-level BPE without merges: pad 0, EOS 1, UNK 2, byte b -> b + 3, so a
+  byte-vocabulary model exported to Hugging Face or GGUF keeps a tokenizer
+  transformers, lm-evaluation-harness and llama.cpp read.
+  """
+  import tokenizers  # pylint: disable=g-import-not-at-top
+  from tokenizers import decoders, models, pre_tokenizers  # pylint: disable=g-import-not-at-top
+  table = _bytes_to_unicode()
+  vocab = {pad: 0, eos: 1, unk: 2, **{table[b]: b + 3 for b in range(256)}}
+  tok = tokenizers.Tokenizer(models.BPE(vocab=vocab, merges=[]))
+  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False,
+                                               use_regex=True)
+  tok.decoder = decoders.ByteLevel()
+  tok.add_special_tokens([tokenizers.AddedToken(t, special=True,
+                                                normalized=False)
+                          for t in (pad, eos, unk)])
+  return tok.to_str()
