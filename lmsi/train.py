@@ -84,6 +84,7 @@ def train(
     plateau: Plateau | None = None,
     eval_fn: Callable[[Any], float] | None = None,
     mesh_shape: tuple[int, int] = (-1, 1),
+    grad_accum_steps: int = 1,
 ) -> TrainResult:
   """Trains until `train_steps` (or a plateau); resumes from MODEL_DIR.
 
@@ -107,6 +108,8 @@ def train(
     plateau: optional early stop on `eval_fn(params)` (higher is better).
     eval_fn: called every `plateau.eval_period` steps.
     mesh_shape: ('data', 'model') mesh; -1 takes the remaining devices.
+    grad_accum_steps: each step's batch runs as this many micro-batches
+      whose gradients are averaged (same update, less activation memory).
 
   Returns:
     A `TrainResult`.
@@ -129,7 +132,7 @@ def train(
       train_steps=train_steps, batch_size=batch_size,
       learning_rate=learning_rate, optimizer=optimizer,
       weight_decay=weight_decay, warmup_steps=warmup_steps,
-      schedule=schedule, seed=seed,
+      schedule=schedule, seed=seed, grad_accum_steps=grad_accum_steps,
       checkpoint_period=checkpoint_period,
       plateau=dataclasses.asdict(plateau) if plateau else None,
       model_config=dataclasses.asdict(model_config))
@@ -152,7 +155,8 @@ def train(
   try:
     with mesh, nn.logical_axis_rules(rules):
       out = train_loop.run(
-          state, train_step=train_step.make_train_step(model_config, tx),
+          state, train_step=train_step.make_train_step(
+              model_config, tx, grad_accum_steps),
           batches=batches, batch_sharding=sharding.batch_sharding(mesh, 2),
           train_steps=train_steps, model_dir=model_dir, mngr=mngr,
           writer=writer, checkpoint_period=checkpoint_period,

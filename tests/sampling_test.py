@@ -1,5 +1,7 @@
 """Sampling: cache == recomputation, one prefill per question, keyed RNG."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -91,3 +93,27 @@ def test_stop_string_ends_a_path(tiny_cfg, params):
   gen = sampling.generate(tiny_cfg, params, VOCAB, PROMPTS[:1], ['a'], cfg)
   assert gen.lengths[0, 0] == 2
   assert gen.texts[0][0] == ''
+
+
+def test_tokens_do_not_depend_on_slots_or_question_order(tiny_cfg, params):
+  # Two stop bytes end paths at many lengths, so 8 slots really are
+  # refilled mid-run and the generated-cache bucket grows (40 > 32 steps).
+  cfg = sampling.SamplingConfig(num_samples=8, max_decode_steps=40,
+                                temperature=1.0, seed=2,
+                                stop_strings=('e', 'n'))
+  ids = ['a', 'b', 'c']
+  eight = sampling.generate(tiny_cfg, params, VOCAB, PROMPTS, ids,
+                            dataclasses.replace(cfg, num_slots=8))
+  many = sampling.generate(tiny_cfg, params, VOCAB, PROMPTS, ids,
+                           dataclasses.replace(cfg, num_slots=64))
+  reordered = sampling.generate(tiny_cfg, params, VOCAB, PROMPTS[::-1],
+                                ids[::-1],
+                                dataclasses.replace(cfg, num_slots=8))
+  assert len(set(eight.lengths.ravel().tolist())) > 3
+  assert eight.lengths.max() > 32
+  np.testing.assert_array_equal(eight.tokens, many.tokens)
+  np.testing.assert_array_equal(eight.tokens, reordered.tokens[::-1])
+  np.testing.assert_allclose(eight.logprobs, many.logprobs, atol=1e-4)
+  assert eight.texts == many.texts == reordered.texts[::-1]
+  # 24 paths in 8 slots: every slot-step but the last chunks' is useful.
+  assert eight.row_steps < 1.3 * eight.lengths.sum()
