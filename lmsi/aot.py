@@ -37,7 +37,7 @@ from lmsi import sampling
 from lmsi import sharding
 from lmsi import slots as slots_lib
 from lmsi import train_step as step_lib
-from lmsi.sharding import CACHE_BATCH, CACHE_HEADS, CACHE_LENGTH, KV
+from lmsi.sharding import CACHE_HEADS, CACHE_LENGTH, KV
 
 GiB = 2 ** 30
 
@@ -205,14 +205,8 @@ def compile_sample(cfg: decoder_lib.DecoderConfig, mesh: Mesh,
   empty = slots_lib._empty  # pylint: disable=protected-access
   state_shape = jax.eval_shape(functools.partial(
       empty, cfg, shape.num_slots, length, shape.num_stops))
-  # The placement of `slots._place`: slots over data, cache heads over model.
-  logical = dict({k: PartitionSpec(CACHE_BATCH) for k in state_shape},
-                 cache=tuple((PartitionSpec(CACHE_BATCH, CACHE_HEADS, KV,
-                                            CACHE_LENGTH),
-                              PartitionSpec(CACHE_BATCH, CACHE_HEADS,
-                                            CACHE_LENGTH, KV))
-                             for _ in state_shape['cache']))
-  state = _sharded(mesh, rules, state_shape, logical)
+  state = _sharded(mesh, rules, state_shape,
+                   slots_lib.state_specs(state_shape))
   stop = sds((shape.num_stops, 2, cfg.vocab_size), jnp.int32,
              sharding=sharding.replicated(mesh))
   sampler = slots_lib.Sampler(temperature=0.7, top_k=40, top_p=1.0, eos_id=2,

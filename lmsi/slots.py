@@ -186,18 +186,22 @@ def _take(state, index):
   return jax.tree_util.tree_map(lambda x: x[index], state)
 
 
+def state_specs(state: dict) -> dict:
+  """Logical specs of a slot state: slots over data, cache heads over model."""
+  return dict({k: PartitionSpec(CACHE_BATCH) for k in state},
+              cache=tuple((PartitionSpec(CACHE_BATCH, CACHE_HEADS, KV,
+                                         CACHE_LENGTH),
+                           PartitionSpec(CACHE_BATCH, CACHE_HEADS,
+                                         CACHE_LENGTH, KV))
+                          for _ in state['cache']))
+
+
 def _place(mesh: Mesh | None, state: dict) -> dict:
   """Slots over the data axis, cache heads over 'model' (the axis table)."""
   if mesh is None:
     return state
-  specs = dict({k: PartitionSpec(CACHE_BATCH) for k in state},
-               cache=tuple((PartitionSpec(CACHE_BATCH, CACHE_HEADS, KV,
-                                          CACHE_LENGTH),
-                            PartitionSpec(CACHE_BATCH, CACHE_HEADS,
-                                          CACHE_LENGTH, KV))
-                           for _ in state['cache']))
   return jax.device_put(state, sharding.shardings_for(
-      specs, mesh, sharding.logical_axis_rules(for_sampling=True),
+      state_specs(state), mesh, sharding.logical_axis_rules(for_sampling=True),
       shapes=state))
 
 
