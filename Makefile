@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 
-.PHONY: install demo demo-base probe test test-slow smollm2 parity bench-sampling bench-train bench-device bench-device-prepare capacity chaos clean
+.PHONY: install demo demo-base probe paper test test-slow smollm2 parity bench-sampling bench-train bench-device bench-device-prepare capacity chaos clean
 
 $(STAMP): setup.py requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,12 @@ demo-base: $(STAMP)
 # make probe ARGS='--gin_file=gin/models/artifact.gin --gin_file=gin/runs/probe.gin ...'
 probe: $(STAMP)
 	$(BIN)/python -m lmsi.probe $(ARGS)
+
+# The paper's study on a task, any model (gin/experiments/paper_*.gin,
+# docs/paper_runs.md); data from LMSI_DATA_DIR, default ../shared/data:
+# make paper ARGS='--gin_file=gin/experiments/paper_gsm8k.gin --gin.OUTPUT_DIR=\"runs/paper_gsm8k\"'
+paper: $(STAMP)
+	LMSI_DATA_DIR=$${LMSI_DATA_DIR:-../shared/data} $(BIN)/python -m lmsi.study $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q -m "not slow" --durations=15 tests/

@@ -89,19 +89,36 @@ def trim_after_answer(text: str) -> str:
   return text[: m.end()] if m else text
 
 
+def parse_formats(names: Sequence[str]) -> tuple[prompts.Format, ...]:
+  """The training formats named in `names` (the format ablation, paper
+  Table 6), in `prompts.Format` order.
+
+  Raises:
+    ValueError: for an empty list or a name that is not a format.
+  """
+  names = (names,) if isinstance(names, str) else tuple(names)
+  unknown = sorted(set(names) - set(prompts.FORMAT_NAMES))
+  if unknown or not names:
+    raise ValueError(f'formats: {list(names)} must be a non-empty subset of '
+                     f'{list(prompts.FORMAT_NAMES)} (unknown: {unknown})')
+  return tuple(f for f in prompts.Format if f.value in names)
+
+
 def to_examples(kept, questions: Mapping[str, records.Question],
                 exemplars: Sequence[prompts.Exemplar],
-                answer_family: str = 'number'
+                answer_family: str = 'number',
+                formats: Sequence[str] = prompts.FORMAT_NAMES,
                 ) -> list[records.SelfGenExample]:
-  """Each kept path in the four formats (paper §3.2, Table 2).
+  """Each kept path in the chosen formats (paper §3.2, Table 2: all four).
 
   Direct targets write the label as the prompts do ("(b)", "yes").
   """
+  chosen = parse_formats(formats)
   out = []
   for path, label, share in kept:
     reasoning = trim_after_answer(path.text)
     answer = answers_lib.answer_text(label, answer_family)
-    for fmt in prompts.Format:
+    for fmt in chosen:
       out.append(records.SelfGenExample(
           task=path.task, id=path.id, sample=path.sample, format=fmt.value,
           inputs=prompts.render(fmt, questions[path.id].question, exemplars),
@@ -122,11 +139,13 @@ def aggregate(
     max_paths_per_question: int | None = None,
     dedup: bool = False,
     answer_family: str = 'number',
+    formats: Sequence[str] = prompts.FORMAT_NAMES,
     manifest_extra: Mapping[str, Any] | None = None,
 ) -> str:
   """Votes and writes `output_dir/selfgen.jsonl` (+ marker, manifest).
 
-  `answer_family` only sets how direct targets write the label;
+  `answer_family` only sets how direct targets write the label; `formats`
+  which of the four formats become training data (paper: all four);
   `manifest_extra` adds entries (task, pool origin) to the manifest.
 
   Returns:
@@ -145,7 +164,8 @@ def aggregate(
   if missing:
     raise ValueError(f'{samples_dir}: samples for {len(missing)} questions '
                      f'not in the task split, e.g. {missing[:3]}')
-  examples = to_examples(kept, by_id, exemplars, answer_family)
+  chosen = [f.value for f in parse_formats(formats)]
+  examples = to_examples(kept, by_id, exemplars, answer_family, chosen)
   counts['examples'] = len(examples)
   sampling = _sampling_settings(samples_dir)
   manifest = manifests.stage_manifest(
@@ -160,7 +180,7 @@ def aggregate(
           'tie_rule': 'answer appearing first (lowest sample index) wins',
           'unparseable': 'cast no vote but count in the vote share',
           'top_k': sampling.get('top_k') if sampling else None,
-          'formats': [f.value for f in prompts.Format],
+          'formats': chosen,
           'mixing_rates': 'equal per format task (tasks.selfgen); '
                           'the rates used are in train_manifest.json',
       })
@@ -193,6 +213,7 @@ def aggregate_task(
     min_vote_share: float = 0.0,
     max_paths_per_question: int | None = None,
     dedup: bool = False,
+    formats: Sequence[str] = prompts.FORMAT_NAMES,
 ) -> list[str]:
   """Aggregates what `lmsi.sample.sample_task` wrote for a task or mixture.
 
@@ -214,7 +235,8 @@ def aggregate_task(
         output_dir=os.path.join(output_dir, sub), exemplars=exemplar_set,
         no_vote=no_vote, seed=seed, min_vote_share=min_vote_share,
         max_paths_per_question=max_paths_per_question, dedup=dedup,
-        answer_family=family.value, manifest_extra={**notes, 'split': split}))
+        answer_family=family.value, formats=formats,
+        manifest_extra={**notes, 'split': split}))
   return paths
 
 

@@ -3,7 +3,11 @@
 Three ways of prompting (paper §4): direct few-shot (greedy), greedy CoT
 (few-shot CoT, temperature 0), and self-consistency maj@k over m sampled CoT
 paths for each k in `ks` <= m (the first k samples). Calibration: accuracy
-of the majority answer per vote-share bin (paper Fig. 2).
+of the majority answer per vote-share bin (paper Fig. 2). Optionally the
+self-consistency paths are also drawn at each temperature of a sweep (the
+paper reports the best of 0.7, 1.0, 1.2 and 1.5 after LMSI); the main
+accuracy stays the configured temperature's, so no number picks its
+temperature on the test split.
 """
 
 from __future__ import annotations
@@ -27,7 +31,11 @@ from lmsi import taskspec
 from lmsi import vocab_base
 from lmsi import voting
 
-DEFAULT_KS = (1, 4, 8, 16, 32)
+# maj@5 next to maj@32: the paper's headline "LMSI maj@5 beats base maj@32".
+DEFAULT_KS = (1, 4, 5, 8, 16, 32)
+# Paper §4 (as the self-consistency paper): T in {0.7, 1.0, 1.2, 1.5}, best
+# reported. Not the default `temperature_sweep`: it quadruples sampling.
+SWEEP_TEMPERATURES = (0.7, 1.0, 1.2, 1.5)
 METHODS = ('direct', 'greedy_cot', 'self_consistency')
 
 
@@ -42,6 +50,10 @@ class EvalConfig:
   `answer_match` names the answer rules (`answer_match.MODES`; one name may
   be given as a string): the first extracts the vote and the main accuracy;
   eval.json's `accuracy_by_match` has direct and greedy CoT under each.
+
+  `temperature_sweep` (e.g. SWEEP_TEMPERATURES; empty: off) also draws the
+  self-consistency paths at each temperature, with the same seed, m and
+  top-k; eval.json gets `sweep` and `sweep_best` (`best_of_sweep`).
   """
 
   sampling: sampling_lib.SamplingConfig = dataclasses.field(
@@ -51,10 +63,17 @@ class EvalConfig:
   methods: tuple[str, ...] = METHODS
   batch_rows: int = 2048  # questions x samples per device batch
   answer_match: tuple[str, ...] = (answer_match_lib.PAPER,)
+  temperature_sweep: tuple[float, ...] = ()
 
   def __post_init__(self):
     object.__setattr__(self, 'answer_match',
                        answer_match_lib.validate_modes(self.answer_match))
+    sweep = tuple(float(t) for t in self.temperature_sweep)
+    if any(t <= 0 for t in sweep) or len(set(sweep)) != len(sweep):
+      raise ValueError(
+          f'EvalConfig.temperature_sweep: expected distinct temperatures '
+          f'> 0 (e.g. {SWEEP_TEMPERATURES}), got {self.temperature_sweep!r}')
+    object.__setattr__(self, 'temperature_sweep', sweep)
 
   @property
   def num_samples(self) -> int:
@@ -86,8 +105,10 @@ def evaluate(
   Returns:
     {"accuracy": {"direct", "greedy_cot", "maj@k"...}, "calibration": [...],
      "num_questions": N, "answer_match": first mode, "accuracy_by_match":
-     {mode: {"direct", "greedy_cot"}}}; also written to
-     `output_dir/eval.json`.
+     {mode: {"direct", "greedy_cot"}}, "temperature": the sampling T of
+     maj@k}; with a sweep also "sweep": {"0.7": {"maj@k"...}, ...} and
+     "sweep_best" (`best_of_sweep`). Also written to `output_dir/eval.json`;
+     predictions.jsonl holds the configured temperature's paths.
 
   Raises:
     ValueError: if `config.answer_match` has an lm-eval mode and the answer
@@ -113,7 +134,8 @@ def evaluate(
     return stage.sample_prompts(
         model_config, params, texts, ids, cfg, vocab=vocab,
         batch_questions=max(1, config.batch_rows // cfg.num_samples),
-        desc=f'{desc} {fmt.value} x{cfg.num_samples}',
+        desc=f'{desc} {fmt.value} x{cfg.num_samples}' + (
+            f' T={cfg.temperature}' if cfg.temperature else ''),
         prefix=prefixes[fmt] or None)
 
   options = [prompts.options_of(e['question']) for e in examples]
@@ -153,15 +175,26 @@ def evaluate(
             'answer_match': modes[0], 'accuracy_by_match': by_match}
   answers = [[] for _ in examples]
   sampled = [[] for _ in examples]
+
+  def maj_at_ks(cfg):  # -> (paths, answers, {"maj@k": accuracy})
+    paths = run(prompts.Format.COT_FEWSHOT, cfg)
+    parsed = [[parse(t, o) for t, _ in p] for p, o in zip(paths, options)]
+    return paths, parsed, {
+        f'maj@{k}': sum(correct(voting.majority_at_k(a, k), g)
+                        for a, g in zip(parsed, vote_gold)) / n
+        for k in config.ks if k <= config.num_samples}
+
   if 'self_consistency' in config.methods:
-    sampled = run(prompts.Format.COT_FEWSHOT, config.sampling)
-    answers = [[parse(t, o) for t, _ in paths]
-               for paths, o in zip(sampled, options)]
-    for k in config.ks:
-      if k <= config.num_samples:
-        acc[f'maj@{k}'] = sum(
-            correct(voting.majority_at_k(a, k), g)
-            for a, g in zip(answers, vote_gold)) / n
+    sampled, answers, maj = maj_at_ks(config.sampling)
+    acc.update(maj)
+    result['temperature'] = config.sampling.temperature
+    if config.temperature_sweep:
+      # The configured temperature's paths are reused, not drawn twice.
+      result['sweep'] = {
+          str(t): maj if t == config.sampling.temperature else maj_at_ks(
+              dataclasses.replace(config.sampling, temperature=t))[2]
+          for t in config.temperature_sweep}
+      result['sweep_best'] = best_of_sweep(result['sweep'])
   votes = [voting.majority_vote(a) for a in answers]
   if 'self_consistency' in config.methods:
     result['calibration'] = voting.calibration_bins(
@@ -177,6 +210,26 @@ def evaluate(
     records.write_json(out_path, result)
     records.write_text_atomic(out_path + records.MARKER, '')
   return result
+
+
+def best_of_sweep(sweep: Mapping[str, Mapping[str, float]]) -> dict | None:
+  """The sweep's best temperature by its largest k's maj@k.
+
+  Args:
+    sweep: {str(temperature): {"maj@k": accuracy}}, as in eval.json.
+
+  Returns:
+    {"temperature": T, "k": K, "accuracy": maj@K at T}, K the largest k
+    every temperature has; ties go to the lowest T. None if no maj@k.
+  """
+  common = set.intersection(*[
+      {int(key[4:]) for key in maj if key.startswith('maj@')}
+      for maj in sweep.values()]) if sweep else set()
+  if not common:
+    return None
+  k = max(common)
+  t = min(sweep, key=lambda t: (-sweep[t][f'maj@{k}'], float(t)))
+  return {'temperature': float(t), 'k': k, 'accuracy': sweep[t][f'maj@{k}']}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -7,17 +7,22 @@ Stages talk through files under `output_dir`, so a killed run resumes:
                    its held-out (seed_dev) greedy-CoT accuracy plateaus.
   r<k>/samples     m CoT paths per unlabeled question from the previous model.
   r<k>/selfgen     majority-vote-filtered paths in the four formats.
-  r<k>/model       the base fine-tuned on the round's mixture.
+  r<k>/model       the base (or, with finetune_from='previous', round
+                   k-1's model) fine-tuned on the round's mixture.
   control/model    the base fine-tuned on the seed split only, same budget.
   no_vote/...      the base fine-tuned on one random path per question.
+  arms/<name>/...  an `Ablation`: round 1 with some choices changed (which
+                   formats become training data, ...), same budget.
   */eval           direct, greedy CoT, maj@k and calibration on test.
-  metrics.json, report.md, *.png, config.gin, manifest.json.
+  metrics.json, report.md, *.png, config.gin, manifest.json (with every
+  setting that departs from the paper, `lmsi.paper.deviations`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -33,6 +38,8 @@ from lmsi import exemplars as exemplars_lib
 from lmsi import gin_flags
 from lmsi import inputs
 from lmsi import manifests
+from lmsi import paper
+from lmsi import prompts
 from lmsi import records
 from lmsi import report
 from lmsi import sample as sample_lib
@@ -41,6 +48,38 @@ from lmsi import styles
 from lmsi import taskspec
 from lmsi import train as train_lib
 from lmsi import vocab as vocab_lib
+
+FINETUNE_FROM = ('base', 'previous')
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Ablation:
+  """An extra arm: LMSI round 1 from the base with some choices changed.
+
+  It shares round 1's samples where it can, trains with the same budget as
+  every arm and is reported under its name (metrics.json's `arms`).
+  """
+
+  formats: tuple[str, ...] = prompts.FORMAT_NAMES  # paper Table 6 ablates
+
+  def manifest(self) -> dict[str, Any]:
+    return {'formats': list(aggregate_lib.parse_formats(self.formats))}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Student:
+  """Distillation (paper §5.3): a smaller model, pretrained as the base was
+  (on the seed split, `base_train`), then fine-tuned with the teacher's
+  fine-tuning budget on the teacher's round-1 self-generated data."""
+
+  model_config: decoder_lib.DecoderConfig
+  base_train: train_lib.TrainSettings
+  base_seed: int = 0  # fixed across study seeds, as the teacher's base is
+
+  def manifest(self) -> dict[str, Any]:
+    return {'model_config': dataclasses.asdict(self.model_config),
+            'base_train': dataclasses.asdict(self.base_train),
+            'base_seed': self.base_seed}
 
 
 def run_pipeline(
@@ -62,6 +101,10 @@ def run_pipeline(
     min_vote_share: float = 0.0,
     run_control: bool = True,
     run_no_vote: bool = True,
+    formats: tuple[str, ...] = prompts.FORMAT_NAMES,
+    finetune_from: str = 'base',
+    ablations: Mapping[str, Ablation] | None = None,
+    students: Mapping[str, Student] | None = None,
 ) -> dict:
   """Runs the demo study; returns (and writes) metrics.json's content.
 
@@ -71,9 +114,26 @@ def run_pipeline(
   and selfgen task builders must be registered (`import tasks.arithmetic`,
   `import tasks.selfgen`, as gin/experiments/demo.gin does).
 
+  `formats` are the training formats of every LMSI round (paper: all
+  four); `finetune_from` is where round r > 1 starts: 'base' (the paper's
+  "from the same checkpoint", ReST-EM's restart) or 'previous' (round
+  r-1's model); `ablations` are extra named arms (`Ablation`); `students`
+  are distilled from round 1's data (`Student`; metrics.json's `students`
+  has each one's `before` and `after`).
+
   Raises:
     LookupError: if a task builder is not registered.
+    ValueError: for an unknown `finetune_from` or format.
   """
+  if finetune_from not in FINETUNE_FROM:
+    raise ValueError(f'finetune_from={finetune_from!r}: expected one of '
+                     f'{FINETUNE_FROM}')
+  formats = tuple(f.value for f in aggregate_lib.parse_formats(formats))
+  ablations, students = dict(ablations or {}), dict(students or {})
+  for name in [*ablations, *students]:
+    if not re.fullmatch(r'[A-Za-z0-9_]+', name):
+      raise ValueError(f'arm name {name!r}: use letters, digits and _ '
+                       '(it names a directory and SeqIO tasks)')
   arith = taskspec.builder(taskspec.ARITHMETIC)
   register_selfgen = taskspec.builder(taskspec.SELFGEN).register
 
@@ -91,19 +151,20 @@ def run_pipeline(
   test = inputs.load_split(arith.task, 'test')
   unlabeled = taskspec.load_questions(arith.task, 'unlabeled')
 
-  def fit(name, mixture, settings, init=None):
+  def fit(name, mixture, settings, init=None, config=None):
     t0 = time.monotonic()
+    config = config or model_config
     train_lib.train_with(
-        settings, model_config=model_config, mixture_or_task_name=mixture,
+        settings, model_config=config, mixture_or_task_name=mixture,
         task_feature_lengths=task_feature_lengths, model_dir=d(name),
         initial_checkpoint_path=init, seed=seed)
     timings[f'train {name}'] = time.monotonic() - t0
-    return checkpoints.restore_params(model_config, d(name))
+    return checkpoints.restore_params(config, d(name))
 
-  def evaluate(name, params, config):
+  def evaluate(name, params, config, model=None):
     t0 = time.monotonic()
     out = evaluate_lib.evaluate(
-        model_config=model_config, params=params, examples=test,
+        model_config=model or model_config, params=params, examples=test,
         exemplars=exemplars, config=config.with_seed(seed),
         vocab=vocab,
         output_dir=d(name, 'eval'), desc=f'eval {name}')
@@ -116,6 +177,17 @@ def run_pipeline(
   def kept(selfgen_path):
     return styles.kept_styles(selfgen_path, arithmetic.style_of)
 
+  def pretrain(model_dir, config, settings, train_seed):
+    t0 = time.monotonic()
+    demo_base.train_base(
+        model_dir, model_config=config, vocab=vocab, settings=settings,
+        plateau=base_plateau, task_feature_lengths=task_feature_lengths,
+        seed=train_seed, num_exemplars=data.num_exemplars,
+        max_decode_steps=eval_before.sampling.max_decode_steps)
+    timings[f'train {os.path.relpath(model_dir, output_dir)}'] = (
+        time.monotonic() - t0)
+    return checkpoints.restore_params(config, model_dir)
+
   base_ckpt = d('base')
   if base_meta is not None:
     # The committed base: its seed split must be the one here (the control
@@ -127,21 +199,13 @@ def run_pipeline(
   else:
     if base_train is None:
       raise ValueError('run_pipeline needs base_artifact or base_train')
-    t0 = time.monotonic()
-    demo_base.train_base(
-        base_ckpt, model_config=model_config, vocab=vocab,
-        settings=base_train, plateau=base_plateau,
-        task_feature_lengths=task_feature_lengths, seed=seed,
-        num_exemplars=data.num_exemplars,
-        max_decode_steps=eval_before.sampling.max_decode_steps)
-    timings['train base'] = time.monotonic() - t0
-    base = checkpoints.restore_params(model_config, base_ckpt)
+    base = pretrain(base_ckpt, model_config, base_train, seed)
   metrics: dict[str, Any] = {'rounds': [
       {'round': 0, **evaluate('base', base, eval_before)}]}
   seed_tasks = inputs.member_tasks(arith.mixture) if mix_seed_data else []
   sample_cfg = dataclasses.replace(sampling_config, seed=seed)
 
-  def self_generate(name, params, no_vote, samples_dir):
+  def self_generate(name, params, no_vote, samples_dir, arm_formats=formats):
     t0 = time.monotonic()
     sample_lib.sample(
         model_config=model_config, params=params, questions=unlabeled,
@@ -150,19 +214,43 @@ def run_pipeline(
     path = aggregate_lib.aggregate(
         samples_dir=samples_dir, questions=unlabeled,
         output_dir=d(name, 'selfgen'), exemplars=exemplars, no_vote=no_vote,
-        seed=seed, min_vote_share=min_vote_share)
+        seed=seed, min_vote_share=min_vote_share, formats=arm_formats)
     timings[f'self-generate {name}'] = time.monotonic() - t0
     return path
 
-  params = base
+  params, mixtures = base, {}
   for r in range(1, num_rounds + 1):
     path = self_generate(f'r{r}', params, False, d(f'r{r}', 'samples'))
-    mixture = register_selfgen(path, 'arith', r, vocabulary=vocab_path,
-                                     extra_tasks=seed_tasks)
-    params = fit(f'r{r}/model', mixture, finetune, init=base_ckpt)
+    mixture = mixtures[r] = register_selfgen(
+        path, 'arith', r, vocabulary=vocab_path, extra_tasks=seed_tasks)
+    init = (d(f'r{r - 1}', 'model')
+            if finetune_from == 'previous' and r > 1 else base_ckpt)
+    params = fit(f'r{r}/model', mixture, finetune, init=init)
     metrics['rounds'].append({'round': r, **evaluate(f'r{r}', params,
                                                      eval_after)})
     metrics['rounds'][-1]['styles']['kept'] = kept(path)
+  for name, arm in ablations.items():
+    # Round 1's samples (same base, questions, exemplars and seed).
+    path = self_generate(f'arms/{name}', base, False, d('r1', 'samples'),
+                         arm_formats=arm.formats)
+    mixture = register_selfgen(path, 'arith', 1, vocabulary=vocab_path,
+                               extra_tasks=seed_tasks, suffix=f'_{name}')
+    arm_params = fit(f'arms/{name}/model', mixture, finetune, init=base_ckpt)
+    metrics.setdefault('arms', {})[name] = evaluate(f'arms/{name}',
+                                                    arm_params, eval_after)
+    metrics['arms'][name]['styles']['kept'] = kept(path)
+  for name, student in students.items():
+    sdir = f'students/{name}'
+    vocab_lib.check_model_vocab(vocab, student.model_config.vocab_size,
+                                vocab_path)
+    s_base = pretrain(d(sdir, 'base'), student.model_config,
+                      student.base_train, student.base_seed)
+    s_after = fit(f'{sdir}/model', mixtures[1], finetune,
+                  init=d(sdir, 'base'), config=student.model_config)
+    metrics.setdefault('students', {})[name] = {
+        'before': evaluate(f'{sdir}/base', s_base, eval_before,
+                           student.model_config),
+        'after': evaluate(sdir, s_after, eval_after, student.model_config)}
   if run_control:
     control = fit('control/model', arith.mixture, finetune,
                   init=base_ckpt)
@@ -191,9 +279,16 @@ def run_pipeline(
       'num_rounds': num_rounds, 'seed': seed,
       'choices': {'mix_seed_data': mix_seed_data,
                   'min_vote_share': min_vote_share,
-                  'finetune_from': 'base checkpoint every round',
+                  'formats': list(formats),
+                  'finetune_from': finetune_from,
                   'top_k': sampling_config.top_k,
                   'stop_strings': list(sampling_config.stop_strings)},
+      'ablations': {name: arm.manifest() for name, arm in ablations.items()},
+      'students': {name: st.manifest() for name, st in students.items()},
+      'deviations_from_paper': paper.deviations(paper.run_settings(
+          sampling=sampling_config, finetune=finetune,
+          eval_before=eval_before, eval_after=eval_after, formats=formats,
+          min_vote_share=min_vote_share, mix_seed_data=mix_seed_data)),
   })
   report.write_report(metrics, output_dir, title='LMSI demo')
   print(report.format_table(metrics))

@@ -34,6 +34,7 @@ class Format(enum.StrEnum):
 
 
 COT_FORMATS = (Format.COT_FEWSHOT, Format.COT_ZEROSHOT)
+FORMAT_NAMES = tuple(f.value for f in Format)  # all four (paper §3.2)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -2,8 +2,12 @@
 
 The input is the metrics dict written as ``metrics.json`` by the evaluation
 stage: a list of per-round results plus optional ``control`` and ``no_vote``
-arms, each holding an ``accuracy`` dict (``direct``, ``greedy_cot``,
-``maj@k``) and a ``calibration`` list of vote-share bins.
+arms, ``arms`` ({name: result}, ablations) and ``students`` ({name:
+{"before", "after"}}), each result holding an ``accuracy`` dict (``direct``,
+``greedy_cot``, ``maj@k``), a ``calibration`` list of vote-share bins and,
+optionally, a temperature ``sweep``. The headline checks are the paper's
+two claims (§4): LMSI's greedy CoT vs the base's self-consistency, and
+LMSI's maj@5 vs the base's maj@32.
 """
 
 import datetime
@@ -31,23 +35,30 @@ def arms(metrics: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 
   Returns:
     ``("base", rounds[0])``, ``("LMSI r1", rounds[1])``, ..., then
-    ``("control", ...)`` and ``("no-vote", ...)`` when present.
+    ``("control", ...)`` and ``("no-vote", ...)`` when present, then
+    ``metrics["arms"]`` in its order, then ``("<name> before", ...)``,
+    ``("<name> after", ...)`` for each of ``metrics["students"]``.
   """
   rows = [(_round_name(i), r) for i, r in enumerate(metrics.get('rounds', []))]
   for key, name in _EXTRA_ARMS:
     if metrics.get(key) is not None:
       rows.append((name, metrics[key]))
+  rows += list((metrics.get('arms') or {}).items())
+  for name, student in (metrics.get('students') or {}).items():
+    rows += [(f'{name} {when}', student[when]) for when in ('before', 'after')
+             if student.get(when) is not None]
   return rows
+
+
+def _ks_of(result: dict[str, Any]) -> list[int]:
+  """Returns the sorted k values of the maj@k in one result's accuracy."""
+  return sorted(int(key[4:]) for key in result.get('accuracy', {})
+                if key.startswith('maj@') and key[4:].isdigit())
 
 
 def _maj_ks(metrics: dict[str, Any]) -> list[int]:
   """Returns the sorted k values of every maj@k present in any arm."""
-  ks = set()
-  for _, result in arms(metrics):
-    for key in result.get('accuracy', {}):
-      if key.startswith('maj@') and key[4:].isdigit():
-        ks.add(int(key[4:]))
-  return sorted(ks)
+  return sorted({k for _, result in arms(metrics) for k in _ks_of(result)})
 
 
 def _columns(metrics: dict[str, Any]) -> list[str]:
@@ -61,11 +72,9 @@ def _pct(value: float | None) -> str:
 def _cells(metrics: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
   """Returns the header and the string cells of every row."""
   columns = _columns(metrics)
-  rows = []
-  for name, result in arms(metrics):
-    accuracy = result.get('accuracy', {})
-    rows.append([name] + [_pct(accuracy.get(c)) for c in columns])
-  return ['arm'] + columns, rows
+  return ['arm'] + columns, [
+      [name] + [_pct(result.get('accuracy', {}).get(c)) for c in columns]
+      for name, result in arms(metrics)]
 
 
 def format_table(metrics: dict[str, Any]) -> str:
@@ -121,6 +130,70 @@ def format_gap_markdown(metrics: dict[str, Any]) -> str:
         _points(None if greedy is None or acc.get(f'maj@{k}') is None
                 else acc[f'maj@{k}'] - greedy) for k in ks])
   return _markdown(['arm'] + [f'maj@{k} - greedy' for k in ks], rows)
+
+
+def headline_checks(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+  """The paper's two headline claims (§4), last LMSI round vs the base.
+
+  "LMSI greedy CoT vs base maj@K": K is the largest k both have (else the
+  base's largest). "LMSI maj@5 vs base maj@32": without a base maj@32, the
+  base's largest k, named in the check's text.
+
+  Args:
+    metrics: The run's metrics dict.
+
+  Returns:
+    [{"check": text, "arm": "LMSI rN", "lhs": LMSI's accuracy, "rhs": the
+    base's, "holds": lhs >= rhs}], "holds" None when a side was not
+    measured; [] without a base and an LMSI round or a base maj@k.
+  """
+  rounds = metrics.get('rounds') or []
+  base_ks = _ks_of(rounds[0]) if rounds else []
+  if len(rounds) < 2 or not base_ks:
+    return []
+  base, lmsi = rounds[0]['accuracy'], rounds[-1].get('accuracy', {})
+  k = (sorted(set(base_ks) & set(_ks_of(rounds[-1]))) or base_ks)[-1]
+  big = 32 if 32 in base_ks else base_ks[-1]
+  note = '' if big == 32 else ' (base has no maj@32: its largest k)'
+  out = []
+  for text, left, right in (
+      (f'LMSI greedy CoT vs base maj@{k}', 'greedy_cot', f'maj@{k}'),
+      (f'LMSI maj@5 vs base maj@{big}{note}', 'maj@5', f'maj@{big}')):
+    lhs, rhs = lmsi.get(left), base.get(right)
+    out.append({'check': text, 'arm': _round_name(len(rounds) - 1),
+                'lhs': lhs, 'rhs': rhs,
+                'holds': None if lhs is None or rhs is None else lhs >= rhs})
+  return out
+
+
+def format_headline_markdown(metrics: dict[str, Any]) -> str:
+  """The headline checks as a markdown table; '' when there are none."""
+  holds = {True: 'yes', False: 'no', None: 'not measured'}
+  rows = [[c['check'], c['arm'], _pct(c['lhs']), _pct(c['rhs']),
+           _points(None if c['holds'] is None else c['lhs'] - c['rhs']),
+           holds[c['holds']]] for c in headline_checks(metrics)]
+  header = ['check', 'LMSI arm', 'LMSI', 'base', 'points', 'holds']
+  return _markdown(header, rows) if rows else ''
+
+
+def format_sweep_markdown(metrics: dict[str, Any]) -> str:
+  """maj@k per arm and sampling temperature, for the arms whose result has a
+  ``sweep``; the main accuracy's temperature is marked "main", the best by
+  the largest k "best". '' when no arm swept."""
+  swept = [(name, r) for name, r in arms(metrics) if r.get('sweep')]
+  ks = sorted({int(key[4:]) for _, r in swept for maj in r['sweep'].values()
+               for key in maj if key.startswith('maj@')})
+  rows = []
+  for name, result in swept:
+    best = (result.get('sweep_best') or {}).get('temperature')
+    for t, maj in result['sweep'].items():
+      tags = [tag for tag, at in (('main', result.get('temperature')),
+                                  ('best', best))
+              if at is not None and float(t) == float(at)]
+      rows.append([name, t + (f' ({", ".join(tags)})' if tags else '')]
+                  + [_pct(maj.get(f'maj@{k}')) for k in ks])
+  header = ['arm', 'T'] + [f'maj@{k}' for k in ks]
+  return _markdown(header, rows) if rows else ''
 
 
 _STYLE_WHERE = (('greedy', 'greedy CoT outputs'),
@@ -245,11 +318,18 @@ def write_report(metrics: dict[str, Any], output_dir: str, *,
            format_markdown_table(metrics), '',
            '## Self-consistency gap (points)', '',
            format_gap_markdown(metrics), '']
-  styles = format_styles_markdown(metrics)
-  if styles:
-    parts += ['## Reasoning styles', '',
-              'Share of each style; in brackets, the accuracy of the paths '
-              'of that style (%).', '', styles, '']
+  for heading, note, table in (
+      ('Headline checks (paper §4)', 'The last LMSI round against the base; '
+       '"holds" when LMSI is at least as accurate.',
+       format_headline_markdown(metrics)),
+      ('Self-consistency by sampling temperature (%)', '"main": the '
+       'temperature of the tables above; "best": the best by the largest k '
+       '(chosen on this split, so never a main number).',
+       format_sweep_markdown(metrics)),
+      ('Reasoning styles', 'Share of each style; in brackets, the accuracy '
+       'of the paths of that style (%).', format_styles_markdown(metrics))):
+    if table:
+      parts += [f'## {heading}', '', note, '', table, '']
   parts += ['## Calibration', '',
             'Accuracy of the majority answer by its vote share.', '']
   for name, result in arms(metrics):

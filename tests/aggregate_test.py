@@ -6,6 +6,8 @@ import json
 import os
 import shutil
 
+import pytest
+
 from lmsi import aggregate
 from lmsi import exemplars as exemplars_lib
 from lmsi import prompts
@@ -108,3 +110,16 @@ def test_four_formats_and_trimmed_targets():
   assert by_fmt['cot_fewshot'].inputs.startswith('Q: Kim has 4 mugs.')
   fields = {f.name for f in dataclasses.fields(records.SelfGenExample)}
   assert not fields & {'gold', 'answer', 'label'}
+
+
+def test_format_ablation_keeps_only_the_chosen_formats():
+  q = records.Question(task='t', id='q', question='Ann has 2 pens.')
+  kept = [(_path('q', 0, '5'), '5', 1.0)]
+  exemplars = exemplars_lib.get('arithmetic')
+  ex = aggregate.to_examples(kept, {'q': q}, exemplars,
+                             formats=('direct_zeroshot', 'cot_fewshot'))
+  assert [e.format for e in ex] == ['cot_fewshot', 'direct_zeroshot']
+  for bad in ((), ('cot',), 'cot_fewshot_only'):
+    with pytest.raises(ValueError, match='non-empty subset'):
+      aggregate.parse_formats(bad)
+  assert aggregate.parse_formats('cot_fewshot') == (prompts.Format.COT_FEWSHOT,)

@@ -61,12 +61,15 @@ def test_bad_flag_is_named(arg, want):
 
 
 def _model_file(path: str) -> str:
-  """The model file `path` includes (run files are parsed after TINY)."""
+  """The model file `path` includes, directly or through an included
+  experiment file (run files are parsed after TINY)."""
   with open(path, encoding='utf-8') as f:
     for s in config_parser.ConfigParser(f, _DELEGATE):
-      if (isinstance(s, config_parser.IncludeStatement) and
-          '/models/' in s.filename):
-        return os.path.join(REPO, s.filename)
+      if isinstance(s, config_parser.IncludeStatement):
+        if '/models/' in s.filename:
+          return os.path.join(REPO, s.filename)
+        if '/experiments/' in s.filename:
+          return _model_file(os.path.join(REPO, s.filename))
   return TINY
 
 

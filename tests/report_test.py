@@ -92,6 +92,100 @@ class ReportTest(absltest.TestCase):
       self.assertEmpty([n for n in os.listdir(out) if '.tmp' in n])
 
 
+  def test_arms_lists_ablation_arms_and_students_in_order(self):
+    metrics = _metrics()
+    metrics['no_vote'] = {'accuracy': {'direct': 0.1}}
+    metrics['arms'] = {'cot only': {'accuracy': {'greedy_cot': 0.29}},
+                       'direct only': {'accuracy': {'greedy_cot': 0.26}}}
+    metrics['students'] = {
+        'tiny-2L': {'before': {'accuracy': {'greedy_cot': 0.05}},
+                    'after': {'accuracy': {'greedy_cot': 0.33}}}}
+    names = [name for name, _ in report.arms(metrics)]
+    self.assertEqual(names, ['base', 'LMSI r1', 'control', 'no-vote',
+                             'cot only', 'direct only', 'tiny-2L before',
+                             'tiny-2L after'])
+    lines = report.format_table(metrics).split('\n')
+    self.assertEqual(lines[5].split(), ['cot', 'only', '-', '29.0', '-', '-'])
+    self.assertEqual(lines[8].split(), ['tiny-2L', 'after', '-', '33.0', '-',
+                                        '-'])
+    self.assertIn('| tiny-2L before | - | 5.0 | - | - |',
+                  report.format_markdown_table(metrics))
+
+  def test_old_metrics_render_unchanged(self):
+    # Empty `arms` / `students` add no row; no sweep, no sweep section.
+    metrics = _metrics()
+    plain = (report.format_table(metrics),
+             report.format_markdown_table(metrics),
+             report.format_gap_markdown(metrics))
+    metrics.update(arms={}, students={})
+    self.assertEqual((report.format_table(metrics),
+                      report.format_markdown_table(metrics),
+                      report.format_gap_markdown(metrics)), plain)
+    self.assertEqual(report.format_sweep_markdown(metrics), '')
+    self.assertEqual(report.headline_checks({'rounds': metrics['rounds'][:1]}),
+                     [])
+    self.assertEqual(report.format_headline_markdown({}), '')
+
+  def test_headline_checks_hold_and_fail(self):
+    base = {'greedy_cot': 0.50, 'maj@1': 0.45, 'maj@5': 0.60, 'maj@16': 0.68,
+            'maj@32': 0.70}
+    good = {'greedy_cot': 0.71, 'maj@5': 0.72, 'maj@16': 0.74}
+    bad = {'greedy_cot': 0.65, 'maj@5': 0.70, 'maj@16': 0.73}
+    metrics = {'rounds': [{'accuracy': base}, {'accuracy': bad},
+                          {'accuracy': good}]}
+    checks = report.headline_checks(metrics)  # the last round: r2
+    self.assertEqual(checks, [
+        {'check': 'LMSI greedy CoT vs base maj@16', 'arm': 'LMSI r2',
+         'lhs': 0.71, 'rhs': 0.68, 'holds': True},
+        {'check': 'LMSI maj@5 vs base maj@32', 'arm': 'LMSI r2',
+         'lhs': 0.72, 'rhs': 0.70, 'holds': True}])
+    metrics['rounds'].pop()
+    self.assertEqual([(c['arm'], c['holds'])
+                      for c in report.headline_checks(metrics)],
+                     [('LMSI r1', False), ('LMSI r1', True)])  # 0.70 >= 0.70
+    bad['maj@5'] = 0.69
+    md = report.format_headline_markdown(metrics).split('\n')
+    self.assertEqual(
+        md[0], '| check | LMSI arm | LMSI | base | points | holds |')
+    self.assertEqual(md[2], '| LMSI greedy CoT vs base maj@16 | LMSI r1 | '
+                     '65.0 | 68.0 | -3.0 | no |')
+    self.assertEqual(md[3], '| LMSI maj@5 vs base maj@32 | LMSI r1 | 69.0 | '
+                     '70.0 | -1.0 | no |')
+
+  def test_headline_without_maj32_names_the_k_used(self):
+    checks = report.headline_checks(_metrics())
+    self.assertEqual(checks[0]['check'], 'LMSI greedy CoT vs base maj@16')
+    self.assertEqual((checks[0]['lhs'], checks[0]['rhs'], checks[0]['holds']),
+                     (0.3, 0.35, False))
+    # No maj@32 in the base: its largest k, named; LMSI has no maj@5.
+    self.assertEqual(checks[1], {
+        'check': 'LMSI maj@5 vs base maj@16 (base has no maj@32: its '
+                 'largest k)', 'arm': 'LMSI r1', 'lhs': None, 'rhs': 0.35,
+        'holds': None})
+    self.assertIn('| - | 35.0 | - | not measured |',
+                  report.format_headline_markdown(_metrics()))
+
+  def test_report_has_headline_and_sweep_sections(self):
+    metrics = _metrics()
+    metrics['rounds'][1].update(temperature=0.7, sweep={
+        '0.7': {'maj@1': 0.3, 'maj@4': 0.4},
+        '1.2': {'maj@1': 0.25, 'maj@4': 0.5}}, sweep_best={
+            'temperature': 1.2, 'k': 4, 'accuracy': 0.5})
+    sweep = report.format_sweep_markdown(metrics).split('\n')
+    self.assertEqual(sweep, ['| arm | T | maj@1 | maj@4 |',
+                             '|---|---:|---:|---:|',
+                             '| LMSI r1 | 0.7 (main) | 30.0 | 40.0 |',
+                             '| LMSI r1 | 1.2 (best) | 25.0 | 50.0 |'])
+    with tempfile.TemporaryDirectory() as tmp:
+      report.write_report(metrics, tmp)
+      with open(os.path.join(tmp, 'report.md'), encoding='utf-8') as f:
+        text = f.read()
+    headline = text.index('## Headline checks (paper §4)')
+    self.assertLess(text.index('## Self-consistency gap'), headline)
+    self.assertLess(headline, text.index('## Self-consistency by sampling'))
+    self.assertIn(report.format_headline_markdown(metrics), text)
+    self.assertIn('\n'.join(sweep), text)
+
   def test_update_readme_replaces_only_its_block(self):
     run = tempfile.mkdtemp()
     for name, value in (('metrics.json', _metrics()),
