@@ -229,16 +229,21 @@ def run_pipeline(
     metrics['rounds'].append({'round': r, **evaluate(f'r{r}', params,
                                                      eval_after)})
     metrics['rounds'][-1]['styles']['kept'] = kept(path)
-  for name, arm in ablations.items():
-    # Round 1's samples (same base, questions, exemplars and seed).
-    path = self_generate(f'arms/{name}', base, False, d('r1', 'samples'),
-                         arm_formats=arm.formats)
+  def round1_arm(name, suffix, no_vote=False, arm_formats=formats):
+    # The base's paths as round 1 drew them (same model, questions,
+    # exemplars and seed), voted (or not) and fine-tuned from the base.
+    path = self_generate(name, base, no_vote, d('r1', 'samples'),
+                         arm_formats=arm_formats)
     mixture = register_selfgen(path, 'arith', 1, vocabulary=vocab_path,
-                               extra_tasks=seed_tasks, suffix=f'_{name}')
-    arm_params = fit(f'arms/{name}/model', mixture, finetune, init=base_ckpt)
-    metrics.setdefault('arms', {})[name] = evaluate(f'arms/{name}',
-                                                    arm_params, eval_after)
-    metrics['arms'][name]['styles']['kept'] = kept(path)
+                               extra_tasks=seed_tasks, suffix=suffix)
+    arm_params = fit(f'{name}/model', mixture, finetune, init=base_ckpt)
+    result = evaluate(name, arm_params, eval_after)
+    result['styles']['kept'] = kept(path)
+    return result
+
+  for name, arm in ablations.items():
+    metrics.setdefault('arms', {})[name] = round1_arm(
+        f'arms/{name}', f'_{name}', arm_formats=arm.formats)
   for name, student in students.items():
     sdir = f'students/{name}'
     vocab_lib.check_model_vocab(vocab, student.model_config.vocab_size,
@@ -256,13 +261,7 @@ def run_pipeline(
                   init=base_ckpt)
     metrics['control'] = evaluate('control', control, eval_after)
   if run_no_vote:
-    # The base's paths, as round 1 drew them (same model, seed, questions).
-    path = self_generate('no_vote', base, True, d('r1', 'samples'))
-    mixture = register_selfgen(path, 'arith', 1, vocabulary=vocab_path,
-                                     extra_tasks=seed_tasks, suffix='_novote')
-    no_vote = fit('no_vote/model', mixture, finetune, init=base_ckpt)
-    metrics['no_vote'] = evaluate('no_vote', no_vote, eval_after)
-    metrics['no_vote']['styles']['kept'] = kept(path)
+    metrics['no_vote'] = round1_arm('no_vote', '_novote', no_vote=True)
   timings['total'] = time.monotonic() - t_start
   # Timings vary run to run; metrics.json holds only what must reproduce.
   records.write_json(d('timings.json'),

@@ -2,7 +2,6 @@
 
 import dataclasses
 import filecmp
-import json
 import os
 import shutil
 
@@ -15,6 +14,7 @@ from lmsi import records
 from lmsi import sample as sample_lib
 from lmsi import sampling
 from lmsi import taskspec
+from tests.conftest import garbage_gold_copy
 
 
 def _self_generate(data_dir, out_dir, cfg, params):
@@ -40,13 +40,7 @@ def test_garbage_gold_leaves_selfgen_byte_identical(trained_tiny, tiny_cfg,
   clean = tmp_path / 'clean'
   shutil.copytree(root / 'data', clean)
   garbage = tmp_path / 'garbage'
-  shutil.copytree(root / 'data', garbage)
-  path = garbage / 'unlabeled.jsonl'
-  rows = [json.loads(l) for l in open(path, encoding='utf-8')]
-  with open(path, 'w', encoding='utf-8') as f:
-    for r in rows:
-      r.update(answer='GARBAGE-' + r['id'], cot='no reasoning at all')
-      f.write(json.dumps(r) + '\n')
+  garbage_gold_copy(root / 'data', garbage, 'unlabeled')
   a = _self_generate(clean, tmp_path / 'out_clean', tiny_cfg, params)
   b = _self_generate(garbage, tmp_path / 'out_garbage', tiny_cfg, params)
   examples = list(records.read_jsonl(a, records.SelfGenExample))

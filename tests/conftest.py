@@ -50,6 +50,22 @@ def write_arith_data(data_dir, sizes=None):
       {'seed': easy, 'seed_dev': easy, 'unlabeled': hard, 'test': hard})
 
 
+def garbage_gold_copy(src_dir, dst_dir, split):
+  """Copies the data dir `src_dir` to `dst_dir` with every gold answer and
+  reasoning of `split` replaced by garbage (the no-gold tests: a stage that
+  never reads gold writes byte-identical outputs from either copy)."""
+  import json  # pylint: disable=g-import-not-at-top
+  import shutil  # pylint: disable=g-import-not-at-top
+  shutil.copytree(src_dir, dst_dir)
+  path = os.path.join(dst_dir, f'{split}.jsonl')
+  with open(path, encoding='utf-8') as f:
+    rows = [json.loads(line) for line in f]
+  with open(path, 'w', encoding='utf-8') as f:
+    for r in rows:
+      r.update(answer='GARBAGE-' + r['id'], cot='no reasoning at all')
+      f.write(json.dumps(r) + '\n')
+
+
 @pytest.fixture(scope='session')
 def trained_tiny(tiny_cfg, tmp_path_factory):
   """A tiny model trained briefly on the seed split: it writes answers."""

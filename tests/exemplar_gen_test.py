@@ -6,7 +6,6 @@ import dataclasses
 import filecmp
 import json
 import os
-import shutil
 
 import pytest
 
@@ -18,6 +17,7 @@ from lmsi import sampling
 from lmsi import taskspec
 from lmsi import vocab as vocab_lib
 from tests.conftest import REPO
+from tests.conftest import garbage_gold_copy
 from tests.conftest import write_arith_data
 
 
@@ -106,13 +106,7 @@ def test_demo_base_exemplars_no_gold_most_confident_and_resume(
     demo_base, tmp_path, confidence, source):
   write_arith_data(tmp_path / 'clean', sizes={
       'seed': 2, 'seed_dev': 2, 'unlabeled': 12, 'test': 2})
-  shutil.copytree(tmp_path / 'clean', tmp_path / 'garbage')
-  path = tmp_path / 'garbage' / 'unlabeled.jsonl'
-  rows = [json.loads(l) for l in open(path, encoding='utf-8')]
-  with open(path, 'w', encoding='utf-8') as f:
-    for r in rows:
-      r.update(answer='GARBAGE-' + r['id'], cot='no reasoning at all')
-      f.write(json.dumps(r) + '\n')
+  garbage_gold_copy(tmp_path / 'clean', tmp_path / 'garbage', 'unlabeled')
   a = _generate(demo_base, _questions(tmp_path / 'clean'), tmp_path / 'a',
                 confidence, source)
   b = _generate(demo_base, _questions(tmp_path / 'garbage'), tmp_path / 'b',

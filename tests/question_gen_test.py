@@ -5,7 +5,6 @@ import dataclasses
 import filecmp
 import json
 import os
-import shutil
 
 import pytest
 
@@ -18,6 +17,7 @@ from lmsi import sampling
 from lmsi import taskspec
 from lmsi import vocab as vocab_lib
 from tests.conftest import REPO
+from tests.conftest import garbage_gold_copy
 from tests.conftest import write_arith_data
 
 SEEDS = [records.Question(task='t', id=f's{i}', question=q) for i, q in
@@ -147,13 +147,7 @@ def test_garbage_gold_leaves_the_pool_byte_identical_and_it_resumes(
     demo_base, tmp_path):
   write_arith_data(tmp_path / 'clean', sizes={
       'seed': 12, 'seed_dev': 2, 'unlabeled': 2, 'test': 2})
-  shutil.copytree(tmp_path / 'clean', tmp_path / 'garbage')
-  path = tmp_path / 'garbage' / 'seed.jsonl'
-  rows = [json.loads(l) for l in open(path, encoding='utf-8')]
-  with open(path, 'w', encoding='utf-8') as f:
-    for r in rows:
-      r.update(answer='GARBAGE-' + r['id'], cot='no reasoning at all')
-      f.write(json.dumps(r) + '\n')
+  garbage_gold_copy(tmp_path / 'clean', tmp_path / 'garbage', 'seed')
   a = _pool(demo_base, _seed_questions(tmp_path / 'clean'), tmp_path / 'a')
   b = _pool(demo_base, _seed_questions(tmp_path / 'garbage'), tmp_path / 'b')
   assert a, 'the demo base answers its easy seed questions confidently'
