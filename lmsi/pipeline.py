@@ -12,7 +12,9 @@ Stages talk through files under `output_dir`, so a killed run resumes:
   control/model    the base fine-tuned on the seed split only, same budget.
   no_vote/...      the base fine-tuned on one random path per question.
   arms/<name>/...  an `Ablation`: round 1 with some choices changed (which
-                   formats become training data, ...), same budget.
+                   formats become training data, questions written by the
+                   model from 10 seeds, exemplars from its zero-shot
+                   answers), same budget.
   */eval           direct, greedy CoT, maj@k and calibration on test.
   metrics.json, report.md, *.png, config.gin, manifest.json (with every
   setting that departs from the paper, `lmsi.paper.deviations`).
@@ -34,12 +36,14 @@ from lmsi import checkpoints
 from lmsi import decoder as decoder_lib
 from lmsi import demo_base
 from lmsi import evaluate as evaluate_lib
+from lmsi import exemplar_gen
 from lmsi import exemplars as exemplars_lib
 from lmsi import gin_flags
 from lmsi import inputs
 from lmsi import manifests
 from lmsi import paper
 from lmsi import prompts
+from lmsi import question_gen
 from lmsi import records
 from lmsi import report
 from lmsi import sample as sample_lib
@@ -50,6 +54,8 @@ from lmsi import train as train_lib
 from lmsi import vocab as vocab_lib
 
 FINETUNE_FROM = ('base', 'previous')
+QUESTIONS = ('unlabeled', 'generated')
+EXEMPLARS = ('hand', 'self')
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -58,12 +64,59 @@ class Ablation:
 
   It shares round 1's samples where it can, trains with the same budget as
   every arm and is reported under its name (metrics.json's `arms`).
+
+  questions='generated' (paper §3.3): the pool is `lmsi.question_gen`'s,
+  written by the model from the first `question_gen.num_seed_questions`
+  unlabeled questions (answered by the base), instead of the real pool;
+  `question_warmup` first fine-tunes a copy of the base that only writes
+  them (`question_gen.warmup_examples` over the seed split's questions).
+  exemplars='self' (paper §3.3): `lmsi.exemplar_gen`'s exemplars, from the
+  base's zero-shot answers, replace the hand-written ones in sampling,
+  training prompts and evaluation; the arm adds a '<name> base' row, the
+  base evaluated with them. The run's seed replaces both configs' seeds.
   """
 
   formats: tuple[str, ...] = prompts.FORMAT_NAMES  # paper Table 6 ablates
+  questions: str = 'unlabeled'
+  question_gen: question_gen.QuestionGenConfig | None = None
+  question_warmup: train_lib.TrainSettings | None = None
+  num_warmup_examples: int = 2048
+  exemplars: str = 'hand'
+  exemplar_gen: exemplar_gen.ExemplarGenConfig | None = None
+
+  def __post_init__(self):
+    if self.questions not in QUESTIONS or self.exemplars not in EXEMPLARS:
+      raise ValueError(f'Ablation: questions={self.questions!r} must be one '
+                       f'of {QUESTIONS}, exemplars={self.exemplars!r} one of '
+                       f'{EXEMPLARS}')
+
+  def resolved(self, seed: int,
+               sampling_config: sampling.SamplingConfig) -> Ablation:
+    """This arm as run: missing generation configs default to the run's
+    sampling (answers, exemplar votes), and the run's seed is theirs."""
+    qgen, egen = self.question_gen, self.exemplar_gen
+    if self.questions == 'generated':
+      qgen = qgen or question_gen.QuestionGenConfig(
+          answer_sampling=sampling_config)
+      qgen = dataclasses.replace(qgen, seed=seed, answer_sampling=(
+          dataclasses.replace(qgen.answer_sampling, seed=seed)))
+    if self.exemplars == 'self':
+      egen = egen or exemplar_gen.ExemplarGenConfig(sampling=sampling_config)
+      egen = dataclasses.replace(egen, seed=seed, sampling=(
+          dataclasses.replace(egen.sampling, seed=seed)))
+    return dataclasses.replace(self, question_gen=qgen, exemplar_gen=egen)
 
   def manifest(self) -> dict[str, Any]:
-    return {'formats': list(aggregate_lib.parse_formats(self.formats))}
+    out = {'formats': list(aggregate_lib.parse_formats(self.formats)),
+           'questions': self.questions, 'exemplars': self.exemplars}
+    if self.questions == 'generated':
+      out['question_gen'] = self.question_gen.manifest()
+      out['question_warmup'] = self.question_warmup and dataclasses.asdict(
+          self.question_warmup)
+      out['num_warmup_examples'] = self.num_warmup_examples
+    if self.exemplars == 'self':
+      out['exemplar_gen'] = self.exemplar_gen.manifest()
+    return out
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -117,7 +170,8 @@ def run_pipeline(
   `formats` are the training formats of every LMSI round (paper: all
   four); `finetune_from` is where round r > 1 starts: 'base' (the paper's
   "from the same checkpoint", ReST-EM's restart) or 'previous' (round
-  r-1's model); `ablations` are extra named arms (`Ablation`); `students`
+  r-1's model); `ablations` are extra named arms (`Ablation`: training
+  formats, self-generated questions, self-generated exemplars); `students`
   are distilled from round 1's data (`Student`; metrics.json's `students`
   has each one's `before` and `after`).
 
@@ -129,7 +183,10 @@ def run_pipeline(
     raise ValueError(f'finetune_from={finetune_from!r}: expected one of '
                      f'{FINETUNE_FROM}')
   formats = tuple(f.value for f in aggregate_lib.parse_formats(formats))
-  ablations, students = dict(ablations or {}), dict(students or {})
+  sample_cfg = dataclasses.replace(sampling_config, seed=seed)
+  ablations = {name: arm.resolved(seed, sample_cfg)
+               for name, arm in (ablations or {}).items()}
+  students = dict(students or {})
   for name in [*ablations, *students]:
     if not re.fullmatch(r'[A-Za-z0-9_]+', name):
       raise ValueError(f'arm name {name!r}: use letters, digits and _ '
@@ -161,11 +218,11 @@ def run_pipeline(
     timings[f'train {name}'] = time.monotonic() - t0
     return checkpoints.restore_params(config, d(name))
 
-  def evaluate(name, params, config, model=None):
+  def evaluate(name, params, config, model=None, arm_exemplars=exemplars):
     t0 = time.monotonic()
     out = evaluate_lib.evaluate(
         model_config=model or model_config, params=params, examples=test,
-        exemplars=exemplars, config=config.with_seed(seed),
+        exemplars=arm_exemplars, config=config.with_seed(seed),
         vocab=vocab,
         output_dir=d(name, 'eval'), desc=f'eval {name}')
     timings[f'eval {name}'] = time.monotonic() - t0
@@ -203,18 +260,19 @@ def run_pipeline(
   metrics: dict[str, Any] = {'rounds': [
       {'round': 0, **evaluate('base', base, eval_before)}]}
   seed_tasks = inputs.member_tasks(arith.mixture) if mix_seed_data else []
-  sample_cfg = dataclasses.replace(sampling_config, seed=seed)
 
-  def self_generate(name, params, no_vote, samples_dir, arm_formats=formats):
+  def self_generate(name, params, no_vote, samples_dir, arm_formats=formats,
+                    questions=unlabeled, arm_exemplars=exemplars):
     t0 = time.monotonic()
     sample_lib.sample(
-        model_config=model_config, params=params, questions=unlabeled,
+        model_config=model_config, params=params, questions=questions,
         output_dir=samples_dir, sampling_config=sample_cfg,
-        exemplars=exemplars, vocab=vocab)
+        exemplars=arm_exemplars, vocab=vocab)
     path = aggregate_lib.aggregate(
-        samples_dir=samples_dir, questions=unlabeled,
-        output_dir=d(name, 'selfgen'), exemplars=exemplars, no_vote=no_vote,
-        seed=seed, min_vote_share=min_vote_share, formats=arm_formats)
+        samples_dir=samples_dir, questions=questions,
+        output_dir=d(name, 'selfgen'), exemplars=arm_exemplars,
+        no_vote=no_vote, seed=seed, min_vote_share=min_vote_share,
+        formats=arm_formats)
     timings[f'self-generate {name}'] = time.monotonic() - t0
     return path
 
@@ -229,21 +287,59 @@ def run_pipeline(
     metrics['rounds'].append({'round': r, **evaluate(f'r{r}', params,
                                                      eval_after)})
     metrics['rounds'][-1]['styles']['kept'] = kept(path)
-  def round1_arm(name, suffix, no_vote=False, arm_formats=formats):
-    # The base's paths as round 1 drew them (same model, questions,
-    # exemplars and seed), voted (or not) and fine-tuned from the base.
-    path = self_generate(name, base, no_vote, d('r1', 'samples'),
-                         arm_formats=arm_formats)
+  def generated_questions(name, suffix, arm, arm_exemplars):
+    # Paper §3.3: a pool the model writes from a few unlabeled seeds.
+    writer = base
+    if arm.question_warmup is not None:
+      warm_path = d(name, 'warmup', 'examples.jsonl')
+      if not records.is_complete(warm_path):
+        records.write_jsonl(warm_path, question_gen.warmup_examples(
+            taskspec.load_questions(arith.task, 'seed'), arm.question_gen,
+            arm.num_warmup_examples))
+      writer = fit(f'{name}/warmup/model', register_selfgen(
+          warm_path, 'arith', 0, vocabulary=vocab_path,
+          suffix=f'{suffix}_warmup'), arm.question_warmup, init=base_ckpt)
+    t0 = time.monotonic()
+    pool = question_gen.generate_pool(
+        model_config=model_config, params=writer, answer_params=base,
+        vocab=vocab, seed_questions=unlabeled, exemplars=arm_exemplars,
+        config=arm.question_gen, output_dir=d(name, 'questions'),
+        task=arith.task)
+    timings[f'question gen {name}'] = time.monotonic() - t0
+    return pool
+
+  def round1_arm(name, suffix, arm=Ablation(), no_vote=False):
+    # Round 1 from the base: the base's paths as round 1 drew them (same
+    # model, questions, exemplars and seed) unless the arm changes the
+    # questions or exemplars, voted (or not), fine-tuned from the base.
+    # Returns {row name: result}.
+    key, rows = os.path.basename(name), {}
+    questions, arm_exemplars = unlabeled, exemplars
+    if arm.exemplars == 'self':
+      arm_exemplars = exemplar_gen.generate_exemplars(
+          model_config=model_config, params=base, vocab=vocab,
+          questions=unlabeled, config=arm.exemplar_gen,
+          output_dir=d(name, 'exemplars'))
+      rows[f'{key} base'] = evaluate(f'{name}/base', base, eval_before,
+                                     arm_exemplars=arm_exemplars)
+    if arm.questions == 'generated':
+      questions = generated_questions(name, suffix, arm, arm_exemplars)
+    shared = questions is unlabeled and arm_exemplars is exemplars
+    path = self_generate(name, base, no_vote,
+                         d('r1' if shared else name, 'samples'),
+                         arm_formats=arm.formats, questions=questions,
+                         arm_exemplars=arm_exemplars)
     mixture = register_selfgen(path, 'arith', 1, vocabulary=vocab_path,
                                extra_tasks=seed_tasks, suffix=suffix)
     arm_params = fit(f'{name}/model', mixture, finetune, init=base_ckpt)
-    result = evaluate(name, arm_params, eval_after)
-    result['styles']['kept'] = kept(path)
-    return result
+    rows[key] = evaluate(name, arm_params, eval_after,
+                         arm_exemplars=arm_exemplars)
+    rows[key]['styles']['kept'] = kept(path)
+    return rows
 
   for name, arm in ablations.items():
-    metrics.setdefault('arms', {})[name] = round1_arm(
-        f'arms/{name}', f'_{name}', arm_formats=arm.formats)
+    metrics.setdefault('arms', {}).update(
+        round1_arm(f'arms/{name}', f'_{name}', arm=arm))
   for name, student in students.items():
     sdir = f'students/{name}'
     vocab_lib.check_model_vocab(vocab, student.model_config.vocab_size,
@@ -261,7 +357,9 @@ def run_pipeline(
                   init=base_ckpt)
     metrics['control'] = evaluate('control', control, eval_after)
   if run_no_vote:
-    metrics['no_vote'] = round1_arm('no_vote', '_novote', no_vote=True)
+    metrics['no_vote'] = round1_arm('no_vote', '_novote',
+                                    arm=Ablation(formats=formats),
+                                    no_vote=True)['no_vote']
   timings['total'] = time.monotonic() - t_start
   # Timings vary run to run; metrics.json holds only what must reproduce.
   records.write_json(d('timings.json'),

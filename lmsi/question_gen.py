@@ -23,34 +23,30 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import difflib
 import hashlib
 import os
 import random
-import re
 from collections.abc import Sequence
 from typing import Any
 
-from lmsi import answers as answers_lib
 from lmsi import decoder as decoder_lib
 from lmsi import exemplar_gen
 from lmsi import gin_flags
 from lmsi import manifests
 from lmsi import probe
 from lmsi import prompts
+from lmsi import question_filter
 from lmsi import records
 from lmsi import sample as sample_lib
 from lmsi import sampling
 from lmsi import stage
 from lmsi import taskspec
-from lmsi import vocab as vocab_lib
 from lmsi import vocab_base
 from lmsi import voting
 
 POOL_FILE = 'questions.jsonl'
 MANIFEST_FILE = 'question_gen_manifest.json'
-KEPT = 'kept'
-LOW_CONFIDENCE = 'low_confidence'
+WARMUP_FORMAT = 'next_question'  # warmup_examples' SelfGenExample.format
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -105,32 +101,8 @@ class QuestionGenConfig:
             'question_stop_strings': ['\n']}
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class Generated:  # one sampled line (generated.jsonl)
-
-  prompt: int
-  sample: int
-  text: str
-  logprob: float
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class Candidate:
-  """A generated line and its fate (candidates.jsonl).
-
-  status: 'malformed:<why>', 'seed_duplicate', 'exact_duplicate',
-  'near_duplicate', 'low_confidence' or 'kept'; `duplicate_of` names the
-  seed id or candidate id it repeats.
-  """
-
-  id: str
-  prompt: int
-  sample: int
-  text: str
-  status: str
-  duplicate_of: str | None = None
-  answer: str | None = None
-  vote_share: float | None = None
+def _prompt(questions: Sequence[str], separator: str) -> str:
+  return ''.join(f'Q: {q}{separator}' for q in questions) + 'Q:'
 
 
 def build_prompts(seed_questions: Sequence[str],
@@ -144,112 +116,39 @@ def build_prompts(seed_questions: Sequence[str],
   for p in range(config.num_prompts):
     rng = random.Random(f'lmsi-question-gen/{config.seed}/{p}')
     chosen = rng.sample(list(seed_questions), config.seeds_per_prompt)
-    out.append(''.join(f'Q: {q}{config.separator}' for q in chosen) + 'Q:')
+    out.append(_prompt(chosen, config.separator))
   return out
 
 
-def malformed_reason(text: str, vocab: vocab_base.Vocabulary,
-                     max_tokens: int) -> str | None:
-  """Why a generated line is not a usable question, or None if it is.
+def warmup_examples(questions: Sequence[records.Question],
+                    config: QuestionGenConfig,
+                    num_examples: int) -> list[records.SelfGenExample]:
+  """Training examples of the question-writing prompt, for a model that
+  cannot yet continue a list of questions (the demo base was pretrained
+  with loss on answers only; the paper's PaLM needs none).
 
-  'empty'; 'too_long' (over `max_tokens` tokens: the line was cut off);
-  'not_a_question' (holds "Q:", "A:" or an answer sentence);
-  'no_question_mark' (does not end with "?"); 'unknown_words' (a
-  `WordVocab` model spelled a word outside its vocabulary byte by byte;
-  other tokenizers spell every word, so this check needs a `WordVocab`).
+  Example i shows `seeds_per_prompt` of `questions` as `build_prompts` lays
+  them out, and its target is one more of them, all drawn with
+  random.Random(f'{seed}/{i}'). Pass questions the model was already
+  trained on (the demo: its seed split), never the seeds, pool or test
+  set; no answer enters.
+
+  Raises:
+    ValueError: if there are not more questions than `seeds_per_prompt`.
   """
-  text = text.strip()
-  if not text:
-    return 'empty'
-  if len(vocab.encode(text)) > max_tokens:
-    return 'too_long'
-  if ('Q:' in text or 'A:' in text or '\n' in text
-      or answers_lib.ANSWER_PREFIX.lower() in text.lower()):
-    return 'not_a_question'
-  if not text.endswith('?'):
-    return 'no_question_mark'
-  if isinstance(vocab, vocab_lib.WordVocab):
-    known = vocab.__dict__.setdefault('_piece_set', frozenset(vocab.pieces))
-    if vocab_lib.words_of([text]) - known:
-      return 'unknown_words'
-  return None
-
-
-def _words(text: str) -> list[str]:
-  return re.findall(r'[a-z0-9]+|[^\sa-z0-9]', text.lower())
-
-
-def normalize(text: str) -> str:
-  """The form exact duplicates share: lower case, words and punctuation."""
-  return ' '.join(_words(text))
-
-
-def filter_candidates(
-    generated: Sequence[Generated], seeds: Sequence[records.Question],
-    vocab: vocab_base.Vocabulary, config: QuestionGenConfig,
-) -> list[Candidate]:
-  """Each generated line's fate before answering (in generation order).
-
-  A line is malformed, or else a duplicate of a seed (exact first, then
-  near), of an earlier accepted line (exact, then near), or new (status
-  'new'). Seed duplicates are checked first, so every copy of a seed counts
-  as one.
-  """
-  seen_seed = {normalize(s.question): s.id for s in seeds}
-  seed_words = [(s.id, _words(s.question)) for s in seeds]
-  seen: dict[str, str] = {}
-  accepted: list[tuple[str, list[str]]] = []
-  threshold = config.near_duplicate_threshold
-
-  def near(words, pool):  # quick upper bounds first: ratio() is O(n^2)
-    for other_id, other in pool:
-      matcher = difflib.SequenceMatcher(None, words, other, autojunk=False)
-      if (matcher.real_quick_ratio() >= threshold
-          and matcher.quick_ratio() >= threshold
-          and matcher.ratio() >= threshold):
-        return other_id
-    return None
-
+  if len(questions) <= config.seeds_per_prompt:
+    raise ValueError(f'a question-writing warm-up needs more than '
+                     f'seeds_per_prompt={config.seeds_per_prompt} questions, '
+                     f'got {len(questions)}')
   out = []
-  for i, g in enumerate(generated):
-    cid = f'gen-{i:05d}'
-    text = g.text.strip()
-    status, dup = 'new', None
-    why = malformed_reason(text, vocab, config.max_question_tokens)
-    key, words = normalize(text), _words(text)
-    if why is not None:
-      status = f'malformed:{why}'
-    elif key in seen_seed:
-      status, dup = 'seed_duplicate', seen_seed[key]
-    elif key in seen:
-      status, dup = 'exact_duplicate', seen[key]
-    elif (dup := near(words, seed_words)) is not None:
-      status = 'seed_duplicate'
-    elif (dup := near(words, accepted)) is not None:
-      status = 'near_duplicate'
-    else:
-      seen[key] = cid
-      accepted.append((cid, words))
-    out.append(Candidate(id=cid, prompt=g.prompt, sample=g.sample, text=text,
-                         status=status, duplicate_of=dup))
+  for i in range(num_examples):
+    rng = random.Random(f'lmsi-question-warmup/{config.seed}/{i}')
+    *shown, target = rng.sample(list(questions), config.seeds_per_prompt + 1)
+    out.append(records.SelfGenExample(
+        task=target.task, id=target.id, sample=i, format=WARMUP_FORMAT,
+        inputs=_prompt([s.question for s in shown], config.separator),
+        targets=' ' + target.question, vote_share=1.0))
   return out
-
-
-def count(candidates: Sequence[Candidate]) -> dict[str, Any]:
-  """The manifest's counts: generated, malformed (by reason), duplicates,
-  answered and kept."""
-  status = collections.Counter(c.status for c in candidates)
-  malformed = {k.split(':', 1)[1]: v for k, v in sorted(status.items())
-               if k.startswith('malformed:')}
-  answered = status[KEPT] + status[LOW_CONFIDENCE]
-  return {'generated': len(candidates), 'malformed': sum(malformed.values()),
-          'malformed_by_reason': malformed,
-          'seed_duplicates': status['seed_duplicate'],
-          'exact_duplicates': status['exact_duplicate'],
-          'near_duplicates': status['near_duplicate'],
-          'answered': answered, 'kept': status[KEPT],
-          'well_formed_fraction': round(
-              1 - sum(malformed.values()) / max(len(candidates), 1), 4)}
 
 
 def generate_pool(
@@ -264,6 +163,7 @@ def generate_pool(
     answer_family: str = 'number',
     task: str,
     manifest_inputs: Sequence[str] = (),
+    answer_params: Any = None,
 ) -> list[records.Question]:
   """Generates, filters and answers new questions; returns the kept pool.
 
@@ -278,6 +178,9 @@ def generate_pool(
     answer_family: how answers are parsed (`lmsi.answers.Family`).
     task: the task name the pool's `records.Question`s carry.
     manifest_inputs: files the caller read (recorded with digests).
+    answer_params: the answering model's parameters (default `params`): a
+      model warmed up to write questions (`warmup_examples`) can leave the
+      answering to the model it was warmed up from.
 
   Returns:
     The kept questions, as `output_dir/questions.jsonl` holds them.
@@ -301,10 +204,13 @@ def generate_pool(
         config.question_sampling(), vocab=vocab,
         batch_questions=config.batch_questions, desc='question gen')
     records.write_jsonl(gen_path, [
-        Generated(prompt=p, sample=s, text=text, logprob=round(lp, 4))
+        question_filter.Generated(prompt=p, sample=s, text=text,
+                                  logprob=round(lp, 4))
         for p, paths in enumerate(out) for s, (text, lp) in enumerate(paths)])
-  generated = list(records.read_jsonl(gen_path, Generated))
-  candidates = filter_candidates(generated, seeds, vocab, config)
+  generated = list(records.read_jsonl(gen_path, question_filter.Generated))
+  candidates = question_filter.filter_candidates(
+      generated, seeds, vocab, max_tokens=config.max_question_tokens,
+      threshold=config.near_duplicate_threshold)
   to_answer = [records.Question(task=task, id=c.id, question=c.text)
                for c in candidates if c.status == 'new']
   if config.include_seeds:  # under their own ids, before the new ones
@@ -315,8 +221,9 @@ def generate_pool(
   votes: dict[str, voting.Vote] = {}
   if to_answer:
     shard = sample_lib.sample(
-        model_config=model_config, params=params, questions=to_answer,
-        output_dir=os.path.join(output_dir, 'answers'),
+        model_config=model_config,
+        params=params if answer_params is None else answer_params,
+        questions=to_answer, output_dir=os.path.join(output_dir, 'answers'),
         sampling_config=config.answer_sampling, exemplars=exemplars,
         vocab=vocab, answer_family=answer_family,
         batch_questions=config.batch_questions)
@@ -328,18 +235,20 @@ def generate_pool(
   kept_ids = {q for q, v in votes.items()
               if v.answer is not None and v.share >= config.min_vote_share}
   final = [c if c.status != 'new' else dataclasses.replace(
-      c, status=KEPT if c.id in kept_ids else LOW_CONFIDENCE,
+      c, status=(question_filter.KEPT if c.id in kept_ids
+              else question_filter.LOW_CONFIDENCE),
       answer=votes[c.id].answer, vote_share=round(votes[c.id].share, 4))
            for c in candidates]
   pool = [q for q in to_answer if q.id in kept_ids]
   records.write_jsonl(os.path.join(output_dir, 'candidates.jsonl'), final)
   examples = [{'id': c.id, 'question': c.text, 'majority_answer': c.answer,
-               'vote_share': c.vote_share} for c in final if c.status == KEPT]
+               'vote_share': c.vote_share}
+              for c in final if c.status == question_filter.KEPT]
   sha = lambda t: hashlib.sha256(t.encode('utf-8')).hexdigest()
   manifest = manifests.stage_manifest(
       list(manifest_inputs), task=task, answer_family=answer_family,
       config=config.manifest(),
-      counts={**count(final), 'pool': len(pool),
+      counts={**question_filter.count(final), 'pool': len(pool),
               'seeds_kept': len(kept_ids & {s.id for s in seeds})},
       seeds=[{'task': s.task, 'id': s.id, 'sha256': sha(s.question)}
              for s in seeds],

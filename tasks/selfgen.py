@@ -2,7 +2,7 @@
 
 `register(selfgen_path, dataset, round_)` registers one task per format,
 `lmsi_selfgen_<dataset>_r<round>_<format>`, over the file `lmsi.aggregate`
-writes, and the mixture `lmsi_selfgen_r<round>` (equal rates, [open] in the
+writes (or any file of `records.SelfGenExample`s), and the mixture `lmsi_selfgen_r<round>` (equal rates, [open] in the
 paper). `extra_tasks` adds e.g. the labeled seed tasks to the mixture.
 Importing this module also adds the 'selfgen' `lmsi.taskspec.Builder`,
 through which `lmsi.pipeline` registers these tasks.
@@ -22,8 +22,8 @@ from lmsi import vocab as vocab_lib
 from tasks import sources
 
 
-def task_name(dataset: str, round_: int, fmt: prompts.Format) -> str:
-  return f'lmsi_selfgen_{dataset}_r{round_}_{fmt.value}'
+def task_name(dataset: str, round_: int, fmt: prompts.Format | str) -> str:
+  return f'lmsi_selfgen_{dataset}_r{round_}_{getattr(fmt, "value", fmt)}'
 
 
 def mixture_name(round_: int, suffix: str = '') -> str:
@@ -49,11 +49,13 @@ def register(selfgen_path: str, dataset: str, round_: int, *,
     by_format[ex.format].append({'inputs': ex.inputs, 'targets': ex.targets})
 
   names = []
-  for fmt in prompts.Format:
-    rows = by_format[fmt.value]
+  # The four formats in their order, then any other the file holds (e.g.
+  # lmsi.question_gen's warm-up examples).
+  others = sorted(set(by_format) - set(prompts.FORMAT_NAMES))
+  for fmt in [*prompts.FORMAT_NAMES, *others]:
+    rows = by_format[fmt]
     if not rows:  # an empty task would end the mixture
-      logging.warning('selfgen: no %s examples in %s', fmt.value,
-                      selfgen_path)
+      logging.warning('selfgen: no %s examples in %s', fmt, selfgen_path)
       continue
     name = task_name(dataset, round_, fmt) + suffix
     sources.add_task(

@@ -7,13 +7,20 @@ import os
 import pytest
 
 from lmsi import arithmetic
+from lmsi import artifact
+from lmsi import decoder
 from lmsi import evaluate
+from lmsi import exemplar_gen
+from lmsi import exemplars as exemplars_lib
 from lmsi import pipeline
+from lmsi import question_gen
+from lmsi import records
 from lmsi import sampling
 from lmsi import train
 import tasks.arithmetic  # noqa: F401  # the arithmetic task builder
 import tasks.selfgen  # noqa: F401  # the selfgen one (lmsi.taskspec)
 from tests.conftest import EASY
+from tests.conftest import REPO
 
 
 def _run(cfg, out, **kw):
@@ -102,6 +109,69 @@ def test_rounds_ablations_and_students(tiny_cfg, tmp_path):
   assert 'LMSI r2' in report
 
 
+def test_generated_questions_and_self_exemplars(tmp_path):
+  """An arm whose pool the demo base writes from 10 unlabeled seeds (after
+  a warm-up) and whose exemplars are its own zero-shot answers: its rows,
+  files and manifest, and no hand-written exemplar in its prompts."""
+  base_dir = os.path.join(REPO, 'assets', 'demo_base')
+  meta = artifact.verify(base_dir)['manifest']
+  data = arithmetic.DataConfig(
+      split_sizes={**meta['split_sizes'], 'unlabeled': 12, 'test': 4},
+      seed_difficulty=arithmetic.Difficulty(**meta['seed_difficulty']),
+      hard_difficulty=arithmetic.Difficulty(**meta['hard_difficulty']),
+      style_weights=[tuple(w) for w in meta['style_weights']],
+      num_exemplars=meta['num_exemplars'])
+  s = sampling.SamplingConfig(num_samples=4, max_decode_steps=56)
+  fast = train.TrainSettings(steps=2, batch_size=8, learning_rate=1e-3,
+                             optimizer='adamw')
+  arm = pipeline.Ablation(
+      questions='generated', exemplars='self',
+      question_gen=question_gen.QuestionGenConfig(
+          num_prompts=4, samples_per_prompt=2, include_seeds=True,
+          min_vote_share=0.0, answer_sampling=s),
+      question_warmup=fast, num_warmup_examples=16,
+      exemplar_gen=exemplar_gen.ExemplarGenConfig(
+          num_questions=8, num_exemplars=2, source='vote', sampling=s))
+  ev = evaluate.EvalConfig(ks=(1, 4), sampling=s)
+  metrics = pipeline.run_pipeline(
+      output_dir=str(tmp_path), model_config=decoder.DecoderConfig(
+          **artifact.verify(base_dir)['model_config']),
+      base_artifact=base_dir, seed=1, data=data,
+      task_feature_lengths=meta['task_feature_lengths'], finetune=fast,
+      sampling_config=s, eval_before=ev, eval_after=ev, run_control=False,
+      run_no_vote=False, ablations={'selfgen': arm})
+  assert list(metrics['arms']) == ['selfgen base', 'selfgen']
+  arm_dir = tmp_path / 'arms' / 'selfgen'
+  assert (arm_dir / 'warmup/model/checkpoints').is_dir()
+  warm = list(records.read_jsonl(str(arm_dir / 'warmup/examples.jsonl'),
+                                 records.SelfGenExample))
+  assert len(warm) == 16 and {w.id[:5] for w in warm} == {'seed-'}
+  pool = {q.id for q in records.read_jsonl(
+      str(arm_dir / 'questions/questions.jsonl'), records.Question)}
+  unlabeled = {f'unlabeled-{i:05d}' for i in range(10)}
+  assert pool - unlabeled <= {f'gen-{i:05d}' for i in range(8)}
+  assert pool & unlabeled, 'the base answers some seeds confidently'
+  own = exemplar_gen.read_exemplars(str(arm_dir / 'exemplars'))
+  hand = exemplars_lib.get('arithmetic', 2)
+  assert len(own) == 2 and not {e.question for e in own} & {
+      e.question for e in hand}
+  fewshot = [ex for ex in records.read_jsonl(
+      str(arm_dir / 'selfgen/selfgen.jsonl'), records.SelfGenExample)
+             if ex.format == 'cot_fewshot']
+  assert {ex.id for ex in fewshot} <= pool
+  for ex in fewshot:
+    assert all(e.question in ex.inputs for e in own)
+    assert not any(e.question in ex.inputs for e in hand)
+  with open(tmp_path / 'manifest.json') as f:
+    chosen = json.load(f)['ablations']['selfgen']
+  assert chosen['questions'] == 'generated' and chosen['exemplars'] == 'self'
+  assert chosen['question_gen']['seed'] == 1
+  assert chosen['question_gen']['answer_sampling']['seed'] == 1
+  assert chosen['exemplar_gen']['seed'] == 1
+  assert chosen['question_warmup']['steps'] == 2
+  assert 'selfgen base' in (tmp_path / 'report.md').read_text()
+
+
 @pytest.mark.parametrize('kw, match', [
     ({'finetune_from': 'last'}, 'finetune_from'),
     ({'formats': ('cot', 'direct_fewshot')}, 'unknown'),
@@ -111,3 +181,10 @@ def test_bad_choices_fail_before_any_work(tiny_cfg, tmp_path, kw, match):
   with pytest.raises(ValueError, match=match):
     _run(tiny_cfg, tmp_path, **kw)
   assert not (tmp_path / 'base').exists()
+
+
+def test_unknown_question_or_exemplar_source_is_named():
+  with pytest.raises(ValueError, match="questions='pool'"):
+    pipeline.Ablation(questions='pool')
+  with pytest.raises(ValueError, match="exemplars='own'"):
+    pipeline.Ablation(exemplars='own')

@@ -11,6 +11,7 @@ import pytest
 from lmsi import arithmetic
 from lmsi import artifact
 from lmsi import exemplars as exemplars_lib
+from lmsi import question_filter
 from lmsi import question_gen
 from lmsi import records
 from lmsi import sampling
@@ -32,13 +33,8 @@ def vocab():
 
 
 def _gen(*texts):
-  return [question_gen.Generated(prompt=0, sample=i, text=t, logprob=-1.0)
+  return [question_filter.Generated(prompt=0, sample=i, text=t, logprob=-1.0)
           for i, t in enumerate(texts)]
-
-
-def _config(**kw):
-  return question_gen.QuestionGenConfig(num_seed_questions=3,
-                                        seeds_per_prompt=2, **kw)
 
 
 def test_prompts_hold_seeds_in_random_order_and_end_with_q():
@@ -72,12 +68,12 @@ def test_prompts_hold_seeds_in_random_order_and_end_with_q():
     ('Ann has 3 pens. She buys 4. How many pens now?', None),
 ])
 def test_malformed_reason(vocab, text, why):
-  assert question_gen.malformed_reason(text, vocab, 64) == why
+  assert question_filter.malformed_reason(text, vocab, 64) == why
 
 
 def test_unknown_words_need_a_word_vocabulary():
   text = 'Ann has 3 zebras. How many zebras now?'
-  assert question_gen.malformed_reason(text, vocab_lib.ByteVocab(),
+  assert question_filter.malformed_reason(text, vocab_lib.ByteVocab(),
                                        200) is None
 
 
@@ -93,20 +89,41 @@ def test_exact_and_near_duplicates_of_seeds_and_of_each_other(vocab):
       other,
       'Ann has 3 pens',  # malformed before any duplicate check
   )
-  got = question_gen.filter_candidates(lines, SEEDS, vocab, _config())
+  got = question_filter.filter_candidates(
+      lines, SEEDS, vocab, max_tokens=64, threshold=0.9)
   assert [(c.status, c.duplicate_of) for c in got] == [
       ('seed_duplicate', 's0'), ('seed_duplicate', 's0'), ('new', None),
       ('exact_duplicate', 'gen-00002'), ('near_duplicate', 'gen-00002'),
       ('new', None), ('malformed:no_question_mark', None)]
   assert [c.id for c in got] == [f'gen-{i:05d}' for i in range(7)]
-  counts = question_gen.count(got)
+  counts = question_filter.count(got)
   assert counts['seed_duplicates'] == 2 and counts['exact_duplicates'] == 1
   assert counts['near_duplicates'] == 1 and counts['malformed'] == 1
   # A stricter threshold keeps the one-number variants as new questions.
-  strict = question_gen.filter_candidates(
-      lines, SEEDS, vocab, _config(near_duplicate_threshold=1.0))
+  strict = question_filter.filter_candidates(
+      lines, SEEDS, vocab, max_tokens=64, threshold=1.0)
   assert [c.status for c in strict][:5] == [
       'seed_duplicate', 'new', 'new', 'exact_duplicate', 'new']
+
+
+def test_warmup_examples_continue_a_list_of_questions():
+  cfg = question_gen.QuestionGenConfig(num_seed_questions=3,
+                                       seeds_per_prompt=2)
+  qs = [records.Question(task='t', id=f'q{i}', question=f'Q{i} has {i} pens?')
+        for i in range(6)]
+  got = question_gen.warmup_examples(qs, cfg, 20)
+  assert got == question_gen.warmup_examples(qs, cfg, 30)[:20]
+  by_id = {q.id: q.question for q in qs}
+  for ex in got:
+    shown = [line[3:] for line in ex.inputs.split('\n\n')[:-1]]
+    assert len(shown) == 2 and ex.inputs.endswith('\n\nQ:')
+    assert ex.targets == ' ' + by_id[ex.id] and by_id[ex.id] not in shown
+    assert set(shown) <= set(by_id.values())
+    assert ex.format == question_gen.WARMUP_FORMAT
+  # The prompt is the one generation continues.
+  assert got[0].inputs[:3] == 'Q: ' and len({e.inputs for e in got}) > 10
+  with pytest.raises(ValueError, match='more than seeds_per_prompt=2'):
+    question_gen.warmup_examples(qs[:2], cfg, 1)
 
 
 def test_bad_config_is_named():
