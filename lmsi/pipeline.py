@@ -226,8 +226,9 @@ def run_pipeline(
         vocab=vocab,
         output_dir=d(name, 'eval'), desc=f'eval {name}')
     timings[f'eval {name}'] = time.monotonic() - t0
-    return {'accuracy': out['accuracy'], 'calibration': out['calibration'],
-            'num_questions': out['num_questions'],
+    kept_keys = ('accuracy', 'calibration', 'num_questions', 'temperature',
+                 'sweep', 'sweep_best')  # report.md reads these
+    return {**{k: out[k] for k in kept_keys if k in out},
             'styles': styles.eval_styles(
                 d(name, 'eval', 'predictions.jsonl'), arithmetic.style_of)}
 

@@ -42,7 +42,7 @@ def _run(cfg, out, **kw):
       finetune=fast,
       sampling_config=sampling.SamplingConfig(num_samples=4,
                                               max_decode_steps=24),
-      eval_before=ev, eval_after=ev, **kw)
+      eval_before=ev, eval_after=kw.pop('eval_after', ev), **kw)
 
 
 def test_pipeline_writes_every_arm_and_resumes(tiny_cfg, tmp_path):
@@ -76,8 +76,11 @@ def test_rounds_ablations_and_students(tiny_cfg, tmp_path):
       model_config=dataclasses.replace(tiny_cfg, num_layers=1),
       base_train=train.TrainSettings(steps=2, batch_size=8,
                                      learning_rate=1e-3, optimizer='adamw'))
+  swept = evaluate.EvalConfig(
+      ks=(1, 4), temperature_sweep=(0.7, 1.2), sampling=sampling.SamplingConfig(
+          num_samples=4, max_decode_steps=24))
   metrics = _run(tiny_cfg, tmp_path, num_rounds=2, finetune_from='previous',
-                 run_control=False, run_no_vote=False,
+                 run_control=False, run_no_vote=False, eval_after=swept,
                  ablations={'cot_only': pipeline.Ablation(
                      formats=('cot_zeroshot', 'cot_fewshot'))},
                  students={'small': student})
@@ -107,6 +110,10 @@ def test_rounds_ablations_and_students(tiny_cfg, tmp_path):
   assert 'formats' not in dev and 'top_k' not in dev
   report = (tmp_path / 'report.md').read_text()
   assert 'LMSI r2' in report
+  # The sweep reaches metrics.json and report.md (the rows after LMSI).
+  assert set(metrics['rounds'][2]['sweep']) == {'0.7', '1.2'}
+  assert metrics['rounds'][2]['sweep_best']['k'] == 4
+  assert '| LMSI r2 | 0.7 (main' in report
 
 
 def test_generated_questions_and_self_exemplars(tmp_path):
