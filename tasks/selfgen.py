@@ -2,10 +2,11 @@
 
 `register(selfgen_path, dataset, round_)` registers one task per format,
 `lmsi_selfgen_<dataset>_r<round>_<format>`, over the file `lmsi.aggregate`
-writes (or any file of `records.SelfGenExample`s), and the mixture `lmsi_selfgen_r<round>` (equal rates, [open] in the
-paper). `extra_tasks` adds e.g. the labeled seed tasks to the mixture.
-Importing this module also adds the 'selfgen' `lmsi.taskspec.Builder`,
-through which `lmsi.pipeline` registers these tasks.
+writes (or any file of `records.SelfGenExample`s), and the mixture
+`lmsi_selfgen_r<round>` (equal rates, [open] in the paper). `extra_tasks`
+adds e.g. the labeled seed tasks to the mixture. Importing this module also
+adds the 'selfgen' `lmsi.taskspec.Builder`, through which `lmsi.pipeline`
+registers these tasks.
 """
 
 from __future__ import annotations
