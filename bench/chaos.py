@@ -1,26 +1,43 @@
-"""Chaos: SIGKILL the pipeline at 20 random moments; the result must not move.
+"""Chaos: SIGKILL the pipeline inside every stage; the result must not move.
 
-Runs `gin/experiments/chaos.gin` (the demo study, shrunk) once without
-interruption, then again under a killer: start the pipeline, SIGKILL its
-process group after a seeded random delay, restart, ... 20 times, then let it
-finish. Compares, byte for byte, every self-generated file and sample shard,
-metrics.json and every eval's predictions, and bitwise the parameters of every
-final checkpoint. Prints each kill (delay, the stage it hit) and a verdict.
+Runs `gin/experiments/chaos.gin` (the demo study, shrunk; 4 sample shards)
+once without interruption, timing every stage call, then again under a
+planned series of kill -9s: at least 3 inside each of base training,
+sampling, aggregation, fine-tuning and evaluation. Each kill is aimed by the
+child process itself (`--child`), which wraps the stage functions:
 
-    python bench/chaos.py [--kills=20] [--seed=0] [--out=runs/chaos_bench]
+- `timer`: SIGKILL a random fraction of the way through a stage call (its
+  length in the clean run), so it lands mid-computation or mid-checkpoint;
+- `in_write`: SIGKILL inside an atomic write of a stage's `.jsonl` output
+  (the temp file written, not yet renamed);
+- `before_marker`: SIGKILL after that file is renamed and before its
+  `.COMPLETED` marker is written (a torn shard).
+
+After each kill the pipeline is restarted; after the last it runs to the
+end. Then every self-generated file, sample shard, metrics.json and every
+eval's predictions are compared byte for byte, and the parameters of every
+final checkpoint bitwise. Prints each kill (stage, call, how it landed) and
+a verdict.
+
+    python bench/chaos.py [--seed=0] [--per_stage=3] [--out=runs/chaos_bench]
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import filecmp
+import fnmatch
 import glob
+import json
 import os
 import random
+import runpy
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -29,12 +46,111 @@ sys.path.insert(0, REPO)
 COMPARED = ('metrics.json', '*/selfgen/selfgen.jsonl', '*/samples/*.jsonl',
             '*/eval/predictions.jsonl', '*/eval/eval.json',
             'data/*.jsonl', 'data/vocab.json')
+# Stage name -> (module, function) the pipeline calls for it. Only the
+# outermost stage call counts (base training evaluates and trains inside).
+STAGES = {'base training': ('lmsi.demo_base', 'train_base'),
+          'sampling': ('lmsi.sample', 'sample'),
+          'aggregation': ('lmsi.aggregate', 'aggregate'),
+          'fine-tuning': ('lmsi.train', 'train_with'),
+          'evaluation': ('lmsi.evaluate', 'evaluate')}
+# Kills in pipeline order (a run killed past a stage cannot return to it).
+PLAN = (('base training', 'timer'),) * 3 + (
+    ('evaluation', 'timer'), ('sampling', 'timer'),
+    ('sampling', 'before_marker'), ('sampling', 'in_write'),
+    ('sampling', 'timer'), ('aggregation', 'in_write'),
+    ('aggregation', 'before_marker'), ('aggregation', 'timer'),
+    ('fine-tuning', 'timer'), ('evaluation', 'in_write'),
+    ('fine-tuning', 'timer'), ('fine-tuning', 'timer'),
+    ('evaluation', 'timer'), ('evaluation', 'timer'))
+MARKER = '.COMPLETED'
+ATTEMPTS = 3  # tries per planned kill (a timer can outlast a resumed call)
 
 
-def _command(out: str) -> list[str]:
-  return [sys.executable, '-m', 'lmsi.pipeline',
-          '--gin_file=gin/experiments/chaos.gin',
-          f'--gin.OUTPUT_DIR="{out}"']
+class Child:
+  """Runs the pipeline in this process with the stage functions wrapped."""
+
+  def __init__(self, plan: dict | None, report: str):
+    self.plan, self.report = plan or {}, report
+    self.calls = collections.Counter()
+    self.durations: dict[str, float] = {}
+    self.active: str | None = None  # the outermost stage call running
+    self.missed = None
+
+  def kill(self, key: str, how: str, landed: bool = True) -> None:
+    with open(self.report, 'w') as f:
+      json.dump({'call': key, 'how': how, 'landed': landed}, f)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+  def wrap(self, stage: str, fn):
+    def wrapped(*args, **kwargs):
+      if self.active:
+        return fn(*args, **kwargs)
+      key = f'{stage} #{self.calls[stage]}'
+      self.calls[stage] += 1
+      if self.missed:
+        self.kill(key, f'at the start of this call, after a timer missed '
+                  f'{self.missed}', landed=False)
+      timer, clean = None, self.plan.get('durations', {}).get(key, 0.0)
+      if (self.plan.get('stage') == stage and self.plan['mode'] == 'timer'
+          and clean >= 0.005):
+        delay = self.plan['fraction'] * clean
+        timer = threading.Timer(delay, self.kill, (
+            key, f'{delay:.2f} s into the call ({clean:.2f} s clean)'))
+        timer.start()
+      self.active, t0 = key, time.monotonic()
+      try:
+        return fn(*args, **kwargs)
+      finally:
+        seconds = time.monotonic() - t0
+        self.active, self.durations[key] = None, seconds
+        if timer:
+          timer.cancel()
+          if seconds > 0.25 * clean:  # it did real work and outlived it
+            self.missed = key
+    return wrapped
+
+  def write_atomic(self, orig):
+    def wrapped(path, write, binary=False):
+      mode, stage = self.plan.get('mode'), self.plan.get('stage')
+      name = os.path.basename(path)
+      if (mode in ('in_write', 'before_marker') and self.active
+          and self.active.startswith(stage)
+          and fnmatch.fnmatch(name, '*.jsonl' + ('' if mode == 'in_write'
+                                                 else MARKER))):
+        rel = os.path.relpath(path, self.plan['out'])
+        if mode == 'before_marker':
+          self.kill(self.active, f'{rel[:-len(MARKER)]} renamed, its '
+                    'marker not yet written')
+        def partial(f):
+          write(f)
+          f.flush()
+          self.kill(self.active, f'inside the write of {rel} (temp file '
+                    'written, not renamed)')
+        return orig(path, partial, binary)
+      return orig(path, write, binary)
+    return wrapped
+
+  def run(self, argv: list[str]) -> None:
+    import importlib  # pylint: disable=g-import-not-at-top
+    from lmsi import records  # pylint: disable=g-import-not-at-top
+    for stage, (module, name) in STAGES.items():
+      mod = importlib.import_module(module)
+      setattr(mod, name, self.wrap(stage, getattr(mod, name)))
+    records.write_atomic = self.write_atomic(records.write_atomic)
+    sys.argv = ['lmsi.pipeline', *argv]
+    try:
+      runpy.run_module('lmsi.pipeline', run_name='__main__')
+    except SystemExit as e:
+      if e.code:
+        raise
+    with open(self.report, 'w') as f:
+      json.dump({'finished': True, 'durations': self.durations}, f)
+
+
+def _child_command(out: str, plan: dict | None, report: str) -> list[str]:
+  return [sys.executable, os.path.abspath(__file__), '--child',
+          f'--plan={json.dumps(plan or {})}', f'--report={report}', '--',
+          '--gin_file=gin/experiments/chaos.gin', f'--gin.OUTPUT_DIR="{out}"']
 
 
 def _env() -> dict[str, str]:
@@ -42,58 +158,46 @@ def _env() -> dict[str, str]:
           'JAX_PLATFORMS': 'cpu'}
 
 
-def _stage(out: str) -> str:
-  """The stage the run is in, from the files it has finished so far."""
-  done = [p for p in ('data/test.jsonl.COMPLETED', 'base/train_done.json',
-                      'base/eval/eval.json', 'r1/samples',
-                      'r1/selfgen/selfgen.jsonl.COMPLETED',
-                      'r1/model/train_done.json', 'r1/eval/eval.json',
-                      'control/model/train_done.json',
-                      'control/eval/eval.json',
-                      'no_vote/selfgen/selfgen.jsonl.COMPLETED',
-                      'no_vote/model/train_done.json', 'metrics.json')
-          if os.path.exists(os.path.join(out, p))]
-  return f'after {done[-1]}' if done else 'data'
+def run_child(out: str, plan: dict | None, log) -> dict:
+  """Runs the pipeline once; returns the child's report (kill or finish)."""
+  report = os.path.join(os.path.dirname(out), 'child.json')
+  if os.path.exists(report):
+    os.remove(report)
+  proc = subprocess.run(_child_command(out, plan, report), cwd=REPO,
+                        env=_env(), stdout=log, stderr=subprocess.STDOUT,
+                        check=False)
+  if not os.path.exists(report):
+    raise RuntimeError(f'pipeline exited {proc.returncode} without a report;'
+                       f' see {log.name}')
+  with open(report) as f:
+    result = json.load(f)
+  if 'finished' not in result and proc.returncode != -signal.SIGKILL:
+    raise RuntimeError(f'child reported a kill but exited {proc.returncode}')
+  return result
 
 
-def run_clean(out: str, log) -> float:
+def run_with_kills(out: str, durations: dict[str, float], per_stage: int,
+                   rng: random.Random, log) -> list[tuple[str, dict]]:
   shutil.rmtree(out, ignore_errors=True)
-  t0 = time.monotonic()
-  subprocess.run(_command(out), cwd=REPO, env=_env(), check=True,
-                 stdout=log, stderr=subprocess.STDOUT)
-  return time.monotonic() - t0
-
-
-def restart_seconds(finished: str) -> float:
-  """Seconds a restart costs before it can make progress: the pipeline run
-  again on a finished output directory (imports, registration, checks)."""
-  t0 = time.monotonic()
-  subprocess.run(_command(finished), cwd=REPO, env=_env(), check=True,
-                 capture_output=True)
-  return time.monotonic() - t0
-
-
-def run_with_kills(out: str, kills: int, rng: random.Random, min_delay: float,
-                   max_delay: float, log) -> list[tuple[float, str]]:
-  shutil.rmtree(out, ignore_errors=True)
-  history = []
-  for _ in range(kills):
-    delay = round(rng.uniform(min_delay, max_delay), 2)
-    proc = subprocess.Popen(_command(out), cwd=REPO, env=_env(), stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-      proc.wait(timeout=delay)
-      history.append((delay, 'finished before the kill'))
-      break
-    except subprocess.TimeoutExpired:
-      stage = _stage(out)
-      os.killpg(proc.pid, signal.SIGKILL)
-      proc.wait()
-      history.append((delay, stage))
-      print(f'kill {len(history):>2}: SIGKILL after {delay:5.2f} s, {stage}',
-            flush=True)
-  subprocess.run(_command(out), cwd=REPO, env=_env(), check=True, stdout=log,
-                 stderr=subprocess.STDOUT)
+  seen, history = collections.Counter(), []
+  for stage, mode in PLAN:
+    seen[stage] += 1
+    if seen[stage] > per_stage:
+      continue
+    for _ in range(ATTEMPTS):
+      result = run_child(out, {
+          'stage': stage, 'mode': mode, 'fraction': rng.uniform(0.1, 0.7),
+          'durations': durations, 'out': out}, log)
+      if 'finished' in result:
+        print(f'the run finished before a {mode} kill in {stage}')
+        return history
+      history.append((stage, result))
+      tag = stage if result['landed'] else 'between stages'
+      print(f'kill {len(history):>2} [{tag}]: {result["call"]}, '
+            f'{result["how"]}', flush=True)
+      if result['landed']:
+        break
+  run_child(out, None, log)
   return history
 
 
@@ -101,6 +205,7 @@ def compare(clean: str, chaos: str) -> list[str]:
   """Differences between the two runs (empty when identical)."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   from lmsi import checkpoints  # pylint: disable=g-import-not-at-top
   diffs, n_files = [], 0
   for pattern in COMPARED:
@@ -111,11 +216,10 @@ def compare(clean: str, chaos: str) -> list[str]:
         diffs.append(f'file differs: {os.path.relpath(a, clean)}')
   n_params = 0
   for model in ('base', 'r1/model', 'control/model', 'no_vote/model'):
-    pa = checkpoints.params_path(os.path.join(clean, model))
-    pb = checkpoints.params_path(os.path.join(chaos, model))
-    import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-    ta = ocp.StandardCheckpointer().restore(pa)
-    tb = ocp.StandardCheckpointer().restore(pb)
+    ta = ocp.StandardCheckpointer().restore(
+        checkpoints.params_path(os.path.join(clean, model)))
+    tb = ocp.StandardCheckpointer().restore(
+        checkpoints.params_path(os.path.join(chaos, model)))
     for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(ta),
                             jax.tree_util.tree_leaves(tb)):
       n_params += 1
@@ -128,38 +232,45 @@ def compare(clean: str, chaos: str) -> list[str]:
 
 def main() -> None:
   parser = argparse.ArgumentParser()
-  parser.add_argument('--kills', type=int, default=20)
   parser.add_argument('--seed', type=int, default=0)
+  parser.add_argument('--per_stage', type=int, default=3,
+                      help='kills per stage (at most 3)')
   parser.add_argument('--out', default=os.path.join(REPO, 'runs',
                                                     'chaos_bench'))
-  args = parser.parse_args()
+  parser.add_argument('--child', action='store_true', help=argparse.SUPPRESS)
+  parser.add_argument('--plan', default='{}', help=argparse.SUPPRESS)
+  parser.add_argument('--report', help=argparse.SUPPRESS)
+  args, rest = parser.parse_known_args()
+  if args.child:
+    Child(json.loads(args.plan), args.report).run(
+        [a for a in rest if a != '--'])
+    return
   os.makedirs(args.out, exist_ok=True)
   with open(os.path.join(args.out, 'log.txt'), 'w') as log:
     clean = os.path.join(args.out, 'clean')
-    seconds = run_clean(clean, log)
-    print(f'uninterrupted run: {seconds:.0f} s')
-    startup = restart_seconds(clean)
-    rng = random.Random(args.seed)
-    # A restart pays its start-up (imports, registration, compiling) before
-    # it makes progress. Delays past the start-up average 1/kills of the run
-    # plus 6 s, so a restart progresses (checkpoints every 10 steps) but the
-    # run does not finish before the last kill.
-    min_delay = startup + 2
-    max_delay = startup + 2 * seconds / args.kills + 10
-    print(f'restart overhead {startup:.1f} s; kill delays ~ '
-          f'U({min_delay:.1f}, {max_delay:.1f}) s, seed {args.seed}')
+    shutil.rmtree(clean, ignore_errors=True)
     t0 = time.monotonic()
-    history = run_with_kills(os.path.join(args.out, 'chaos'), args.kills,
-                             rng, min_delay, max_delay, log)
+    durations = run_child(clean, None, log)['durations']
+    print(f'uninterrupted run: {time.monotonic() - t0:.0f} s; stage calls: '
+          + ', '.join(f'{k} {v:.2f} s' for k, v in durations.items()))
+    t0 = time.monotonic()
+    history = run_with_kills(os.path.join(args.out, 'chaos'), durations,
+                             args.per_stage, random.Random(args.seed), log)
     print(f'chaos run: {len(history)} kills, {time.monotonic() - t0:.0f} s')
   diffs = compare(clean, os.path.join(args.out, 'chaos'))
-  kills = sum(1 for _, s in history if s != 'finished before the kill')
-  if diffs:
+  landed = collections.Counter(s for s, r in history if r['landed'])
+  short = [s for s in STAGES if landed[s] < args.per_stage]
+  print('kills landed per stage: ' + ', '.join(
+      f'{s} {landed[s]}' for s in STAGES)
+        + f'; {sum(1 for _, r in history if not r["landed"])} between stages')
+  if diffs or short:
     print('\n'.join(diffs))
-    print(f'FAIL: {kills} kills, {len(diffs)} differences')
+    print(f'FAIL: {len(diffs)} differences; stages short of '
+          f'{args.per_stage} kills: {short}')
     sys.exit(1)
-  print(f'PASS: {kills}/{args.kills} kills, restarts ended byte-identical '
-        '(files) and bitwise-equal (parameters)')
+  print(f'PASS: {len(history)} kills ({args.per_stage}+ in each of '
+        f'{len(STAGES)} stages), restarts ended byte-identical (files) and '
+        'bitwise-equal (parameters)')
 
 
 if __name__ == '__main__':

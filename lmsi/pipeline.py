@@ -158,6 +158,7 @@ def run_pipeline(
     finetune_from: str = 'base',
     ablations: Mapping[str, Ablation] | None = None,
     students: Mapping[str, Student] | None = None,
+    sample_shards: int = 1,
 ) -> dict:
   """Runs the demo study; returns (and writes) metrics.json's content.
 
@@ -173,7 +174,7 @@ def run_pipeline(
   r-1's model); `ablations` are extra named arms (`Ablation`: training
   formats, self-generated questions, self-generated exemplars); `students`
   are distilled from round 1's data (`Student`; metrics.json's `students`
-  has each one's `before` and `after`).
+  has each one's `before` and `after`); `sample_shards` files per sampling.
 
   Raises:
     LookupError: if a task builder is not registered.
@@ -265,10 +266,12 @@ def run_pipeline(
   def self_generate(name, params, no_vote, samples_dir, arm_formats=formats,
                     questions=unlabeled, arm_exemplars=exemplars):
     t0 = time.monotonic()
-    sample_lib.sample(
-        model_config=model_config, params=params, questions=questions,
-        output_dir=samples_dir, sampling_config=sample_cfg,
-        exemplars=arm_exemplars, vocab=vocab)
+    for shard in range(sample_shards):  # the same paths for any count
+      sample_lib.sample(
+          model_config=model_config, params=params, questions=questions,
+          output_dir=samples_dir, sampling_config=sample_cfg,
+          exemplars=arm_exemplars, vocab=vocab, shard_index=shard,
+          num_shards=sample_shards)
     path = aggregate_lib.aggregate(
         samples_dir=samples_dir, questions=questions,
         output_dir=d(name, 'selfgen'), exemplars=arm_exemplars,
