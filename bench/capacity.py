@@ -24,6 +24,7 @@ import gin  # pylint: disable=g-import-not-at-top
 from lmsi import aot, gin_flags, roofline  # pylint: disable=g-import-not-at-top
 
 BF16 = dict(param_dtype='bfloat16', dtype='bfloat16')
+SCAN_REMAT = dict(remat_policy='full', scan_layers=True)
 # (model file, slice, stage, model axis, config overrides, sample slots)
 ROWS = (
     ('smollm2_135m', 'v5e-16', 'train', 1, {}, 0),
@@ -39,8 +40,14 @@ ROWS = (
     ('smollm2_1_7b', 'v5e-16', 'train', 1, dict(remat_policy='full'), 0),
     ('llama3_8b', 'v5e-256', 'train', 8,
      dict(remat_policy='full', scan_layers=True), 0),
-    ('llama3_8b', 'v5p-128', 'train', 2, {}, 0),
-    ('llama3_8b', 'v4-32', 'train', 1, dict(remat_policy='full'), 0),
+    # Like for like: remat held fixed, layers unrolled vs scanned (above).
+    ('llama3_8b', 'v5e-256', 'train', 8, dict(remat_policy='full'), 0),
+    ('llama3_8b', 'v5p-128', 'train', 2, SCAN_REMAT, 0),
+    ('llama3_8b', 'v5p-128', 'sample', 2, BF16, 2048),
+    ('llama3_8b', 'v6e-64', 'train', 4, SCAN_REMAT, 0),
+    ('llama3_8b', 'v6e-64', 'sample', 4, BF16, 2048),
+    ('llama3_8b', 'v4-32', 'train', 2, SCAN_REMAT, 0),
+    ('llama3_8b', 'v4-32', 'sample', 2, BF16, 1024),
 )
 
 
@@ -91,12 +98,15 @@ def markdown(r: dict) -> str:
 def main():
   ap = argparse.ArgumentParser()
   ap.add_argument('--only', default='', help='substring of the model name')
+  ap.add_argument('--slices', default='',
+                  help='comma-separated slices to keep (default: all)')
   ap.add_argument('--out', default='/tmp/capacity.jsonl')
   args = ap.parse_args()
   print('| model | slice | stage | mesh | dtype/remat | GiB/chip vs HBM | '
         'fits | FLOPs/chip | compile s | round h |')
   for row in ROWS:
-    if args.only not in row[0]:
+    if args.only not in row[0] or (
+        args.slices and row[1] not in args.slices.split(',')):
       continue
     try:
       r = run_row(*row)

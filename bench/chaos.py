@@ -57,12 +57,11 @@ STAGES = {'base training': ('lmsi.demo_base', 'train_base'),
 PLAN = (('base training', 'timer'),) * 3 + (
     ('evaluation', 'timer'), ('sampling', 'timer'),
     ('sampling', 'before_marker'), ('sampling', 'in_write'),
-    ('sampling', 'timer'), ('aggregation', 'in_write'),
+    ('aggregation', 'in_write'),
     ('aggregation', 'before_marker'), ('aggregation', 'timer'),
     ('fine-tuning', 'timer'), ('evaluation', 'in_write'),
     ('fine-tuning', 'timer'), ('fine-tuning', 'timer'),
-    ('evaluation', 'timer'), ('evaluation', 'timer'))
-MARKER = '.COMPLETED'
+    ('evaluation', 'timer'))
 ATTEMPTS = 3  # tries per planned kill (a timer can outlast a resumed call)
 
 
@@ -110,6 +109,8 @@ class Child:
     return wrapped
 
   def write_atomic(self, orig):
+    from lmsi.records import MARKER  # pylint: disable=g-import-not-at-top
+
     def wrapped(path, write, binary=False):
       mode, stage = self.plan.get('mode'), self.plan.get('stage')
       name = os.path.basename(path)

@@ -14,7 +14,7 @@ import contextlib
 import dataclasses
 import functools
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -56,7 +56,8 @@ class Generation:
   tokens: np.ndarray  # int32 [B, S, T], 0 after the end.
   lengths: np.ndarray  # int32 [B, S] generated tokens incl. EOS/stop.
   logprobs: np.ndarray  # float32 [B, S] model log-prob of the tokens.
-  texts: list[list[str]]  # [B][S] decoded, cut before any stop string.
+  texts: list[list[str]]  # [B][S] decoded, cut before any stop string
+  # (with early stopping, [B][drawn]: the samples kept).
   prefill_rows: int  # prompts run through the prefill (B, never B*S).
   row_steps: int = 0  # slot-steps decoded, idle ones included.
 
@@ -192,6 +193,8 @@ def generate(
     mesh: Mesh | None = None,
     first_sample: int = 0,
     pad_to: int = 0,
+    decided: Callable[[int, list[str]], bool] | None = None,
+    check_every: int = 0,
 ) -> Generation:
   """Samples `config.num_samples` continuations for each prompt.
 
@@ -213,6 +216,9 @@ def generate(
       Giving every batch of a run the same padded length keeps the float
       arithmetic, and so the samples, independent of which questions share
       a batch, a shard or a host.
+    decided, check_every: the early-stopped vote inside the decode loop
+      (`slots.decode`): `decided(prompt index, texts of its first k
+      samples)` for k = check_every, 2 check_every, ...; True keeps those k.
 
   Returns:
     A `Generation` (texts cut before the first stop string).
@@ -265,10 +271,13 @@ def generate(
         cfg, params, last_logits=last_logits, prompt_kv=prompt_kv,
         prompt_len=prompt_len, keys=keys[:real], sampler=sampler,
         stop_next=stop_next, stop_hit=stop_hit, prefix_kv=prefix_kv,
-        num_slots=num_slots, mesh=mesh)
+        num_slots=num_slots, mesh=mesh, check_every=check_every,
+        decided=None if decided is None else lambda q, rows: decided(
+            q, [_cut_at_stop(vocab.decode(r), config.stop_strings)
+                for r in rows]))
   texts = [[_cut_at_stop(vocab.decode(row[:n]), config.stop_strings)
-            for row, n in zip(rows, ns)]
-           for rows, ns in zip(paths.tokens, paths.lengths)]
+            for row, n in zip(rows[:k], ns)]
+           for rows, ns, k in zip(paths.tokens, paths.lengths, paths.drawn)]
   return Generation(tokens=paths.tokens, lengths=paths.lengths,
                     logprobs=paths.logprobs, texts=texts,
                     prefill_rows=tokens.shape[0], row_steps=paths.row_steps)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -35,7 +36,7 @@ from lmsi import layers
 from lmsi import sharding
 from lmsi.sharding import CACHE_BATCH, CACHE_HEADS, CACHE_LENGTH, KV
 
-CHUNK = 8  # steps per jit call: a finished path idles < CHUNK steps.
+CHUNK = 4  # steps per jit call: a finished path idles < CHUNK steps.
 MIN_BUCKET = 32  # shortest generated-cache bucket
 
 
@@ -59,6 +60,7 @@ class Paths:
   logprobs: np.ndarray  # float32 [B, S]
   row_steps: int  # slot-steps run, idle ones included (>= lengths.sum())
   gen_lengths: tuple[int, ...]  # the generated-cache bucket of each chunk
+  drawn: np.ndarray  # int32 [B] samples kept per question (early stop)
 
 
 def choose(logits, keys, temperature, top_k, top_p):
@@ -233,7 +235,9 @@ def decode(cfg: decoder_lib.DecoderConfig, params: Any, *,
            last_logits: jax.Array, prompt_kv: Any, prompt_len: np.ndarray,
            keys: np.ndarray, sampler: Sampler, stop_next: np.ndarray,
            stop_hit: np.ndarray, prefix_kv: Any, num_slots: int,
-           mesh: Mesh | None = None) -> Paths:
+           mesh: Mesh | None = None,
+           decided: Callable[[int, list[np.ndarray]], bool] | None = None,
+           check_every: int = 0) -> Paths:
   """Draws S paths for each of B prefilled prompts in `num_slots` slots.
 
   Args:
@@ -248,9 +252,16 @@ def decode(cfg: decoder_lib.DecoderConfig, params: Any, *,
     num_slots: N, a multiple of the mesh's data axis.
     mesh: slots are sharded over its data axis, cache heads over 'model'
       (call within the mesh and its logical-axis rules).
+    decided, check_every: the early-stopped vote (off when `decided` is
+      None). Once samples 0 .. k-1 of question q have all finished, for k =
+      check_every, 2 check_every, ... < S, `decided(q, their tokens)` is
+      asked; if True, q's samples k .. S-1 are dropped (pending ones never
+      start, running ones are abandoned). The decision sees only those
+      first k paths, so which samples are drawn does not depend on slots.
 
   Returns:
-    `Paths`, in the order of `keys`.
+    `Paths`, in the order of `keys`; `drawn` says how many samples of each
+    question were kept (S without early stopping).
   """
   batch, samples = keys.shape[:2]
   multiple = 1 if mesh is None else mesh.shape[sharding.DATA]
@@ -268,6 +279,10 @@ def decode(cfg: decoder_lib.DecoderConfig, params: Any, *,
   gen = _bucket(CHUNK, steps)
   state = place(_empty(cfg, n, pad + gen, stop_next.shape[0]))
   row_steps, buckets = 0, []
+  drawn = np.full(batch, samples, np.int32)
+  checked = np.zeros(batch, np.int32)  # samples already judged undecided
+  finished = np.zeros((batch, samples), bool)
+  every = check_every if decided is not None and check_every > 0 else samples
   while True:
     free = [i for i in range(n) if held[i] is None][:len(pending)]
     if free:
@@ -306,12 +321,28 @@ def decode(cfg: decoder_lib.DecoderConfig, params: Any, *,
     buckets.append(want)
     out, step, done, logprob = jax.device_get(
         (out, state['step'], state['done'], state['logprob']))
+    ended = set()  # questions with a path finished in this chunk
     for i in live:
       q, s = held[i]
       tokens[q, s, at[i]:step[i]] = out[i, :step[i] - at[i]]
       at[i] = step[i]
       if done[i]:
         lengths[q, s], logprobs[q, s] = step[i], logprob[i]
-        held[i] = None
+        held[i], finished[q, s] = None, True
+        ended.add(q)
+    for q in ended:
+      while (checked[q] + every < drawn[q]
+             and finished[q, :checked[q] + every].all()):
+        k = checked[q] + every
+        if not decided(q, [tokens[q, j, :lengths[q, j]] for j in range(k)]):
+          checked[q] = k
+          continue
+        drawn[q] = k  # samples k.. of q: never started, or abandoned
+        pending = collections.deque(p for p in pending
+                                    if p[0] != q or p[1] < k)
+        for i, pair in enumerate(held):
+          if pair is not None and pair[0] == q and pair[1] >= k:
+            held[i] = None
+        tokens[q, k:], lengths[q, k:], logprobs[q, k:] = 0, 0, 0.0
   return Paths(tokens=tokens, lengths=lengths, logprobs=logprobs,
-               row_steps=row_steps, gen_lengths=tuple(buckets))
+               row_steps=row_steps, gen_lengths=tuple(buckets), drawn=drawn)

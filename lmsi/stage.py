@@ -9,7 +9,6 @@ built on these and on `lmsi.taskspec` (a task's settings and questions).
 from __future__ import annotations
 
 import collections
-import dataclasses
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -73,9 +72,10 @@ def sample_prompts(
 
   Prompts that extend `prefix` reuse its cache; the others (a tokenizer may
   merge across the boundary) are prefilled whole. With `early_stop_chunk`
-  > 0 and `answer_of(prompt index, text)`, samples are drawn that many at a
-  time and a question stops once its leading answer can no longer be caught
-  (off by default, as in the paper); its later samples are never drawn.
+  > 0 and `answer_of(prompt index, text)`, a question is judged after each
+  `early_stop_chunk` of its samples and stops once its leading answer can no
+  longer be caught (off by default, as in the paper): its later samples are
+  never drawn (`sampling.generate`'s `decided`, inside the decode loop).
   `pad_to` is passed to `sampling.generate`.
   """
   out: list[list[tuple[str, float]]] = [[] for _ in prompt_texts]
@@ -86,28 +86,22 @@ def sample_prompts(
                tuple(ids_i[:len(prefix.tokens)]) == prefix.tokens)
     (with_prefix if extends else whole).append(i)
   m = config.num_samples
-  chunk = early_stop_chunk if early_stop_chunk and answer_of else m
+  early = bool(early_stop_chunk and answer_of)
   # A progress line every 10 s at most (a log, not a flood, when piped).
   with tqdm.tqdm(total=len(prompt_texts), desc=desc, unit='questions',
                  file=sys.stderr, mininterval=10.0) as bar:
     for group, group_prefix in ((with_prefix, prefix), (whole, None)):
       for start in range(0, len(group), batch_questions):
-        open_ = group[start:start + batch_questions]
-        for first in range(0, m, chunk):
-          if not open_:
-            break
-          gen = sampling.generate(
-              model_config, params, vocab, [prompt_texts[i] for i in open_],
-              [ids[i] for i in open_],
-              dataclasses.replace(config, num_samples=min(chunk, m - first)),
-              prefix=group_prefix, mesh=mesh, first_sample=first,
-              pad_to=pad_to)
-          for i, texts, logprobs in zip(open_, gen.texts, gen.logprobs):
-            out[i].extend((t, float(lp)) for t, lp in zip(texts, logprobs))
-          if chunk < m:
-            open_ = [i for i in open_ if not decided(
-                [answer_of(i, t) for t, _ in out[i]], m)]
-        bar.update(len(group[start:start + batch_questions]))
+        batch = group[start:start + batch_questions]
+        judge = (lambda j, texts, batch=batch: decided(
+            [answer_of(batch[j], t) for t in texts], m)) if early else None
+        gen = sampling.generate(
+            model_config, params, vocab, [prompt_texts[i] for i in batch],
+            [ids[i] for i in batch], config, prefix=group_prefix, mesh=mesh,
+            pad_to=pad_to, decided=judge, check_every=early_stop_chunk)
+        for i, texts, logprobs in zip(batch, gen.texts, gen.logprobs):
+          out[i].extend((t, float(lp)) for t, lp in zip(texts, logprobs))
+        bar.update(len(batch))
   return out
 
 

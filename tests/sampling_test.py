@@ -117,3 +117,38 @@ def test_tokens_do_not_depend_on_slots_or_question_order(tiny_cfg, params):
   assert eight.texts == many.texts == reordered.texts[::-1]
   # 24 paths in 8 slots: every slot-step but the last chunks' is useful.
   assert eight.row_steps < 1.3 * eight.lengths.sum()
+
+
+def test_early_stop_in_the_decode_loop_does_not_depend_on_slots(tiny_cfg,
+                                                                params):
+  cfg = sampling.SamplingConfig(num_samples=8, max_decode_steps=40,
+                                temperature=1.0, seed=2,
+                                stop_strings=('e', 'n'))
+  ids = ['a', 'b', 'c']
+  asked = []
+
+  def decided(q, texts):  # any rule of the first k texts will do
+    asked.append(len(texts))
+    return sum(map(len, texts)) % 2 == 0
+
+  runs = [sampling.generate(tiny_cfg, params, VOCAB, prompts, order,
+                            dataclasses.replace(cfg, num_slots=slots),
+                            decided=decided, check_every=2)
+          for prompts, order, slots in ((PROMPTS, ids, 8),
+                                        (PROMPTS, ids, 64),
+                                        (PROMPTS[::-1], ids[::-1], 8))]
+  full = sampling.generate(tiny_cfg, params, VOCAB, PROMPTS, ids,
+                           dataclasses.replace(cfg, num_slots=8))
+  eight, many, reordered = runs[0].texts, runs[1].texts, runs[2].texts[::-1]
+  assert eight == many == reordered
+  drawn = [len(t) for t in eight]
+  assert min(drawn) < 8 and all(n % 2 == 0 for n in drawn)
+  assert set(asked) <= {2, 4, 6}
+  for q, texts in enumerate(eight):
+    assert texts == full.texts[q][:len(texts)]  # the full run's first ones
+    # Stopped at k: the first k decided; every earlier check did not.
+    assert len(texts) == 8 or decided(q, texts)
+    assert not any(decided(q, texts[:k]) for k in range(2, len(texts), 2))
+  # Abandoned paths leave nothing behind.
+  for q, n in enumerate(drawn):
+    assert not runs[0].lengths[q, n:].any()
