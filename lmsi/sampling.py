@@ -264,6 +264,14 @@ def generate(
   else:  # ~2 paths per slot: refills then hide the spread of lengths.
     num_slots = min(max(-(-paths // 2), 8), paths, DEFAULT_SLOTS)
   num_slots = -(-num_slots // data) * data
+  judged: dict[int, list[str]] = {}  # texts of finished paths, decoded once
+
+  def judge(q: int, rows: list[np.ndarray]) -> bool:
+    texts = judged.setdefault(q, [])  # rows extend the last call's rows
+    texts.extend(_cut_at_stop(vocab.decode(r), config.stop_strings)
+                 for r in rows[len(texts):])
+    return decided(q, texts)
+
   with _mesh_context(mesh):
     last_logits, prompt_kv = _prefill(cfg, params, tokens, valid, prefix_kv)
     # Only the real questions' paths are decoded: pad rows cost no steps.
@@ -272,9 +280,7 @@ def generate(
         prompt_len=prompt_len, keys=keys[:real], sampler=sampler,
         stop_next=stop_next, stop_hit=stop_hit, prefix_kv=prefix_kv,
         num_slots=num_slots, mesh=mesh, check_every=check_every,
-        decided=None if decided is None else lambda q, rows: decided(
-            q, [_cut_at_stop(vocab.decode(r), config.stop_strings)
-                for r in rows]))
+        decided=None if decided is None else judge)
   texts = [[_cut_at_stop(vocab.decode(row[:n]), config.stop_strings)
             for row, n in zip(rows[:k], ns)]
            for rows, ns, k in zip(paths.tokens, paths.lengths, paths.drawn)]
