@@ -83,14 +83,19 @@ def _attention_fn(cfg, prefix_kv):
   @jax.jit
   def attend(q, cache, valid):
     out = 0.0
-    for (k, v), (pk, pv) in zip(cache, prefix_kv):
-      qg = q.reshape(q.shape[0], cfg.num_kv_heads, r, cfg.head_dim)
+    n, g = q.shape[0], cfg.num_kv_heads
+    for (k, v), (pk, pv) in zip(cache, layers.decode_prefix(prefix_kv)):
+      qg = q.reshape(n, g, r, cfg.head_dim)
+      stacked = jnp.transpose(qg, (1, 0, 2, 3)).reshape(g, n * r, -1)
       s = jnp.einsum('ngrk,ngkl->ngrl', qg, k)
-      parts = [jnp.einsum('ngrk,egk->ngre', qg, pk),
+      parts = [jnp.transpose(jnp.einsum('gmk,gke->gme', stacked, pk).reshape(
+          g, n, r, -1), (1, 0, 2, 3)),
                jnp.where(valid[:, None, None], s, layers.NEG_INF)]
       probs = layers.softmax_parts(parts, jnp.float32)
+      p0 = jnp.transpose(probs[0], (1, 0, 2, 3)).reshape(g, n * r, -1)
       out += (jnp.einsum('ngrl,nglk->ngrk', probs[1], v)
-              + jnp.einsum('ngre,egk->ngrk', probs[0], pv))
+              + jnp.transpose(jnp.einsum('gme,gek->gmk', p0, pv).reshape(
+                  g, n, r, -1), (1, 0, 2, 3)))
     return out
   return attend
 
@@ -129,6 +134,7 @@ def profile(rows_list: list[int], lengths: list[int],
   from lmsi import decoder as decoder_lib  # pylint: disable=g-import-not-at-top
   from lmsi import exemplars  # pylint: disable=g-import-not-at-top
   from lmsi import gguf_import  # pylint: disable=g-import-not-at-top
+  from lmsi import layers  # pylint: disable=g-import-not-at-top
   from lmsi import prompts  # pylint: disable=g-import-not-at-top
   from lmsi import sampling  # pylint: disable=g-import-not-at-top
   from lmsi import slots  # pylint: disable=g-import-not-at-top
@@ -185,7 +191,8 @@ def profile(rows_list: list[int], lengths: list[int],
       key_valid = jnp.ones((rows, pad + length), bool)
       write = jnp.full((rows,), pad + length // 2, jnp.int32)
       decode = jax.jit(lambda p, t, c: model.apply(
-          {'params': p}, t, write + 900, c, write, key_valid, prefix.kv,
+          {'params': p}, t, write + 900, c, write, key_valid,
+          layers.decode_prefix(prefix.kv),
           method=decoder_lib.Decoder.decode), donate_argnums=(2,))
       token = jnp.ones((rows,), jnp.int32)
       model_s = float('inf')

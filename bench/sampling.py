@@ -14,8 +14,9 @@ RSS is its own) on the same questions and the same prompt token ids:
   * lmsi f32 and lmsi bf16 (parameters stored in bfloat16,
     `decoder.with_dtype`, as SAMPLING_PARAM_DTYPE = 'bfloat16' runs it):
     `sampling.generate` on all questions in one batch, the exemplar block
-    prefilled once for all questions; timed warm (a first identical run
-    compiles; its extra time is reported as compile time).
+    prefilled once for all questions; timed over one run less the
+    seconds jax reports tracing and compiling (`--warm=1` also times a
+    second, fully compiled run, to check that subtraction).
 
 Prints generated tokens/s (tokens up to and including the stop, counted the
 same way for every engine), the ratios, peak RSS, each engine's whole
@@ -161,16 +162,22 @@ def run_lmsi(args, param_dtype: str = 'float32') -> dict:
     return prefix, sampling.generate(cfg, params, vocab, texts, ids, config,
                                      prefix=prefix)
 
-  t0 = time.perf_counter()
-  batched()  # compiles
-  cold = time.perf_counter() - t0
+  compiling = _compile_clock()
   t0 = time.perf_counter()
   prefix, gen = batched()
-  seconds = time.perf_counter() - t0
+  cold = time.perf_counter() - t0
+  compile_seconds = compiling()
+  seconds = cold - compile_seconds  # the run less jax's tracing + compiling
+  warm = None
+  if args.warm:  # the same run again, all compiled: checks the subtraction
+    t0 = time.perf_counter()
+    prefix, gen = batched()
+    warm = time.perf_counter() - t0
   rows = [r[:n].tolist() for q in range(len(texts))
           for r, n in zip(gen.tokens[q], gen.lengths[q])]
   out = {'tokens': _useful_tokens(vocab, rows), 'seconds': seconds,
-         'questions': len(texts), 'compile_seconds': cold - seconds,
+         'questions': len(texts), 'compile_seconds': compile_seconds,
+         'warm_seconds': warm,
          'decode_steps': int(gen.lengths.max()),
          'generated': int(gen.lengths.sum()),
          'row_steps': int(getattr(gen, 'row_steps', 0)),
@@ -185,6 +192,24 @@ def run_lmsi(args, param_dtype: str = 'float32') -> dict:
     out['cache_bytes'] = _cache_bytes(cfg, params, vocab, texts[0], prefix,
                                       config)
   return out
+
+
+def _compile_clock():
+  """Returns a function giving the seconds jax has spent since this call
+  tracing, lowering and compiling (its monitoring events; nested traces do
+  not emit their own, so nothing is counted twice)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  names = ('/jax/core/compile/jaxpr_trace_duration',
+           '/jax/core/compile/jaxpr_to_mlir_module_duration',
+           '/jax/core/compile/backend_compile_duration')
+  total = [0.0]
+
+  def listen(event: str, seconds: float, **_) -> None:
+    if event in names:
+      total[0] += seconds
+
+  jax.monitoring.register_event_duration_secs_listener(listen)
+  return lambda: total[0]
 
 
 def _flops_per_token(cfg, params, encoded, rows) -> float:
@@ -209,42 +234,24 @@ def _norms(params):
 
 
 def _cache_bytes(cfg, params, vocab, text, prefix, config) -> dict:
-  """Compiled bytes of the decode loop's prompt cache, m=1 vs 32, or
-  {'error': why} when lmsi.sampling's private loop has another signature."""
-  try:
-    return _compiled_cache_bytes(cfg, params, vocab, text, prefix, config)
-  except (AttributeError, TypeError, ValueError) as e:
-    return {'error': f'{type(e).__name__}: {str(e)[:200]}'}
-
-
-def _compiled_cache_bytes(cfg, params, vocab, text, prefix, config) -> dict:
-  import dataclasses  # pylint: disable=g-import-not-at-top
+  """Bytes of the KV caches sampling holds: one question's prompt cache
+  (`sampling._prefill`'s output; m is not one of its inputs, so the m paths
+  share it), the shared exemplar prefix, and one slot's cache (its copy of
+  the question part + up to max_decode_steps generated tokens)."""
   import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
   from lmsi import batching  # pylint: disable=g-import-not-at-top
+  from lmsi import layers  # pylint: disable=g-import-not-at-top
   from lmsi import sampling  # pylint: disable=g-import-not-at-top
   ids = vocab.encode(text)[len(prefix.tokens):]
-  tokens, valid = batching.pad_batch([ids], batching.bucket(len(ids)))
-  last, prompt_kv = sampling._prefill(cfg, params, tokens, valid, prefix.kv)
-  nxt, hit = sampling.stop_tables(vocab.token_bytes(), (STOP,),
-                                  cfg.vocab_size)
-  out = {}
-  for m in (1, 32):
-    c = dataclasses.replace(config, num_samples=m)
-    keys = np.zeros((1, m, 2), np.uint32)
-    compiled = sampling._decode.lower(
-        cfg, m, c.max_decode_steps, c.temperature, c.top_k, c.top_p,
-        vocab.eos_id, params, last, prompt_kv, valid, keys, nxt, hit,
-        prefix.kv).compile()
-    mem = compiled.memory_analysis()
-    prompt = sum(x.nbytes for x in jax.tree_util.tree_leaves(
-        (prompt_kv, prefix.kv)))
-    out[m] = {'prompt_cache': prompt,
-              'temp': int(getattr(mem, 'temp_size_in_bytes', -1)),
-              'total': int(getattr(mem, 'temp_size_in_bytes', 0) +
-                           getattr(mem, 'argument_size_in_bytes', 0) +
-                           getattr(mem, 'output_size_in_bytes', 0))}
-  return out
+  pad = batching.bucket(len(ids))
+  tokens, valid = batching.pad_batch([ids], pad)
+  _, prompt_kv = sampling._prefill(cfg, params, tokens, valid, prefix.kv)  # pylint: disable=protected-access
+  nbytes = lambda tree: sum(x.nbytes for x in jax.tree_util.tree_leaves(tree))
+  slot = jax.eval_shape(lambda: [layers.empty_slot_cache(
+      cfg, 1, pad + config.max_decode_steps) for _ in range(cfg.num_layers)])
+  return {'prompt_cache': nbytes(prompt_kv), 'prefix': nbytes(prefix.kv),
+          'slot': sum(x.size * x.dtype.itemsize
+                      for x in jax.tree_util.tree_leaves(slot))}
 
 
 def run_transformers(args) -> dict:
@@ -315,7 +322,8 @@ def _child(engine: str, args) -> dict:
          f'--questions={args.questions}',
          f'--transformers_questions={args.transformers_questions}',
          f'--num_samples={args.num_samples}',
-         f'--max_new_tokens={args.max_new_tokens}', f'--model={args.model}']
+         f'--max_new_tokens={args.max_new_tokens}', f'--model={args.model}',
+         f'--warm={int(args.warm)}']
   t0 = time.perf_counter()
   proc = subprocess.run(cmd, capture_output=True, text=True, check=False,
                         env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3'})
@@ -367,19 +375,21 @@ def _report(args, runs: dict) -> None:
     useful = (f'{100 * r["generated"] / r["row_steps"]:.0f}% of '
               f'{r["row_steps"]} row-steps useful'
               if r.get('row_steps') else f'longest path {r["decode_steps"]}')
+    if r.get('warm_seconds'):
+      print(f'{LABELS[e]}: the same run again, compiled: '
+            f'{r["warm_seconds"]:.1f} s ({r["tokens"] / r["warm_seconds"]:.1f}'
+            f' tokens/s) vs {r["seconds"]:.1f} s first run less compiling')
     print(f'{LABELS[e]}: compile (not counted) {r["compile_seconds"]:.0f} s, '
           f'{useful}; matmul peak (jax f32) '
           f'{r["matmul_gflops"]:.1f} GFLOP/s, '
           f'{r["flops_per_token"] / 1e6:.0f} MFLOP/token -> '
           f'{100 * share:.1f}% of peak')
-  cache = (runs.get('lmsi') or {}).get('cache_bytes', {})
-  if 'error' in cache:
-    print(f'prompt-cache bytes: not measured ({cache["error"]})')
-  for m, c in sorted(((k, v) for k, v in cache.items() if k != 'error'),
-                     key=lambda kv: int(kv[0])):
-    print(f'm={m:>2}: prompt cache {c["prompt_cache"] / 2**20:.1f} MiB, '
-          f'decode-loop temp {c["temp"] / 2**20:.1f} MiB, '
-          f'compiled total {c["total"] / 2**20:.1f} MiB')
+  cache = (runs.get('lmsi') or {}).get('cache_bytes')
+  if cache:
+    print(f'KV caches: prompt {cache["prompt_cache"] / 2**20:.2f} MiB per '
+          f'question, the same for m = 1 and m = {args.num_samples} (its '
+          f'paths share it) + shared prefix {cache["prefix"] / 2**20:.2f} MiB'
+          f' once; each slot {cache["slot"] / 2**20:.2f} MiB at its longest')
   if ours:
     print('sample path:', repr(ours['texts'][0][:300]))
 
@@ -393,6 +403,8 @@ def main() -> None:
   parser.add_argument('--num_samples', type=int, default=32)
   parser.add_argument('--max_new_tokens', type=int, default=256)
   parser.add_argument('--model', default='')
+  parser.add_argument('--warm', type=int, default=0,
+                      help='1: time lmsi a second time, compiled (slower)')
   args = parser.parse_args()
   engines = args.engines.split(',')
   if args.child:

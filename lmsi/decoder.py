@@ -13,7 +13,8 @@ Three entry points share the same weights:
     exemplar prefix is one shared cache, so the cache is sized by the slot
     count, never by the number of samples m.
 
-Prefill and decode also take an optional `prefix_kv` [E, Hkv, Dh] per layer:
+Prefill and decode also take an optional `prefix_kv` per layer ([E, Hkv, Dh]
+for prefill, `layers.decode_prefix`'s layout for decode):
 the cache of a prefix every prompt of the batch continues (the few-shot
 exemplar block), computed once and never copied per question or sample.
 """
@@ -205,7 +206,8 @@ class Decoder(nn.Module):
         question prompt (copied from `prefill`), then its generated tokens.
       write: int [N], index in L where each new token's k/v goes.
       key_valid: bool [N, L], the entries each slot attends to.
-      prefix_kv: optional per-layer (k, v) [E, Hkv, Dh] shared by all slots.
+      prefix_kv: optional per-layer (k, v) shared by all slots, in
+        `layers.decode_prefix`'s layout.
 
     Returns:
       (float32 [N, V] next-token logits, updated cache).

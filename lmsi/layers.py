@@ -163,7 +163,8 @@ class Attention(nn.Module):
       write: int [N], index in L where each slot's new k/v is written.
       key_valid: bool [N, L], the cache entries each slot attends to
         (including the one written now).
-      prefix_kv: optional (k, v), each [E, Hkv, Dh], shared by all slots.
+      prefix_kv: optional (k [Hkv, Dh, E], v [Hkv, E, Dh]) shared by all
+        slots, in `decode_prefix`'s layout.
 
     Returns:
       ([N, 1, D] output, updated cache).
@@ -182,14 +183,30 @@ class Attention(nn.Module):
     acc = acc_dtype(self.cfg.dtype)
     scores = jnp.einsum('ngrk,ngkl->ngrl', qg, k).astype(acc) * scale
     parts = [jnp.where(key_valid[:, None, None], scores, NEG_INF)]
-    if prefix_kv is not None:
-      parts.insert(0, jnp.einsum('ngrk,egk->ngre', qg, prefix_kv[0]
-                                 ).astype(acc) * scale)
+    if prefix_kv is not None:  # all slots' queries of a kv head: one GEMM
+      n, g, r, dh = qg.shape
+      stacked = jnp.transpose(qg, (1, 0, 2, 3)).reshape(g, n * r, dh)
+      prefix_scores = jnp.einsum('gmk,gke->gme', stacked, prefix_kv[0])
+      parts.insert(0, jnp.transpose(prefix_scores.reshape(g, n, r, -1),
+                                    (1, 0, 2, 3)).astype(acc) * scale)
     probs = softmax_parts(parts, self.cfg.dtype)
     attended = jnp.einsum('ngrl,nglk->ngrk', probs[-1], v)
     if prefix_kv is not None:
-      attended += jnp.einsum('ngre,egk->ngrk', probs[0], prefix_kv[1])
+      stacked = jnp.transpose(probs[0], (1, 0, 2, 3)).reshape(g, n * r, -1)
+      attended += jnp.transpose(
+          jnp.einsum('gme,gek->gmk', stacked, prefix_kv[1]).reshape(
+              g, n, r, dh), (1, 0, 2, 3))
     return self.output(attended)[:, None], (k, v)
+
+
+def decode_prefix(prefix_kv: Any) -> Any:
+  """Per-layer shared-prefix (k, v), each [E, Hkv, Dh], in the layout
+  `Attention.decode` reads: k [Hkv, Dh, E], v [Hkv, E, Dh], so each kv
+  head's product with all slots' queries is one GEMM (XLA:CPU transposed
+  the [E, Hkv, Dh] blocks on every step: ~25% slower prefix attention,
+  `bench/decode_profile.py`)."""
+  return tuple((jnp.transpose(k, (1, 2, 0)), jnp.swapaxes(v, 0, 1))
+               for k, v in prefix_kv)
 
 
 def empty_slot_cache(cfg: Any, slots: int,

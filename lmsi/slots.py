@@ -113,6 +113,8 @@ def _chunk(cfg, sampler, prompt_pad, params, state, prefix_kv, stop_next,
   model = decoder_lib.Decoder(cfg)
   slots, length = state['cache'][0][0].shape[0], state['cache'][0][0].shape[3]
   offset = 0 if prefix_kv is None else prefix_kv[0][0].shape[0]
+  if prefix_kv is not None:  # once per chunk, not per step
+    prefix_kv = layers.decode_prefix(prefix_kv)
   which = jnp.arange(stop_next.shape[0])
   idx = jnp.arange(length)
 
@@ -258,6 +260,8 @@ def decode(cfg: decoder_lib.DecoderConfig, params: Any, *,
       asked; if True, q's samples k .. S-1 are dropped (pending ones never
       start, running ones are abandoned). The decision sees only those
       first k paths, so which samples are drawn does not depend on slots.
+      Paths are queued in waves of `check_every` samples over all
+      questions, so dropped samples have mostly not started.
 
   Returns:
     `Paths`, in the order of `keys`; `drawn` says how many samples of each
@@ -268,8 +272,13 @@ def decode(cfg: decoder_lib.DecoderConfig, params: Any, *,
   place = functools.partial(_place, mesh)
   steps = sampler.max_steps
   pad = prompt_kv[0][0].shape[1]
-  pending = collections.deque(
-      (q, s) for q in range(batch) for s in range(samples))
+  every = check_every if decided is not None and check_every > 0 else samples
+  # Waves of `every` samples: all questions' samples 0.., then the next
+  # wave, so the samples an early stop drops are still pending, not running
+  # (without early stopping: question-major).
+  pending = collections.deque(sorted(
+      ((q, s) for q in range(batch) for s in range(samples)),
+      key=lambda p: (p[1] // every, p[0], p[1])))
   tokens = np.zeros((batch, samples, steps), np.int32)
   lengths = np.zeros((batch, samples), np.int32)
   logprobs = np.zeros((batch, samples), np.float32)
@@ -282,7 +291,6 @@ def decode(cfg: decoder_lib.DecoderConfig, params: Any, *,
   drawn = np.full(batch, samples, np.int32)
   checked = np.zeros(batch, np.int32)  # samples already judged undecided
   finished = np.zeros((batch, samples), bool)
-  every = check_every if decided is not None and check_every > 0 else samples
   while True:
     free = [i for i in range(n) if held[i] is None][:len(pending)]
     if free:
