@@ -48,6 +48,8 @@ ROWS = (
     ('llama3_8b', 'v6e-64', 'sample', 4, BF16, 2048),
     ('llama3_8b', 'v4-32', 'train', 2, SCAN_REMAT, 0),
     ('llama3_8b', 'v4-32', 'sample', 2, BF16, 1024),
+    ('gemma_2b_shapes', 'v5e-16', 'train', 4, dict(remat_policy='full'), 0),
+    ('gemma_2b_shapes', 'v5e-16', 'sample', 1, BF16, 512),
 )
 
 

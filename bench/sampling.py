@@ -7,7 +7,9 @@ RSS is its own) on the same questions and the same prompt token ids:
 
   * transformers (float32): `generate(do_sample=True,
     num_return_sequences=32, stop_strings=['\\n\\n'], ...)`, one question at
-    a time (`--transformers_questions`, fewer: tokens/s is the unit).
+    a time (`--transformers_questions`, fewer: tokens/s is the unit), cut
+    after `--transformers_seconds` (120 s: its 32 rows are all live early
+    on and it keeps computing finished rows, so the cut favours it).
   * llama.cpp: llama-cpp-python's batched C API on the Q4_1 weights as
     stored, the m paths sharing one prompt KV cache, one decode call per
     step for all live paths (`bench/llama_cpp_engine.py`).
@@ -27,7 +29,7 @@ lmsi's share of the matmul peak measured in the same run (FLOPs per
 generated token x tokens/s / matmul GFLOP/s).
 
     python bench/sampling.py [--engines=transformers,llama_cpp,lmsi,lmsi_bf16]
-        [--questions=3] [--transformers_questions=1] [--max_new_tokens=256]
+        [--questions=2] [--transformers_questions=1] [--max_new_tokens=256]
 
 `--model=DIR` (config.json + tokenizer.json, from `bash bench/device.sh
 --prepare`) samples randomly initialised weights of that shape with the lmsi
@@ -144,6 +146,9 @@ def _votes(vocab, rows, m: int) -> list[str | None]:
 
 def run_lmsi(args, param_dtype: str = 'float32') -> dict:
   import jax  # pylint: disable=g-import-not-at-top
+  if args.jax_cache:  # reruns skip XLA's compiles (not counted either way)
+    jax.config.update('jax_compilation_cache_dir', args.jax_cache)
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
   from lmsi import decoder as decoder_lib  # pylint: disable=g-import-not-at-top
   from lmsi import sampling  # pylint: disable=g-import-not-at-top
   cfg32, params32, vocab = _model(args)
@@ -276,6 +281,7 @@ def run_transformers(args) -> dict:
           ids, attention_mask=torch.ones_like(ids), do_sample=True,
           temperature=0.7, top_k=40, top_p=1.0,
           max_new_tokens=args.max_new_tokens,
+          max_time=args.transformers_seconds or None,
           num_return_sequences=args.num_samples, stop_strings=[STOP],
           tokenizer=tok, eos_token_id=vocab.eos_id,
           pad_token_id=vocab.pad_id)
@@ -283,6 +289,8 @@ def run_transformers(args) -> dict:
   seconds = time.perf_counter() - t0
   return {'tokens': _useful_tokens(vocab, rows), 'seconds': seconds,
           'questions': len(texts), 'torch_threads': torch.get_num_threads(),
+          'steps': len(rows[0]) if rows else 0,
+          'version': transformers.__version__,
           'votes': _votes(vocab, rows, args.num_samples)}
 
 
@@ -323,7 +331,8 @@ def _child(engine: str, args) -> dict:
          f'--transformers_questions={args.transformers_questions}',
          f'--num_samples={args.num_samples}',
          f'--max_new_tokens={args.max_new_tokens}', f'--model={args.model}',
-         f'--warm={int(args.warm)}']
+         f'--warm={int(args.warm)}', f'--jax_cache={args.jax_cache}',
+         f'--transformers_seconds={args.transformers_seconds}']
   t0 = time.perf_counter()
   proc = subprocess.run(cmd, capture_output=True, text=True, check=False,
                         env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3'})
@@ -351,6 +360,13 @@ def _report(args, runs: dict) -> None:
     print(f'{LABELS[e]:<13} {r["questions"]:>9} {r["tokens"]:>7} '
           f'{r["seconds"]:>8.1f} {rate[e]:>9.1f} {vs:>16} '
           f'{r["peak_rss_mb"]:>12.0f} {r["wall_seconds"]:>7.0f}')
+  if 'transformers' in runs:
+    r = runs['transformers']
+    cut = (f'stopped at {args.transformers_seconds:.0f} s, after '
+           f'{r["steps"]} of <= {args.max_new_tokens} steps'
+           if args.transformers_seconds else 'run to the end')
+    print(f'transformers {r["version"]}: {r["torch_threads"]} '
+          f'threads, m={args.num_samples} in one generate call, {cut}')
   if 'llama_cpp' in runs:
     r = runs['llama_cpp']
     print(f'llama.cpp: llama-cpp-python {r["version"]}, Q4_1 weights as '
@@ -398,11 +414,17 @@ def main() -> None:
   parser = argparse.ArgumentParser()
   parser.add_argument('--engines', default=','.join(ENGINES))
   parser.add_argument('--child', action='store_true')
-  parser.add_argument('--questions', type=int, default=3)
+  parser.add_argument('--questions', type=int, default=2)
   parser.add_argument('--transformers_questions', type=int, default=1)
   parser.add_argument('--num_samples', type=int, default=32)
   parser.add_argument('--max_new_tokens', type=int, default=256)
   parser.add_argument('--model', default='')
+  parser.add_argument(
+      '--transformers_seconds', type=float, default=120,
+      help='stop transformers after this long (its paths cut there; its '
+      'batch is fullest early, so this favours it); 0: run to the end')
+  parser.add_argument('--jax_cache', default=os.path.expanduser(
+      '~/.cache/lmsi/bench-jax'), help="jax's compilation cache ('': off)")
   parser.add_argument('--warm', type=int, default=0,
                       help='1: time lmsi a second time, compiled (slower)')
   args = parser.parse_args()

@@ -202,9 +202,10 @@ class Attention(nn.Module):
 def decode_prefix(prefix_kv: Any) -> Any:
   """Per-layer shared-prefix (k, v), each [E, Hkv, Dh], in the layout
   `Attention.decode` reads: k [Hkv, Dh, E], v [Hkv, E, Dh], so each kv
-  head's product with all slots' queries is one GEMM (XLA:CPU transposed
-  the [E, Hkv, Dh] blocks on every step: ~25% slower prefix attention,
-  `bench/decode_profile.py`)."""
+  head's product with all slots' queries is one GEMM. Read as [E, Hkv, Dh],
+  XLA:CPU transposed the blocks on every step: attention of 32 slots took
+  69 ms a step instead of 45 (`bench/decode_profile.py`, docs/sampling.md).
+  """
   return tuple((jnp.transpose(k, (1, 2, 0)), jnp.swapaxes(v, 0, 1))
                for k, v in prefix_kv)
 

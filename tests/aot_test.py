@@ -52,6 +52,27 @@ def test_slice_names_match_launch(name):
       want.generation, want.chips, want.topology)
 
 
+# Published parameter counts (each model's config.json / model card).
+PUBLISHED_PARAMS = {
+    'smollm2_135m': 134_515_008, 'smollm2_360m': 361_821_120,
+    'smollm2_1_7b': 1_711_376_384, 'llama3_2_1b': 1_235_814_400,
+    'llama3_8b': 8_030_261_248, 'gemma_2b_shapes': 2_506_172_416}
+
+
+@pytest.mark.parametrize('name', sorted(PUBLISHED_PARAMS))
+def test_model_files_have_the_published_sizes(name):
+  from lmsi import gin_flags  # pylint: disable=g-import-not-at-top
+  gin.clear_config()
+  try:
+    gin_flags.parse([f'--gin_file=gin/models/{name}.gin'])
+    cfg = gin_flags.resolve(gin.query_parameter('%MODEL_CONFIG'))
+  finally:
+    gin.clear_config()
+  shapes = jax.eval_shape(lambda: decoder.init_params(cfg, 0)[0])
+  count = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(shapes))
+  assert abs(count / PUBLISHED_PARAMS[name] - 1) < 0.002, count
+
+
 def test_defaults_are_the_run_files():
   sample, train = _macros('gin/runs/sample.gin'), _macros(
       'gin/runs/finetune.gin')
