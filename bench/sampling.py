@@ -22,7 +22,8 @@ RSS is its own) on the same questions and the same prompt token ids:
 
 Prints generated tokens/s (tokens up to and including the stop, counted the
 same way for every engine), the ratios, peak RSS, each engine's whole
-subprocess time ('wall s': load, compile, all runs), whether lmsi bf16's
+subprocess time ('wall s': load, compile, all runs; every engine's process
+with MALLOC_MMAP_THRESHOLD_ = 4 MiB, `--mmap_threshold`), whether lmsi bf16's
 majority votes (`lmsi.answers.extract_answer` + `lmsi.voting.majority_vote`)
 equal f32's, the compiled prompt-cache bytes for m = 1 and m = 32, and
 lmsi's share of the matmul peak measured in the same run (FLOPs per
@@ -334,8 +335,11 @@ def _child(engine: str, args) -> dict:
          f'--warm={int(args.warm)}', f'--jax_cache={args.jax_cache}',
          f'--transformers_seconds={args.transformers_seconds}']
   t0 = time.perf_counter()
+  env = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3'}
+  if args.mmap_threshold:  # every engine alike; see --mmap_threshold
+    env['MALLOC_MMAP_THRESHOLD_'] = str(args.mmap_threshold)
   proc = subprocess.run(cmd, capture_output=True, text=True, check=False,
-                        env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3'})
+                        env=env)
   if proc.returncode:
     raise RuntimeError(f'{engine} failed:\n{proc.stderr[-3000:]}')
   out = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -425,6 +429,12 @@ def main() -> None:
       'batch is fullest early, so this favours it); 0: run to the end')
   parser.add_argument('--jax_cache', default=os.path.expanduser(
       '~/.cache/lmsi/bench-jax'), help="jax's compilation cache ('': off)")
+  parser.add_argument(
+      '--mmap_threshold', type=int, default=4 << 20,
+      help="glibc's MALLOC_MMAP_THRESHOLD_ for every engine's process: "
+      'buffers of this size or more are mapped and given back when freed '
+      "(glibc's moving default kept ~2.5 GB of XLA's freed buffers in "
+      "lmsi's RSS); 0: glibc's default")
   parser.add_argument('--warm', type=int, default=0,
                       help='1: time lmsi a second time, compiled (slower)')
   args = parser.parse_args()
