@@ -1,0 +1,73 @@
+"""Benchmark: where lmsi's resident memory goes while it samples (CPU).
+
+Prints VmRSS and VmHWM (peak) from /proc/self/status after each phase of
+bench/sampling.py's lmsi f32 engine: imports, GGUF import (dequantized f32
+parameters), `device_put`, the shared prefix, one `sampling.generate`
+(compiles included), then after glibc's `malloc_trim(0)` (memory freed but
+kept by malloc) and after `jax.clear_caches()` (compiled programs). Run it
+with and without MALLOC_MMAP_THRESHOLD_ to compare (docs/sampling.md):
+
+    python bench/rss.py [--questions=3] [--max_new_tokens=256]
+    MALLOC_MMAP_THRESHOLD_=4194304 python bench/rss.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def report(phase: str) -> None:
+  with open('/proc/self/status', encoding='utf-8') as f:
+    status = dict(line.split(':', 1) for line in f if ':' in line)
+  mb = lambda key: int(status[key].split()[0]) / 1024
+  print(f'{phase:<28} rss {mb("VmRSS"):7.0f} MB  peak {mb("VmHWM"):7.0f} MB',
+        flush=True)
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser()
+  parser.add_argument('--questions', type=int, default=3)
+  parser.add_argument('--max_new_tokens', type=int, default=256)
+  args = parser.parse_args()
+  print('MALLOC_MMAP_THRESHOLD_ =',
+        os.environ.get('MALLOC_MMAP_THRESHOLD_', "unset (glibc's default)"))
+  report('start')
+  import jax  # pylint: disable=g-import-not-at-top
+  from bench import sampling as bench_sampling  # pylint: disable=g-import-not-at-top
+  from lmsi import sampling  # pylint: disable=g-import-not-at-top
+  report('imports')
+  cfg, params, vocab = bench_sampling._model(argparse.Namespace(model=''))  # pylint: disable=protected-access
+  report('gguf imported (f32 params)')
+  params = jax.device_put(params)
+  report('device_put')
+  texts = bench_sampling._prompts(args.questions)  # pylint: disable=protected-access
+  shared = bench_sampling._shared_prefix(  # pylint: disable=protected-access
+      vocab, [vocab.encode(t) for t in texts])
+  prefix = sampling.prefix_for(cfg, params, shared)
+  report('prefix')
+  config = sampling.SamplingConfig(
+      num_samples=32, temperature=0.7, top_k=40,
+      max_decode_steps=args.max_new_tokens,
+      stop_strings=(bench_sampling.STOP,), seed=0)
+  gen = sampling.generate(cfg, params, vocab, texts,
+                          [f'gsm8k-test-{i}' for i in range(len(texts))],
+                          config, prefix=prefix)
+  report('generate (compiles)')
+  del gen
+  libc = ctypes.CDLL('libc.so.6')
+  libc.malloc_trim(0)
+  report('malloc_trim(0)')
+  jax.clear_caches()
+  gc.collect()
+  libc.malloc_trim(0)
+  report('jax.clear_caches + trim')
+
+
+if __name__ == '__main__':
+  main()
