@@ -83,19 +83,14 @@ def _attention_fn(cfg, prefix_kv):
   @jax.jit
   def attend(q, cache, valid):
     out = 0.0
-    n, g = q.shape[0], cfg.num_kv_heads
     for (k, v), (pk, pv) in zip(cache, layers.decode_prefix(prefix_kv)):
-      qg = q.reshape(n, g, r, cfg.head_dim)
-      stacked = jnp.transpose(qg, (1, 0, 2, 3)).reshape(g, n * r, -1)
+      qg = q.reshape(q.shape[0], cfg.num_kv_heads, r, cfg.head_dim)
       s = jnp.einsum('ngrk,ngkl->ngrl', qg, k)
-      parts = [jnp.transpose(jnp.einsum('gmk,gke->gme', stacked, pk).reshape(
-          g, n, r, -1), (1, 0, 2, 3)),
+      parts = [layers.per_kv_head(qg, pk),
                jnp.where(valid[:, None, None], s, layers.NEG_INF)]
       probs = layers.softmax_parts(parts, jnp.float32)
-      p0 = jnp.transpose(probs[0], (1, 0, 2, 3)).reshape(g, n * r, -1)
       out += (jnp.einsum('ngrl,nglk->ngrk', probs[1], v)
-              + jnp.transpose(jnp.einsum('gme,gek->gmk', p0, pv).reshape(
-                  g, n, r, -1), (1, 0, 2, 3)))
+              + layers.per_kv_head(probs[0], pv))
     return out
   return attend
 

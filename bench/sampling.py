@@ -22,8 +22,7 @@ RSS is its own) on the same questions and the same prompt token ids:
 
 Prints generated tokens/s (tokens up to and including the stop, counted the
 same way for every engine), the ratios, peak RSS, each engine's whole
-subprocess time ('wall s': load, compile, all runs; every engine's process
-with MALLOC_MMAP_THRESHOLD_ = 4 MiB, `--mmap_threshold`), whether lmsi bf16's
+subprocess time ('wall s': load, compile, all runs), whether lmsi bf16's
 majority votes (`lmsi.answers.extract_answer` + `lmsi.voting.majority_vote`)
 equal f32's, the compiled prompt-cache bytes for m = 1 and m = 32, and
 lmsi's share of the matmul peak measured in the same run (FLOPs per
@@ -430,11 +429,11 @@ def main() -> None:
   parser.add_argument('--jax_cache', default=os.path.expanduser(
       '~/.cache/lmsi/bench-jax'), help="jax's compilation cache ('': off)")
   parser.add_argument(
-      '--mmap_threshold', type=int, default=4 << 20,
-      help="glibc's MALLOC_MMAP_THRESHOLD_ for every engine's process: "
-      'buffers of this size or more are mapped and given back when freed '
-      "(glibc's moving default kept ~2.5 GB of XLA's freed buffers in "
-      "lmsi's RSS); 0: glibc's default")
+      '--mmap_threshold', type=int, default=0,
+      help="glibc's MALLOC_MMAP_THRESHOLD_ for every engine's process "
+      "(0: glibc's default). 4194304 cut lmsi's peak RSS from 4.5 to 3.0 "
+      "GB (bench/rss.py) but made transformers 2.2x slower, so it is off "
+      '(docs/sampling.md)')
   parser.add_argument('--warm', type=int, default=0,
                       help='1: time lmsi a second time, compiled (slower)')
   args = parser.parse_args()

@@ -183,20 +183,22 @@ class Attention(nn.Module):
     acc = acc_dtype(self.cfg.dtype)
     scores = jnp.einsum('ngrk,ngkl->ngrl', qg, k).astype(acc) * scale
     parts = [jnp.where(key_valid[:, None, None], scores, NEG_INF)]
-    if prefix_kv is not None:  # all slots' queries of a kv head: one GEMM
-      n, g, r, dh = qg.shape
-      stacked = jnp.transpose(qg, (1, 0, 2, 3)).reshape(g, n * r, dh)
-      prefix_scores = jnp.einsum('gmk,gke->gme', stacked, prefix_kv[0])
-      parts.insert(0, jnp.transpose(prefix_scores.reshape(g, n, r, -1),
-                                    (1, 0, 2, 3)).astype(acc) * scale)
+    if prefix_kv is not None:
+      parts.insert(0, per_kv_head(qg, prefix_kv[0]).astype(acc) * scale)
     probs = softmax_parts(parts, self.cfg.dtype)
     attended = jnp.einsum('ngrl,nglk->ngrk', probs[-1], v)
     if prefix_kv is not None:
-      stacked = jnp.transpose(probs[0], (1, 0, 2, 3)).reshape(g, n * r, -1)
-      attended += jnp.transpose(
-          jnp.einsum('gme,gek->gmk', stacked, prefix_kv[1]).reshape(
-              g, n, r, dh), (1, 0, 2, 3))
+      attended += per_kv_head(probs[0], prefix_kv[1])
     return self.output(attended)[:, None], (k, v)
+
+
+def per_kv_head(x: jax.Array, shared: jax.Array) -> jax.Array:
+  """[N, Hkv, R, A] x shared [Hkv, A, B] -> [N, Hkv, R, B]: all N slots'
+  rows of a kv head stacked into one [N R, A] x [A, B] GEMM."""
+  n, g, r, a = x.shape
+  stacked = jnp.transpose(x, (1, 0, 2, 3)).reshape(g, n * r, a)
+  out = jnp.einsum('gma,gab->gmb', stacked, shared)
+  return jnp.transpose(out.reshape(g, n, r, -1), (1, 0, 2, 3))
 
 
 def decode_prefix(prefix_kv: Any) -> Any:
