@@ -151,8 +151,10 @@ def run_lmsi(args, param_dtype: str = 'float32') -> dict:
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
   from lmsi import decoder as decoder_lib  # pylint: disable=g-import-not-at-top
   from lmsi import sampling  # pylint: disable=g-import-not-at-top
-  cfg32, params32, vocab = _model(args)
-  cfg, params = decoder_lib.with_dtype(cfg32, params32, param_dtype)
+  cfg, params32, vocab = _model(args)
+  matmul_params = _matmul_params(params32)
+  cfg, params = decoder_lib.with_dtype(cfg, params32, param_dtype)
+  del params32  # lmsi.sample holds the parameters once, on the device
   params = jax.device_put(params)
   texts = _prompts(args.questions)
   encoded = [vocab.encode(t) for t in texts]
@@ -191,7 +193,8 @@ def run_lmsi(args, param_dtype: str = 'float32') -> dict:
          'votes': _votes(vocab, rows, args.num_samples),
          'backend': jax.default_backend(),
          'matmul_gflops': _matmul_gflops(),
-         'flops_per_token': _flops_per_token(cfg32, params32, encoded, rows),
+         'flops_per_token': _flops_per_token(cfg, matmul_params, encoded,
+                                             rows),
          'texts': [vocab.decode(r) for r in rows[:2]]}
   if param_dtype == 'float32':
     out['cache_bytes'] = _cache_bytes(cfg, params, vocab, texts[0], prefix,
@@ -217,13 +220,17 @@ def _compile_clock():
   return lambda: total[0]
 
 
-def _flops_per_token(cfg, params, encoded, rows) -> float:
-  """2 x matmul params + attention over the average context."""
+def _matmul_params(params) -> int:
+  """Parameters a token multiplies: all but the norms (the embedding's
+  lookup is free, but tied, it is also the LM head: it counts once)."""
   import jax  # pylint: disable=g-import-not-at-top
   n = sum(x.size for x in jax.tree_util.tree_leaves(params))
-  n -= cfg.vocab_size * cfg.embed_dim  # the lookup is free...
-  n += cfg.vocab_size * cfg.embed_dim  # ...the tied LM head is not
-  n -= sum(x.size for _, x in _norms(params))
+  return n - sum(x.size for _, x in _norms(params))
+
+
+def _flops_per_token(cfg, matmul_params: int, encoded, rows) -> float:
+  """2 x matmul params + attention over the average context."""
+  n = matmul_params
   ctx = sum(len(e) for e in encoded) / len(encoded)
   ctx += sum(len(r) for r in rows) / max(len(rows), 1) / 2
   attn = 4 * cfg.num_layers * ctx * cfg.num_heads * cfg.head_dim
@@ -337,6 +344,8 @@ def _child(engine: str, args) -> dict:
   env = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3'}
   if args.mmap_threshold:  # every engine alike; see --mmap_threshold
     env['MALLOC_MMAP_THRESHOLD_'] = str(args.mmap_threshold)
+  if args.lmsi_malloc_arena_max and engine.startswith('lmsi'):
+    env['MALLOC_ARENA_MAX'] = str(args.lmsi_malloc_arena_max)
   proc = subprocess.run(cmd, capture_output=True, text=True, check=False,
                         env=env)
   if proc.returncode:
@@ -363,6 +372,10 @@ def _report(args, runs: dict) -> None:
     print(f'{LABELS[e]:<13} {r["questions"]:>9} {r["tokens"]:>7} '
           f'{r["seconds"]:>8.1f} {rate[e]:>9.1f} {vs:>16} '
           f'{r["peak_rss_mb"]:>12.0f} {r["wall_seconds"]:>7.0f}')
+  arenas = args.lmsi_malloc_arena_max or 'default'
+  print(f'glibc malloc: MALLOC_ARENA_MAX={arenas} for lmsi, default for the '
+        f'peers; MALLOC_MMAP_THRESHOLD_={args.mmap_threshold or "default"} '
+        'for every engine')
   if 'transformers' in runs:
     r = runs['transformers']
     cut = (f'stopped at {args.transformers_seconds:.0f} s, after '
@@ -434,6 +447,13 @@ def main() -> None:
       "(0: glibc's default). 4194304 cut lmsi's peak RSS from 4.5 to 3.0 "
       "GB (bench/rss.py) but made transformers 2.2x slower, so it is off "
       '(docs/sampling.md)')
+  parser.add_argument(
+      '--lmsi_malloc_arena_max', type=int, default=1,
+      help="glibc's MALLOC_ARENA_MAX for the lmsi engines' processes (0: "
+      "glibc's default, 8 per core). With one arena, memory one of XLA's "
+      "threads frees is reused by the others: lmsi's peak RSS fell from "
+      '3.5-3.6 to 2.9 GB at equal speed. Not for the peers: it made '
+      'transformers 6x slower (docs/sampling.md)')
   parser.add_argument('--warm', type=int, default=0,
                       help='1: time lmsi a second time, compiled (slower)')
   args = parser.parse_args()
