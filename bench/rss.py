@@ -5,9 +5,10 @@ bench/sampling.py's lmsi f32 engine: imports, GGUF import (dequantized f32
 parameters), `device_put`, the shared prefix, one `sampling.generate`
 (compiles included), then after glibc's `malloc_trim(0)` (memory freed but
 kept by malloc) and after `jax.clear_caches()` (compiled programs). Run it
-with and without MALLOC_MMAP_THRESHOLD_ to compare (docs/sampling.md):
+with and without glibc's settings to compare (docs/sampling.md):
 
     python bench/rss.py [--questions=3] [--max_new_tokens=256]
+    MALLOC_ARENA_MAX=1 python bench/rss.py
     MALLOC_MMAP_THRESHOLD_=4194304 python bench/rss.py
 """
 
@@ -35,8 +36,8 @@ def main() -> None:
   parser.add_argument('--questions', type=int, default=3)
   parser.add_argument('--max_new_tokens', type=int, default=256)
   args = parser.parse_args()
-  print('MALLOC_MMAP_THRESHOLD_ =',
-        os.environ.get('MALLOC_MMAP_THRESHOLD_', "unset (glibc's default)"))
+  for name in ('MALLOC_ARENA_MAX', 'MALLOC_MMAP_THRESHOLD_'):
+    print(f'{name} =', os.environ.get(name, "unset (glibc's default)"))
   report('start')
   import jax  # pylint: disable=g-import-not-at-top
   from bench import sampling as bench_sampling  # pylint: disable=g-import-not-at-top

@@ -146,8 +146,8 @@ def test_generated_questions_and_self_exemplars(tmp_path):
       base_artifact=base_dir, seed=1, data=data,
       task_feature_lengths=meta['task_feature_lengths'], finetune=fast,
       sampling_config=s, eval_before=ev, eval_after=ev, run_control=False,
-      run_no_vote=False, ablations={'selfgen': arm},
-      num_rounds=0)  # the arm only (test_rounds_ablations... has rounds)
+      # The arm only: test_rounds_ablations_and_students runs the rounds.
+      run_no_vote=False, ablations={'selfgen': arm}, num_rounds=0)
   assert list(metrics['arms']) == ['selfgen base', 'selfgen']
   arm_dir = tmp_path / 'arms' / 'selfgen'
   assert (arm_dir / 'warmup/model/checkpoints').is_dir()
