@@ -6,12 +6,17 @@ planned series of kill -9s: at least 3 inside each of base training,
 sampling, aggregation, fine-tuning and evaluation. Each kill is aimed by the
 child process itself (`--child`), which wraps the stage functions:
 
-- `timer`: SIGKILL a random fraction of the way through a stage call (its
-  length in the clean run), so it lands mid-computation or mid-checkpoint;
+- `timer`: SIGKILL a random fraction of the way through what is left of a
+  stage call (see below), so it lands mid-computation or mid-checkpoint;
 - `in_write`: SIGKILL inside an atomic write of a stage's `.jsonl` output
   (the temp file written, not yet renamed);
 - `before_marker`: SIGKILL after that file is renamed and before its
-  `.COMPLETED` marker is written (a torn shard).
+  `.COMPLETED` marker is written (a torn shard);
+- `between_writes`: SIGKILL at the start of a stage call's second file
+  write, the first one done (aggregation: its manifest written, the
+  self-generated file not begun). Aggregation's calls last ~0.03 s, too
+  short for a timer to land in reliably: one that missed let the run pass
+  on to stages whose planned kills it could then no longer make.
 
 After each kill the pipeline is restarted; after the last it runs to the
 end. Then every self-generated file, sample shard, metrics.json and every
@@ -19,7 +24,15 @@ eval's predictions are compared byte for byte, and the parameters of every
 final checkpoint bitwise. Prints each kill (stage, call, how it landed) and
 a verdict.
 
-    python bench/chaos.py [--seed=0] [--per_stage=3] [--out=runs/chaos_bench]
+All runs share one jax compilation cache (emptied at the start, so the
+clean run compiles cold); restarts load their programs from it. A timer
+kill is aimed by what is left of the clean call: its time net of compiling,
+less the time (net of compiling) that earlier kills of the same call ran,
+since a resumed call has at most that much left to do. `--jax_cache=off`
+compiles in every run.
+
+    python bench/chaos.py [--seed=0] [--per_stage=3] [--jax_cache=on|off]
+        [--out=runs/chaos_bench]
 """
 
 from __future__ import annotations
@@ -58,7 +71,7 @@ PLAN = (('base training', 'timer'),) * 3 + (
     ('evaluation', 'timer'), ('sampling', 'timer'),
     ('sampling', 'before_marker'), ('sampling', 'in_write'),
     ('aggregation', 'in_write'),
-    ('aggregation', 'before_marker'), ('aggregation', 'timer'),
+    ('aggregation', 'before_marker'), ('aggregation', 'between_writes'),
     ('fine-tuning', 'timer'), ('evaluation', 'in_write'),
     ('fine-tuning', 'timer'), ('fine-tuning', 'timer'),
     ('evaluation', 'timer'))
@@ -71,13 +84,25 @@ class Child:
   def __init__(self, plan: dict | None, report: str):
     self.plan, self.report = plan or {}, report
     self.calls = collections.Counter()
+    # Wall seconds of each stage call, and the part of them jax spent
+    # compiling (or loading a compiled program from the cache).
     self.durations: dict[str, float] = {}
+    self.compile: dict[str, float] = {}
     self.active: str | None = None  # the outermost stage call running
+    self.started = 0.0  # when it started (monotonic seconds)
+    self.written: list[str] = []  # files (not markers) it began writing
     self.missed = None
 
   def kill(self, key: str, how: str, landed: bool = True) -> None:
+    # How far this call got: wall seconds net of compiling, at most the
+    # work it did (a resumed call redoes what its last checkpoint lost).
+    progress = 0.0
+    if landed and self.active == key:
+      progress = max(0.0, time.monotonic() - self.started
+                     - self.compile.get(key, 0.0))
     with open(self.report, 'w') as f:
-      json.dump({'call': key, 'how': how, 'landed': landed}, f)
+      json.dump({'call': key, 'how': how, 'landed': landed,
+                 'progress': progress}, f)
     os.kill(os.getpid(), signal.SIGKILL)
 
   def wrap(self, stage: str, fn):
@@ -89,18 +114,28 @@ class Child:
       if self.missed:
         self.kill(key, f'at the start of this call, after a timer missed '
                   f'{self.missed}', landed=False)
-      timer, clean = None, self.plan.get('durations', {}).get(key, 0.0)
+      # Aim by what is left of the clean call: its time net of compiling
+      # (restarts load their programs from the shared compilation cache),
+      # less the progress of earlier kills in this call (a resumed call
+      # has at least that much less to do, so a timer aimed by the whole
+      # call could outlast it).
+      plan = self.plan
+      timer, clean = None, (plan.get('durations', {}).get(key, 0.0)
+                            - plan.get('compile', {}).get(key, 0.0)
+                            - plan.get('progress', {}).get(key, 0.0))
       if (self.plan.get('stage') == stage and self.plan['mode'] == 'timer'
           and clean >= 0.005):
         delay = self.plan['fraction'] * clean
         timer = threading.Timer(delay, self.kill, (
-            key, f'{delay:.2f} s into the call ({clean:.2f} s clean)'))
+            key, f'{delay:.2f} s into the call ({clean:.2f} s of the '
+            'clean call left, net of compiling)'))
         timer.start()
-      self.active, t0 = key, time.monotonic()
+      self.active, self.started = key, time.monotonic()
+      self.compile[key], self.written = 0.0, []
       try:
         return fn(*args, **kwargs)
       finally:
-        seconds = time.monotonic() - t0
+        seconds = time.monotonic() - self.started
         self.active, self.durations[key] = None, seconds
         if timer:
           timer.cancel()
@@ -114,6 +149,13 @@ class Child:
     def wrapped(path, write, binary=False):
       mode, stage = self.plan.get('mode'), self.plan.get('stage')
       name = os.path.basename(path)
+      if (mode == 'between_writes' and self.active and self.written
+          and self.active.startswith(stage)):
+        rel = os.path.relpath(path, self.plan['out'])
+        self.kill(self.active, f'between writes: {self.written[-1]} written, '
+                  f'{rel} not yet begun')
+      if self.active and not name.endswith(MARKER):
+        self.written.append(os.path.relpath(path, self.plan.get('out', '.')))
       if (mode in ('in_write', 'before_marker') and self.active
           and self.active.startswith(stage)
           and fnmatch.fnmatch(name, '*.jsonl' + ('' if mode == 'in_write'
@@ -131,9 +173,15 @@ class Child:
       return orig(path, write, binary)
     return wrapped
 
+  def count_compile(self, event: str, seconds: float, **_) -> None:
+    if event == '/jax/core/compile/backend_compile_duration' and self.active:
+      self.compile[self.active] += seconds
+
   def run(self, argv: list[str]) -> None:
     import importlib  # pylint: disable=g-import-not-at-top
+    import jax  # pylint: disable=g-import-not-at-top
     from lmsi import records  # pylint: disable=g-import-not-at-top
+    jax.monitoring.register_event_duration_secs_listener(self.count_compile)
     for stage, (module, name) in STAGES.items():
       mod = importlib.import_module(module)
       setattr(mod, name, self.wrap(stage, getattr(mod, name)))
@@ -145,7 +193,8 @@ class Child:
       if e.code:
         raise
     with open(self.report, 'w') as f:
-      json.dump({'finished': True, 'durations': self.durations}, f)
+      json.dump({'finished': True, 'durations': self.durations,
+                 'compile': self.compile}, f)
 
 
 def _child_command(out: str, plan: dict | None, report: str) -> list[str]:
@@ -154,18 +203,28 @@ def _child_command(out: str, plan: dict | None, report: str) -> list[str]:
           '--gin_file=gin/experiments/chaos.gin', f'--gin.OUTPUT_DIR="{out}"']
 
 
-def _env() -> dict[str, str]:
-  return {**os.environ, 'PYTHONPATH': REPO, 'TF_CPP_MIN_LOG_LEVEL': '3',
-          'JAX_PLATFORMS': 'cpu'}
+def _env(jax_cache: str | None) -> dict[str, str]:
+  env = {**os.environ, 'PYTHONPATH': REPO, 'TF_CPP_MIN_LOG_LEVEL': '3',
+         'JAX_PLATFORMS': 'cpu'}
+  if jax_cache:
+    # One compilation cache for every run of the bench, so a restart loads
+    # the programs the runs before it compiled. A cached program is the one
+    # XLA compiled, so results stay bitwise the same. The size limit turns
+    # on jax's file lock.
+    env.update(JAX_COMPILATION_CACHE_DIR=jax_cache,
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0.1',
+               JAX_COMPILATION_CACHE_MAX_SIZE=str(4 << 30))
+  return env
 
 
-def run_child(out: str, plan: dict | None, log) -> dict:
+def run_child(out: str, plan: dict | None, log,
+              env: dict[str, str]) -> dict:
   """Runs the pipeline once; returns the child's report (kill or finish)."""
   report = os.path.join(os.path.dirname(out), 'child.json')
   if os.path.exists(report):
     os.remove(report)
   proc = subprocess.run(_child_command(out, plan, report), cwd=REPO,
-                        env=_env(), stdout=log, stderr=subprocess.STDOUT,
+                        env=env, stdout=log, stderr=subprocess.STDOUT,
                         check=False)
   if not os.path.exists(report):
     raise RuntimeError(f'pipeline exited {proc.returncode} without a report;'
@@ -177,10 +236,12 @@ def run_child(out: str, plan: dict | None, log) -> dict:
   return result
 
 
-def run_with_kills(out: str, durations: dict[str, float], per_stage: int,
-                   rng: random.Random, log) -> list[tuple[str, dict]]:
+def run_with_kills(out: str, clean: dict, per_stage: int,
+                   rng: random.Random, log,
+                   env: dict[str, str]) -> list[tuple[str, dict]]:
   shutil.rmtree(out, ignore_errors=True)
   seen, history = collections.Counter(), []
+  progress = collections.Counter()  # per stage call, over its kills
   for stage, mode in PLAN:
     seen[stage] += 1
     if seen[stage] > per_stage:
@@ -188,17 +249,19 @@ def run_with_kills(out: str, durations: dict[str, float], per_stage: int,
     for _ in range(ATTEMPTS):
       result = run_child(out, {
           'stage': stage, 'mode': mode, 'fraction': rng.uniform(0.1, 0.7),
-          'durations': durations, 'out': out}, log)
+          'durations': clean['durations'], 'compile': clean['compile'],
+          'progress': progress, 'out': out}, log, env)
       if 'finished' in result:
         print(f'the run finished before a {mode} kill in {stage}')
         return history
       history.append((stage, result))
+      progress[result['call']] += result.get('progress', 0.0)
       tag = stage if result['landed'] else 'between stages'
       print(f'kill {len(history):>2} [{tag}]: {result["call"]}, '
             f'{result["how"]}', flush=True)
       if result['landed']:
         break
-  run_child(out, None, log)
+  run_child(out, None, log, env)
   return history
 
 
@@ -238,6 +301,9 @@ def main() -> None:
                       help='kills per stage (at most 3)')
   parser.add_argument('--out', default=os.path.join(REPO, 'runs',
                                                     'chaos_bench'))
+  parser.add_argument('--jax_cache', default='on', choices=('on', 'off'),
+                      help='one jax compilation cache (emptied first) for '
+                      'all runs of the bench, so restarts skip compiling')
   parser.add_argument('--child', action='store_true', help=argparse.SUPPRESS)
   parser.add_argument('--plan', default='{}', help=argparse.SUPPRESS)
   parser.add_argument('--report', help=argparse.SUPPRESS)
@@ -247,16 +313,25 @@ def main() -> None:
         [a for a in rest if a != '--'])
     return
   os.makedirs(args.out, exist_ok=True)
+  jax_cache = None
+  if args.jax_cache == 'on':
+    jax_cache = os.path.join(args.out, 'jax_cache')
+    shutil.rmtree(jax_cache, ignore_errors=True)
+  env = _env(jax_cache)
+  print(f'jax compilation cache: {jax_cache or "off"}')
   with open(os.path.join(args.out, 'log.txt'), 'w') as log:
     clean = os.path.join(args.out, 'clean')
     shutil.rmtree(clean, ignore_errors=True)
     t0 = time.monotonic()
-    durations = run_child(clean, None, log)['durations']
-    print(f'uninterrupted run: {time.monotonic() - t0:.0f} s; stage calls: '
-          + ', '.join(f'{k} {v:.2f} s' for k, v in durations.items()))
+    report = run_child(clean, None, log, env)
+    print(f'uninterrupted run: {time.monotonic() - t0:.0f} s; stage calls '
+          '(of which compiling): ' + ', '.join(
+              f'{k} {v:.2f} s ({report["compile"][k]:.2f})'
+              for k, v in report['durations'].items()))
     t0 = time.monotonic()
-    history = run_with_kills(os.path.join(args.out, 'chaos'), durations,
-                             args.per_stage, random.Random(args.seed), log)
+    history = run_with_kills(os.path.join(args.out, 'chaos'), report,
+                             args.per_stage, random.Random(args.seed), log,
+                             env)
     print(f'chaos run: {len(history)} kills, {time.monotonic() - t0:.0f} s')
   diffs = compare(clean, os.path.join(args.out, 'chaos'))
   landed = collections.Counter(s for s, r in history if r['landed'])

@@ -173,7 +173,8 @@ def profile(rows_list: list[int], lengths: list[int],
       # Half-way along the bucket: positions do not change the cost.
       state['step'] = jnp.full((rows,), length // 2, jnp.int32)
       chunk = lambda s: slots._chunk(  # pylint: disable=protected-access
-          cfg, sampler, pad, params, s, prefix.kv, nxt, hit)
+          cfg, sampler, pad, params, s, layers.decode_prefix(prefix.kv), nxt,
+          hit)
       state, _ = chunk(state)  # compiles
       best = float('inf')
       for _ in range(3):

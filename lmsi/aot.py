@@ -198,6 +198,15 @@ def compile_sample(cfg: decoder_lib.DecoderConfig, mesh: Mesh,
                        for _ in range(cfg.num_layers))
   prefix = _sharded(mesh, rules, prefix_shape, jax.tree_util.tree_map(
       lambda _: PartitionSpec(CACHE_LENGTH, CACHE_HEADS, KV), prefix_shape))
+  # The chunk reads the prefix in `layers.decode_prefix`'s layout.
+  decode_prefix = tuple(
+      (sds((cfg.num_kv_heads, cfg.head_dim, shape.prefix_len), act),
+       sds((cfg.num_kv_heads, shape.prefix_len, cfg.head_dim), act))
+      for _ in range(cfg.num_layers))
+  decode_prefix = _sharded(mesh, rules, decode_prefix, tuple(
+      (PartitionSpec(CACHE_HEADS, KV, CACHE_LENGTH),
+       PartitionSpec(CACHE_HEADS, CACHE_LENGTH, KV))
+      for _ in range(cfg.num_layers)))
   batch = sharding.batch_sharding(mesh, 2)
   tokens = sds((shape.questions, shape.prompt_len), jnp.int32, sharding=batch)
   valid = sds(tokens.shape, jnp.bool_, sharding=batch)
@@ -215,7 +224,7 @@ def compile_sample(cfg: decoder_lib.DecoderConfig, mesh: Mesh,
     prefill = sampling._prefill.lower(  # pylint: disable=protected-access
         cfg, params, tokens, valid, prefix)
     chunk = slots_lib._chunk.lower(  # pylint: disable=protected-access
-        cfg, sampler, shape.prompt_len, params, state, prefix, stop,
+        cfg, sampler, shape.prompt_len, params, state, decode_prefix, stop,
         jax.ShapeDtypeStruct(stop.shape, jnp.bool_, sharding=stop.sharding))
     return [_program('prefill', prefill), _program('decode_chunk', chunk)]
 

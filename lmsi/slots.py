@@ -112,9 +112,8 @@ def _chunk(cfg, sampler, prompt_pad, params, state, prefix_kv, stop_next,
   """CHUNK decoding steps of every slot. Returns (state, int32 [N, CHUNK])."""
   model = decoder_lib.Decoder(cfg)
   slots, length = state['cache'][0][0].shape[0], state['cache'][0][0].shape[3]
-  offset = 0 if prefix_kv is None else prefix_kv[0][0].shape[0]
-  if prefix_kv is not None:  # once per chunk, not per step
-    prefix_kv = layers.decode_prefix(prefix_kv)
+  # prefix_kv is in `layers.decode_prefix`'s layout: k [Hkv, Dh, E].
+  offset = 0 if prefix_kv is None else prefix_kv[0][0].shape[2]
   which = jnp.arange(stop_next.shape[0])
   idx = jnp.arange(length)
 
@@ -226,6 +225,10 @@ def _drain_slots(live: int, num_slots: int, multiple: int) -> int:
   return min(fewer, step)
 
 
+# The shared prefix in the layout decode attention reads, once per `decode`.
+_decode_prefix = jax.jit(layers.decode_prefix)
+
+
 def _bucket(need: int, max_steps: int) -> int:
   size = MIN_BUCKET
   while size < need:
@@ -287,6 +290,8 @@ def decode(cfg: decoder_lib.DecoderConfig, params: Any, *,
   at = np.zeros(n, np.int64)  # host copy of each slot's step
   gen = _bucket(CHUNK, steps)
   state = place(_empty(cfg, n, pad + gen, stop_next.shape[0]))
+  if prefix_kv is not None:
+    prefix_kv = _decode_prefix(prefix_kv)
   row_steps, buckets = 0, []
   drawn = np.full(batch, samples, np.int32)
   checked = np.zeros(batch, np.int32)  # samples already judged undecided
