@@ -123,9 +123,9 @@ class Child:
       timer, clean = None, (plan.get('durations', {}).get(key, 0.0)
                             - plan.get('compile', {}).get(key, 0.0)
                             - plan.get('progress', {}).get(key, 0.0))
-      if (self.plan.get('stage') == stage and self.plan['mode'] == 'timer'
+      if (plan.get('stage') == stage and plan['mode'] == 'timer'
           and clean >= 0.005):
-        delay = self.plan['fraction'] * clean
+        delay = plan['fraction'] * clean
         timer = threading.Timer(delay, self.kill, (
             key, f'{delay:.2f} s into the call ({clean:.2f} s of the '
             'clean call left, net of compiling)'))
@@ -149,18 +149,17 @@ class Child:
     def wrapped(path, write, binary=False):
       mode, stage = self.plan.get('mode'), self.plan.get('stage')
       name = os.path.basename(path)
-      if (mode == 'between_writes' and self.active and self.written
-          and self.active.startswith(stage)):
-        rel = os.path.relpath(path, self.plan['out'])
+      # A write of the planned stage's call, named relative to the output.
+      mine = bool(self.active and stage and self.active.startswith(stage))
+      rel = os.path.relpath(path, self.plan.get('out', '.'))
+      if mode == 'between_writes' and mine and self.written:
         self.kill(self.active, f'between writes: {self.written[-1]} written, '
                   f'{rel} not yet begun')
       if self.active and not name.endswith(MARKER):
-        self.written.append(os.path.relpath(path, self.plan.get('out', '.')))
-      if (mode in ('in_write', 'before_marker') and self.active
-          and self.active.startswith(stage)
+        self.written.append(rel)
+      if (mode in ('in_write', 'before_marker') and mine
           and fnmatch.fnmatch(name, '*.jsonl' + ('' if mode == 'in_write'
                                                  else MARKER))):
-        rel = os.path.relpath(path, self.plan['out'])
         if mode == 'before_marker':
           self.kill(self.active, f'{rel[:-len(MARKER)]} renamed, its '
                     'marker not yet written')

@@ -102,6 +102,11 @@ class Decoder(nn.Module):
                                   (c.embed_dim, c.vocab_size), (EMBED, VOCAB),
                                   layers.kernel_init(1), c.param_dtype)
 
+  def _angles(self, positions):
+    # Rotary cos/sin once for all layers (`layers.rotary_angles`).
+    c = self.cfg
+    return layers.rotary_angles(positions, c.head_dim, c.rope_theta, c.dtype)
+
   def _embed(self, tokens):
     return self.embedding.astype(self.cfg.dtype)[tokens]
 
@@ -124,9 +129,10 @@ class Decoder(nn.Module):
     causal = jnp.tril(jnp.ones((length, length), bool))
     mask = causal[None] & valid[:, None, :]  # [B, L(query), L(key)]
     x = nn.with_logical_constraint(self._embed(tokens), (BATCH, LENGTH, EMBED))
+    angles = self._angles(positions)
     kvs = []
     for i, block in enumerate(self.blocks):
-      x, kv = block(x, positions, mask,
+      x, kv = block(x, angles, mask,
                     None if prefix_kv is None else prefix_kv[i])
       kvs.append(kv)
     return x, tuple(kvs)
@@ -152,9 +158,10 @@ class Decoder(nn.Module):
     mask = causal[None] & valid[:, None, :]  # [B, L(query), L(key)]
     x = nn.with_logical_constraint(self._embed(tokens), (BATCH, LENGTH, EMBED))
     block = layers.Block(c, parent=None)
+    angles = self._angles(positions)
 
     def layer(x, p):
-      return block.apply({'params': p}, x, positions, mask)[0]
+      return block.apply({'params': p}, x, angles, mask)[0]
 
     if c.remat_policy != 'none':
       layer = jax.checkpoint(layer, policy=REMAT_POLICIES[c.remat_policy])
@@ -196,7 +203,7 @@ class Decoder(nn.Module):
     return self._logits(x_last), kvs
 
   def decode(self, tokens, positions, cache, write, key_valid,
-             prefix_kv=None):
+             prefix_kv=None, rotary_table=None):
     """One decoding step for N slots (paths), each with its own cache.
 
     Args:
@@ -208,14 +215,20 @@ class Decoder(nn.Module):
       key_valid: bool [N, L], the entries each slot attends to.
       prefix_kv: optional per-layer (k, v) shared by all slots, in
         `layers.decode_prefix`'s layout.
+      rotary_table: optional `layers.rotary_angles` of positions 0..T-1
+        (computed outside the decode loop); each step gathers its rows.
 
     Returns:
       (float32 [N, V] next-token logits, updated cache).
     """
     x = self._embed(tokens)[:, None]  # [N] -> [N, 1, D]
+    if rotary_table is None:
+      angles = self._angles(positions)
+    else:  # [T, 1, Dh/2] -> [N, 1, Dh/2]
+      angles = tuple(t[positions] for t in rotary_table)
     new_kv = []
     for i, (block, kv) in enumerate(zip(self.blocks, cache)):
-      x, kv = block.decode(x, positions, kv, write, key_valid,
+      x, kv = block.decode(x, angles, kv, write, key_valid,
                            None if prefix_kv is None else prefix_kv[i])
       new_kv.append(kv)
     return self._logits(x[:, 0]), tuple(new_kv)
@@ -225,9 +238,10 @@ def _block_specs(cfg: DecoderConfig):
   # A layer's logical PartitionSpecs, from an abstract init of one Block
   # (parent=None: it may be called inside another module's method).
   x = jnp.zeros((1, 1, cfg.embed_dim), jnp.dtype(cfg.dtype))
+  angles = layers.rotary_angles(jnp.zeros((1, 1), jnp.int32), cfg.head_dim,
+                                cfg.rope_theta, cfg.dtype)
   boxed = jax.eval_shape(lambda: layers.Block(cfg, parent=None).init(
-      jax.random.PRNGKey(0), x, jnp.zeros((1, 1), jnp.int32),
-      jnp.ones((1, 1, 1), bool)))
+      jax.random.PRNGKey(0), x, angles, jnp.ones((1, 1, 1), bool)))
   return nn.get_partition_spec(boxed['params'])
 
 

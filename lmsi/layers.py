@@ -53,25 +53,43 @@ class RMSNorm(nn.Module):
     return (xa * scale.astype(acc)).astype(self.cfg.dtype)
 
 
-def rotary(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
+def rotary_angles(positions: jax.Array, head_dim: int, theta: float,
+                  dtype) -> tuple[jax.Array, jax.Array]:
+  """cos and sin of the rotary angles, each [..., L, 1, Dh/2].
+
+  Computed once per forward pass and shared by every layer. The decode loop
+  goes further (`lmsi.slots`): it computes them for every position once,
+  outside the loop, and gathers each step's rows; XLA fuses a cos computed
+  inside the loop into each layer's q and k (90 transcendental fusions in a
+  30-layer SmolLM2 decode step), even behind an optimization barrier.
+
+  Args:
+    positions: int [..., L] absolute positions.
+    head_dim: Dh.
+    theta: rotary base.
+    dtype: the dtype of the q/k they rotate; angles run in at least float32
+      (float64 for float64).
+  """
+  acc = acc_dtype(dtype)
+  inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=acc)
+                              / head_dim))
+  freqs = positions.astype(acc)[..., None] * inv_freq  # [..., L, Dh/2]
+  return jnp.cos(freqs)[..., None, :], jnp.sin(freqs)[..., None, :]
+
+
+def rotary(x: jax.Array, angles: tuple[jax.Array, jax.Array]) -> jax.Array:
   """Applies rotary embeddings (Llama's half-split convention).
 
   Args:
     x: [..., L, heads, Dh] queries or keys.
-    positions: int [..., L] absolute positions.
-    theta: rotary base.
+    angles: `rotary_angles` of their positions, each [..., L, 1, Dh/2].
 
   Returns:
-    x rotated, same shape and dtype. Angles and rotation run in at least
-    float32 (float64 when x is float64).
+    x rotated, same shape and dtype (rotated in the angles' dtype).
   """
+  cos, sin = angles
   dim = x.shape[-1]
-  acc = acc_dtype(x.dtype)
-  inv_freq = 1.0 / (theta ** (jnp.arange(0, dim, 2, dtype=acc) / dim))
-  freqs = positions.astype(acc)[..., None] * inv_freq  # [..., L, Dh/2]
-  cos = jnp.cos(freqs)[..., None, :]  # [..., L, 1, Dh/2]
-  sin = jnp.sin(freqs)[..., None, :]
-  xa = x.astype(acc)
+  xa = x.astype(cos.dtype)
   x1, x2 = xa[..., : dim // 2], xa[..., dim // 2 :]
   out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
   return out.astype(x.dtype)
@@ -102,8 +120,9 @@ class Attention(nn.Module):
       self.bv = param(self, 'v_bias', (c.num_kv_heads, c.head_dim),
                        (KV_HEADS, KV), zeros, c.param_dtype)
 
-  def project(self, x: jax.Array, positions: jax.Array):
-    """x: [..., L, D] -> rotated q [..., L, H, Dh], k, v [..., L, Hkv, Dh]."""
+  def project(self, x: jax.Array, angles: tuple[jax.Array, jax.Array]):
+    """x: [..., L, D], `angles` of its positions -> rotated q [..., L, H,
+    Dh], k, v [..., L, Hkv, Dh]."""
     c = self.cfg
     dt = c.dtype
     q = jnp.einsum('...d,dhk->...hk', x, self.wq.astype(dt))
@@ -112,9 +131,7 @@ class Attention(nn.Module):
     if c.attention_bias:
       q, k, v = (q + self.bq.astype(dt), k + self.bk.astype(dt),
                  v + self.bv.astype(dt))
-    q = rotary(q, positions, c.rope_theta)
-    k = rotary(k, positions, c.rope_theta)
-    return q, k, v
+    return rotary(q, angles), rotary(k, angles), v
 
   def _group(self, q: jax.Array) -> jax.Array:
     # [..., H, Dh] -> [..., Hkv, H/Hkv, Dh]
@@ -128,13 +145,14 @@ class Attention(nn.Module):
     attended = attended.reshape(*attended.shape[:-3], c.num_heads, c.head_dim)
     return jnp.einsum('...hk,hkd->...d', attended, self.wo.astype(c.dtype))
 
-  def __call__(self, x, positions, mask, prefix_kv=None):
-    """Full attention. x: [B, L, D]; mask: bool [B, L, L] (query, key).
+  def __call__(self, x, angles, mask, prefix_kv=None):
+    """Full attention. x: [B, L, D]; angles: `rotary_angles` of its
+    positions; mask: bool [B, L, L] (query, key).
 
     prefix_kv: optional (k, v), each [E, Hkv, Dh], of a prefix shared by the
     whole batch (e.g. the few-shot exemplars), visible to every query.
     """
-    q, k, v = self.project(x, positions)
+    q, k, v = self.project(x, angles)
     qg = self._group(q)  # [B, L, G, R, Dh]
     scale = self.cfg.head_dim ** -0.5
     acc = acc_dtype(self.cfg.dtype)
@@ -149,12 +167,12 @@ class Attention(nn.Module):
       attended += jnp.einsum('bgrle,egk->blgrk', probs[0], prefix_kv[1])
     return self.output(attended), (k, v)
 
-  def decode(self, x, positions, cache, write, key_valid, prefix_kv=None):
+  def decode(self, x, angles, cache, write, key_valid, prefix_kv=None):
     """One new token per slot (see `lmsi.slots`).
 
     Args:
       x: [N, 1, D] embeddings of the newest token of each of N slots.
-      positions: int [N] their absolute positions.
+      angles: `rotary_angles` of their int [N] absolute positions.
       cache: (k [N, Hkv, Dh, L], v [N, Hkv, L, Dh]), each slot's own keys
         and values: its question's prompt, then its generated tokens. The
         layout lets both attention products read the cache as it is
@@ -169,7 +187,7 @@ class Attention(nn.Module):
     Returns:
       ([N, 1, D] output, updated cache).
     """
-    q, k_new, v_new = self.project(x[:, 0], positions)  # [N, H|Hkv, Dh]
+    q, k_new, v_new = self.project(x[:, 0], angles)  # [N, H|Hkv, Dh]
     rows = jnp.arange(x.shape[0])
     # Slots sit at different positions: a scatter, one [Hkv, Dh] per slot.
     k = nn.with_logical_constraint(
@@ -263,14 +281,14 @@ class Block(nn.Module):
     self.mlp_norm = RMSNorm(self.cfg)
     self.mlp = Mlp(self.cfg)
 
-  def __call__(self, x, positions, mask, prefix_kv=None):
-    h, kv = self.attn(self.attn_norm(x), positions, mask, prefix_kv)
+  def __call__(self, x, angles, mask, prefix_kv=None):
+    h, kv = self.attn(self.attn_norm(x), angles, mask, prefix_kv)
     x = x + h
     x = x + self.mlp(self.mlp_norm(x))
     return nn.with_logical_constraint(x, (BATCH, LENGTH, EMBED)), kv
 
-  def decode(self, x, positions, cache, write, key_valid, prefix_kv=None):
-    h, cache = self.attn.decode(self.attn_norm(x), positions, cache, write,
+  def decode(self, x, angles, cache, write, key_valid, prefix_kv=None):
+    h, cache = self.attn.decode(self.attn_norm(x), angles, cache, write,
                                 key_valid, prefix_kv)
     x = x + h
     return x + self.mlp(self.mlp_norm(x)), cache
