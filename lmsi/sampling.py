@@ -30,9 +30,7 @@ from lmsi import slots as slots_lib
 from lmsi import vocab_base
 
 
-# CPU: from ~46 rows on, a step's weight matmuls are compute-bound, not
-# bandwidth-bound (docs/sampling.md); see bench/decode_profile.py.
-DEFAULT_SLOTS = 64
+DEFAULT_SLOTS = 64  # CPU: dense matmuls near peak; see bench/decode_profile.py
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -46,7 +44,7 @@ class SamplingConfig:
   max_decode_steps: int = 256
   stop_strings: tuple[str, ...] = ('\n\n',)  # [open] plus EOS.
   seed: int = 0
-  # Paths decoded at once (`lmsi.slots`); 0: min(B*S, DEFAULT_SLOTS).
+  # Paths decoded at once (`lmsi.slots`); 0: min(B*S/2, DEFAULT_SLOTS).
   # Tokens do not depend on it.
   num_slots: int = 0
 
@@ -263,9 +261,8 @@ def generate(
   paths = real * config.num_samples
   if config.num_slots:
     num_slots = min(config.num_slots, paths)
-  else:  # Every slot filled: a step streams all weights whatever its row
-    # count, and the drain (`slots._drain_slots`) sheds idle slots.
-    num_slots = min(paths, DEFAULT_SLOTS)
+  else:  # ~2 paths per slot: refills then hide the spread of lengths.
+    num_slots = min(max(-(-paths // 2), 8), paths, DEFAULT_SLOTS)
   num_slots = -(-num_slots // data) * data
   judged: dict[int, list[str]] = {}  # texts of finished paths, decoded once
 

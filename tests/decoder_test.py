@@ -108,3 +108,36 @@ def test_2x4_mesh_equals_one_device(tiny_cfg):
 def test_config_rejects_bad_grouping():
   with pytest.raises(ValueError, match='num_kv_heads'):
     decoder_lib.DecoderConfig(num_heads=4, num_kv_heads=3)
+
+
+def test_decode_with_rotary_table_equals_computed_angles(tiny_cfg):
+  """The decode loop gathers cos/sin rows from a table made once
+  (`lmsi.slots`); the step's logits and cache equal computing them."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from lmsi import layers  # pylint: disable=g-import-not-at-top
+  params, _ = decoder_lib.init_params(tiny_cfg, seed=4)
+  model = decoder_lib.Decoder(tiny_cfg)
+  slots, length = 3, 12
+  rng = np.random.RandomState(1)
+  cache = tuple(
+      tuple(jnp.asarray(rng.randn(*x.shape), x.dtype)
+            for x in layers.empty_slot_cache(tiny_cfg, slots, length))
+      for _ in range(tiny_cfg.num_layers))
+  tokens = jnp.asarray([5, 17, 40], jnp.int32)
+  positions = jnp.asarray([3, 9, 30], jnp.int32)
+  write = jnp.asarray([3, 9, 11], jnp.int32)
+  valid = jnp.arange(length)[None] <= write[:, None]
+  table = layers.rotary_angles(jnp.arange(31), tiny_cfg.head_dim,
+                               tiny_cfg.rope_theta, tiny_cfg.dtype)
+  step = jax.jit(lambda table: model.apply(
+      {'params': params}, tokens, positions, cache, write, valid, None,
+      table, method=decoder_lib.Decoder.decode))
+  got, want = step(table), step(None)
+  for a, b in zip(jax.tree_util.tree_leaves(got),
+                  jax.tree_util.tree_leaves(want)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0,
+                               atol=1e-6)
+  # A wrong table changes the step: the test can fail.
+  shifted = tuple(t[1:] for t in table)
+  assert not np.allclose(np.asarray(step(shifted)[0]),
+                         np.asarray(want[0]), atol=1e-4)
