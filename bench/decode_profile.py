@@ -7,7 +7,9 @@ the real model and GSM8K 8-shot prompts (exemplar block shared):
      top-k 40, <= 256 steps, stop at a blank line), timed warm: generated
      tokens/s, and the share of useful row-steps, i.e. tokens generated /
      slot-steps run (`lmsi.slots` continuous batching), next to what the
-     old fixed loop ran (every row until the longest of all paths stops).
+     old fixed loop ran (every row until the longest of all paths stops),
+     and the decode time by slot count and generated-cache bucket (the
+     drain: the last, longest paths decode on few slots).
   2. One step of N slots, per generated-cache length L (the bucket the
      loop attends over): `loop/step` (`slots._chunk`, CHUNK steps, divided),
      `model.decode` alone, its dense weight matmuls alone (random weights of
@@ -26,6 +28,8 @@ the real model and GSM8K 8-shot prompts (exemplar block shared):
 from __future__ import annotations
 
 import argparse
+import collections
+import contextlib
 import os
 import sys
 import time
@@ -95,6 +99,30 @@ def _attention_fn(cfg, prefix_kv):
   return attend
 
 
+@contextlib.contextmanager
+def _chunk_clock():
+  """Times each `slots._chunk` call (blocked) by (slots, generated-cache
+  bucket): where the workload's seconds go as its live paths drain."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from lmsi import slots  # pylint: disable=g-import-not-at-top
+  chunk, times = slots._chunk, collections.defaultdict(lambda: [0, 0.0])  # pylint: disable=protected-access
+
+  def timed(cfg, sampler, pad, params, state, *args):
+    t0 = time.perf_counter()
+    state_out, out = jax.block_until_ready(
+        chunk(cfg, sampler, pad, params, state, *args))
+    key = (out.shape[0], state_out['cache'][0][0].shape[3] - pad)
+    times[key][0] += 1
+    times[key][1] += time.perf_counter() - t0
+    return state_out, out
+
+  slots._chunk = timed  # pylint: disable=protected-access
+  try:
+    yield times
+  finally:
+    slots._chunk = chunk  # pylint: disable=protected-access
+
+
 def _workload(cfg, params, vocab, prefix, texts) -> dict:
   """The real loop on the bench's workload: tokens/s, useful row-steps."""
   from lmsi import sampling  # pylint: disable=g-import-not-at-top
@@ -108,11 +136,13 @@ def _workload(cfg, params, vocab, prefix, texts) -> dict:
   run()  # compiles
   cold = time.perf_counter() - t0
   t0 = time.perf_counter()
-  gen = run()
+  with _chunk_clock() as chunks:
+    gen = run()
   seconds = time.perf_counter() - t0
   useful = int(gen.lengths.sum())
   return {'paths': int(gen.lengths.size), 'tokens': useful,
           'seconds': seconds, 'compile_seconds': cold - seconds,
+          'chunks': chunks,
           'row_steps': gen.row_steps,
           'fixed_row_steps': int(gen.lengths.size * gen.lengths.max()),
           'mean_length': float(gen.lengths.mean()),
@@ -227,6 +257,7 @@ def main() -> None:
   args = parser.parse_args()
   res = profile([int(r) for r in args.rows.split(',')],
                 [int(n) for n in args.lengths.split(',')], args.questions)
+  from lmsi import slots as slots_lib  # pylint: disable=g-import-not-at-top
   w = res['workload']
   print(f'SmolLM2-135M f32, {args.questions} GSM8K test questions x m=32 '
         f'(T=0.7, top-k 40, <= 256 steps, stop at a blank line), prompt '
@@ -241,6 +272,14 @@ def main() -> None:
         f'({w["tokens"]} / {w["row_steps"]} slot-steps); the fixed loop '
         f'(all rows until the longest stops) ran {w["fixed_row_steps"]}: '
         f'{100 * w["tokens"] / w["fixed_row_steps"]:.1f}%')
+  print('where the workload\'s decode time goes, by slots and generated-'
+        'cache bucket:')
+  total = sum(s for _, s in w['chunks'].values())
+  for (rows, gen_l), (count, secs) in sorted(
+      w['chunks'].items(), key=lambda kv: (-kv[0][0], kv[0][1])):
+    print(f'  {rows:3d} slots, gen L {gen_l:3d}: {count:3d} chunks, '
+          f'{secs:5.1f} s ({100 * secs / total:4.1f}%), '
+          f'{1e3 * secs / count / slots_lib.CHUNK:6.1f} ms/step')
   print(f'{"rows":>5} {"gen L":>6} {"loop/step ms":>13} {"tok/s":>7} '
         f'{"model.decode ms":>16} {"dense ms":>9} {"dense GFLOP/s":>14} '
         f'{"attention ms":>13} {"attn share":>11} {"cache MiB":>10}')

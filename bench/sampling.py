@@ -160,7 +160,8 @@ def run_lmsi(args, param_dtype: str = 'float32') -> dict:
   encoded = [vocab.encode(t) for t in texts]
   config = sampling.SamplingConfig(
       num_samples=args.num_samples, temperature=0.7, top_k=40,
-      max_decode_steps=args.max_new_tokens, stop_strings=(STOP,), seed=0)
+      max_decode_steps=args.max_new_tokens, stop_strings=(STOP,), seed=0,
+      num_slots=args.num_slots)
   shared = _shared_prefix(vocab, encoded)
   ids = [f'gsm8k-test-{i}' for i in range(len(texts))]
 
@@ -338,6 +339,7 @@ def _child(engine: str, args) -> dict:
          f'--transformers_questions={args.transformers_questions}',
          f'--num_samples={args.num_samples}',
          f'--max_new_tokens={args.max_new_tokens}', f'--model={args.model}',
+         f'--num_slots={args.num_slots}',
          f'--warm={int(args.warm)}', f'--jax_cache={args.jax_cache}',
          f'--transformers_seconds={args.transformers_seconds}']
   t0 = time.perf_counter()
@@ -434,6 +436,8 @@ def main() -> None:
   parser.add_argument('--transformers_questions', type=int, default=1)
   parser.add_argument('--num_samples', type=int, default=32)
   parser.add_argument('--max_new_tokens', type=int, default=256)
+  parser.add_argument('--num_slots', type=int, default=0,
+                      help="lmsi's slots (0: SamplingConfig's default)")
   parser.add_argument('--model', default='')
   parser.add_argument(
       '--transformers_seconds', type=float, default=120,
