@@ -21,21 +21,15 @@ materialises the f32 copy, the step reads and writes more, not less.
 from __future__ import annotations
 
 import argparse
-import time
+import os
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+from bench.decode_profile import _best  # pylint: disable=wrong-import-position,protected-access
 
 LAYERS = 30
 EMBED, MLP = 576, 1536  # SmolLM2-135M
-
-
-def _best(fn, *args, repeat: int = 6) -> float:
-  import jax  # pylint: disable=g-import-not-at-top
-  jax.block_until_ready(fn(*args))
-  best = float('inf')
-  for _ in range(repeat):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    best = min(best, time.perf_counter() - t0)
-  return best
 
 
 def main() -> None:
@@ -86,7 +80,7 @@ def main() -> None:
     base = None
     for name, layers, dot, nbytes in arms:
       fn = jax.jit(lambda x, layers, dot=dot: mlp(x, layers, dot))
-      seconds = _best(fn, x, layers)
+      seconds = _best(fn, x, layers, repeat=6)
       base = base or seconds
       print(f'{rows:4d}  {name:34s} {seconds * 1e3:7.1f} '
             f'{params * nbytes / seconds / 1e9:6.1f} '
