@@ -27,8 +27,10 @@ import sys
 import tempfile
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA = os.environ.get('LMSI_DATA_DIR', os.path.join(REPO, '..', 'shared',
-                                                    'data'))
+sys.path.insert(0, REPO)
+# The data this checkout's bench reads, given to each worktree's (their
+# own '../shared/data' would not exist).
+from bench.sampling import DATA  # pylint: disable=wrong-import-position
 ROW = re.compile(r'^lmsi f32\s+\d+\s+(\d+)\s+([\d.]+)\s+([\d.]+)', re.M)
 
 
