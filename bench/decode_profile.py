@@ -109,12 +109,13 @@ def _chunk_clock():
 
   def timed(cfg, sampler, pad, params, state, *args):
     t0 = time.perf_counter()
-    state_out, out = jax.block_until_ready(
+    result = jax.block_until_ready(
         chunk(cfg, sampler, pad, params, state, *args))
-    key = (out.shape[0], state_out['cache'][0][0].shape[3] - pad)
+    cache = result[0]['cache'][0][0]
+    key = (cache.shape[0], cache.shape[3] - pad)
     times[key][0] += 1
     times[key][1] += time.perf_counter() - t0
-    return state_out, out
+    return result
 
   slots._chunk = timed  # pylint: disable=protected-access
   try:
@@ -163,6 +164,7 @@ def profile(rows_list: list[int], lengths: list[int],
   from lmsi import prompts  # pylint: disable=g-import-not-at-top
   from lmsi import sampling  # pylint: disable=g-import-not-at-top
   from lmsi import slots  # pylint: disable=g-import-not-at-top
+  from lmsi import draw  # pylint: disable=g-import-not-at-top
   from lmsi import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
 
   gguf = convert.smollm2_gguf()
@@ -199,18 +201,19 @@ def profile(rows_list: list[int], lengths: list[int],
       state = slots._refill(  # pylint: disable=protected-access
           state, np.arange(rows, dtype=np.int32), np.zeros(rows, np.int32),
           np.zeros((rows, 2), np.uint32), prompt_kv,
-          valid[:1].sum(-1).astype(np.int32), last)
+          valid[:1].sum(-1).astype(np.int32), last,
+          np.zeros((1, 0), np.int32))
       # Half-way along the bucket: positions do not change the cost.
       state['step'] = jnp.full((rows,), length // 2, jnp.int32)
       chunk = lambda s: slots._chunk(  # pylint: disable=protected-access
           cfg, sampler, pad, params, s, layers.decode_prefix(prefix.kv), nxt,
           hit)
-      state, _ = chunk(state)  # compiles
+      state = chunk(state)[0]  # compiles
       best = float('inf')
       for _ in range(3):
         state['step'] = jnp.full((rows,), length // 2, jnp.int32)
         t0 = time.perf_counter()
-        state, toks = chunk(state)
+        state, toks, _ = chunk(state)
         jax.block_until_ready(toks)
         best = min(best, time.perf_counter() - t0)
       cache = state['cache']
@@ -237,7 +240,7 @@ def profile(rows_list: list[int], lengths: list[int],
   out['steps'] = steps
   logits = jax.random.normal(jax.random.PRNGKey(1), (64, cfg.vocab_size))
   rkeys = jax.random.split(jax.random.PRNGKey(2), 64)
-  choose = jax.jit(lambda l, k: slots.choose(l, k, 0.7, 40, 1.0))
+  choose = jax.jit(lambda l, k: draw.choose(l, k, 0.7, 40, 1.0))
   out['choose_s'] = _best(choose, logits, rkeys)
   out['softmax_s'] = _best(jax.jit(jax.nn.log_softmax), logits)
   out['prompt_cache_mib'] = {

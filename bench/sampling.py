@@ -161,7 +161,8 @@ def run_lmsi(args, param_dtype: str = 'float32') -> dict:
   config = sampling.SamplingConfig(
       num_samples=args.num_samples, temperature=0.7, top_k=40,
       max_decode_steps=args.max_new_tokens, stop_strings=(STOP,), seed=0,
-      num_slots=args.num_slots)
+      num_slots=args.num_slots,
+      **({} if args.draft_tokens < 0 else {'draft_tokens': args.draft_tokens}))
   shared = _shared_prefix(vocab, encoded)
   ids = [f'gsm8k-test-{i}' for i in range(len(texts))]
 
@@ -189,6 +190,7 @@ def run_lmsi(args, param_dtype: str = 'float32') -> dict:
          'decode_steps': int(gen.lengths.max()),
          'generated': int(gen.lengths.sum()),
          'row_steps': int(getattr(gen, 'row_steps', 0)),
+         'live_steps': int(getattr(gen, 'live_steps', 0)),
          'prompt_tokens': [len(e) for e in encoded],
          'prefix_tokens': len(prefix.tokens),
          'votes': _votes(vocab, rows, args.num_samples),
@@ -406,9 +408,10 @@ def _report(args, runs: dict) -> None:
       continue
     r = runs[e]
     share = r['flops_per_token'] * rate[e] / (r['matmul_gflops'] * 1e9)
-    useful = (f'{100 * r["generated"] / r["row_steps"]:.0f}% of '
-              f'{r["row_steps"]} row-steps useful'
-              if r.get('row_steps') else f'longest path {r["decode_steps"]}')
+    useful = (f'{100 * r["live_steps"] / r["row_steps"]:.0f}% of '
+              f'{r["row_steps"]} row-steps useful, '
+              f'{r["generated"] / r["live_steps"]:.2f} tokens a live step'
+              if r.get('live_steps') else f'longest path {r["decode_steps"]}')
     if r.get('warm_seconds'):
       print(f'{LABELS[e]}: the same run again, compiled: '
             f'{r["warm_seconds"]:.1f} s ({r["tokens"] / r["warm_seconds"]:.1f}'
@@ -438,6 +441,9 @@ def main() -> None:
   parser.add_argument('--max_new_tokens', type=int, default=256)
   parser.add_argument('--num_slots', type=int, default=0,
                       help="lmsi's slots (0: SamplingConfig's default)")
+  parser.add_argument('--draft_tokens', type=int, default=-1,
+                      help="lmsi's drafted tokens a step (-1: "
+                      "SamplingConfig's default)")
   parser.add_argument('--model', default='')
   parser.add_argument(
       '--transformers_seconds', type=float, default=120,

@@ -206,32 +206,43 @@ class Decoder(nn.Module):
              prefix_kv=None, rotary_table=None):
     """One decoding step for N slots (paths), each with its own cache.
 
+    Each slot feeds its newest token, or T tokens (the newest, then drafted
+    ones that `lmsi.slots` verifies): int [N] or [N, T], and `positions`,
+    `write` and `key_valid` with the same leading axes.
+
     Args:
-      tokens: int [N] newest token of each slot.
-      positions: int [N] its absolute position.
+      tokens: int [N] (or [N, T]) newest token(s) of each slot.
+      positions: int [N] (or [N, T]) their absolute positions.
       cache: per-layer (k [N, Hkv, Dh, L], v [N, Hkv, L, Dh]): a slot's
         question prompt (copied from `prefill`), then its generated tokens.
-      write: int [N], index in L where each new token's k/v goes.
-      key_valid: bool [N, L], the entries each slot attends to.
+      write: int [N] (or [N, T]), index in L where each new k/v goes.
+      key_valid: bool [N, L] (or [N, T, L]), the entries each token attends
+        to (its own and the new ones before it included).
       prefix_kv: optional per-layer (k, v) shared by all slots, in
         `layers.decode_prefix`'s layout.
       rotary_table: optional `layers.rotary_angles` of positions 0..T-1
         (computed outside the decode loop); each step gathers its rows.
 
     Returns:
-      (float32 [N, V] next-token logits, updated cache).
+      (float32 [N, V] (or [N, T, V]) next-token logits, updated cache).
     """
-    x = self._embed(tokens)[:, None]  # [N] -> [N, 1, D]
+    one = tokens.ndim == 1
+    if one:
+      tokens, positions, write, key_valid = (
+          tokens[:, None], positions[:, None], write[:, None],
+          key_valid[:, None])
+    x = self._embed(tokens)  # [N, T, D]
     if rotary_table is None:
       angles = self._angles(positions)
-    else:  # [T, 1, Dh/2] -> [N, 1, Dh/2]
+    else:  # [T', 1, Dh/2] -> [N, T, 1, Dh/2]
       angles = tuple(t[positions] for t in rotary_table)
     new_kv = []
     for i, (block, kv) in enumerate(zip(self.blocks, cache)):
       x, kv = block.decode(x, angles, kv, write, key_valid,
                            None if prefix_kv is None else prefix_kv[i])
       new_kv.append(kv)
-    return self._logits(x[:, 0]), tuple(new_kv)
+    logits = self._logits(x)
+    return (logits[:, 0] if one else logits), tuple(new_kv)
 
 
 def _block_specs(cfg: DecoderConfig):

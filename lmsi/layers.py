@@ -168,46 +168,54 @@ class Attention(nn.Module):
     return self.output(attended), (k, v)
 
   def decode(self, x, angles, cache, write, key_valid, prefix_kv=None):
-    """One new token per slot (see `lmsi.slots`).
+    """T new tokens per slot (see `lmsi.slots`): the newest token, then any
+    drafted ones, each attending to the cache and the tokens before it.
 
     Args:
-      x: [N, 1, D] embeddings of the newest token of each of N slots.
-      angles: `rotary_angles` of their int [N] absolute positions.
+      x: [N, T, D] embeddings of each of N slots' T new tokens.
+      angles: `rotary_angles` of their int [N, T] absolute positions.
       cache: (k [N, Hkv, Dh, L], v [N, Hkv, L, Dh]), each slot's own keys
         and values: its question's prompt, then its generated tokens. The
         layout lets both attention products read the cache as it is
         (XLA:CPU transposes a [L, Dh] key block on every step otherwise: 5x
-        slower, `bench/decode_profile.py`).
-      write: int [N], index in L where each slot's new k/v is written.
-      key_valid: bool [N, L], the cache entries each slot attends to
-        (including the one written now).
+        slower, `bench/decode_profile.py`); a slot's T queries read it once.
+      write: int [N, T], index in L where each new token's k/v is written.
+      key_valid: bool [N, T, L], the cache entries each new token attends
+        to (including its own and the new ones before it).
       prefix_kv: optional (k [Hkv, Dh, E], v [Hkv, E, Dh]) shared by all
         slots, in `decode_prefix`'s layout.
 
     Returns:
-      ([N, 1, D] output, updated cache).
+      ([N, T, D] output, updated cache).
     """
-    q, k_new, v_new = self.project(x[:, 0], angles)  # [N, H|Hkv, Dh]
-    rows = jnp.arange(x.shape[0])
-    # Slots sit at different positions: a scatter, one [Hkv, Dh] per slot.
+    n, t = x.shape[:2]
+    q, k_new, v_new = self.project(x, angles)  # [N, T, H|Hkv, Dh]
+    rows = jnp.arange(n)[:, None]
+    # Slots sit at different positions: a scatter, one [Hkv, Dh] per token.
     k = nn.with_logical_constraint(
         cache[0].at[rows, :, :, write].set(k_new),
         (CACHE_BATCH, CACHE_HEADS, KV, CACHE_LENGTH))
     v = nn.with_logical_constraint(
         cache[1].at[rows, :, write, :].set(v_new),
         (CACHE_BATCH, CACHE_HEADS, CACHE_LENGTH, KV))
-    qg = self._group(q)  # [N, G, R, Dh]
+    # [N, T, G, R, Dh] -> [N, G, T R, Dh]: a kv head's queries, one GEMM.
+    qg = self._group(q)
+    g, r = qg.shape[2:4]
+    qg = jnp.transpose(qg, (0, 2, 1, 3, 4)).reshape(n, g, t * r, -1)
     scale = self.cfg.head_dim ** -0.5
     acc = acc_dtype(self.cfg.dtype)
     scores = jnp.einsum('ngrk,ngkl->ngrl', qg, k).astype(acc) * scale
-    parts = [jnp.where(key_valid[:, None, None], scores, NEG_INF)]
+    valid = jnp.repeat(key_valid, r, axis=1)[:, None]  # [N, 1, T R, L]
+    parts = [jnp.where(valid, scores, NEG_INF)]
     if prefix_kv is not None:
       parts.insert(0, per_kv_head(qg, prefix_kv[0]).astype(acc) * scale)
     probs = softmax_parts(parts, self.cfg.dtype)
     attended = jnp.einsum('ngrl,nglk->ngrk', probs[-1], v)
     if prefix_kv is not None:
       attended += per_kv_head(probs[0], prefix_kv[1])
-    return self.output(attended)[:, None], (k, v)
+    # [N, G, T R, Dh] -> [N, T, G, R, Dh]
+    attended = jnp.transpose(attended.reshape(n, g, t, r, -1), (0, 2, 1, 3, 4))
+    return self.output(attended), (k, v)
 
 
 def per_kv_head(x: jax.Array, shared: jax.Array) -> jax.Array:

@@ -12,10 +12,14 @@ just long enough for the longest live path (32, 64, 128, ...), not
 `max_decode_steps`. When no path is pending the slots shrink as they empty
 (a few smaller compiled shapes), so the drain runs few idle rows.
 
+Drafted tokens (`lmsi.draw`): a step also feeds the D tokens that followed
+the latest earlier occurrence of a slot's last tokens and keeps each that is
+the token drawn there anyway (D shrinks as slots fill: `draw.draft_count`).
+
 No computation mixes slots, masked keys add exact zeros, and the token at
 position t of sample s of question q is drawn with fold_in(key(q, s), t):
 tokens do not depend on the slot count, on which slot a path lands in, or on
-which paths share a chunk.
+which paths share a chunk; drafts depend only on the path's own history.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 
 from lmsi import decoder as decoder_lib
+from lmsi import draw
 from lmsi import layers
 from lmsi import sharding
 from lmsi.sharding import CACHE_BATCH, CACHE_HEADS, CACHE_LENGTH, KV
@@ -49,6 +54,8 @@ class Sampler:
   top_p: float
   eos_id: int
   max_steps: int
+  draft: int = 0  # most tokens drafted a step by prompt lookup (0: none)
+  draft_rows: int = 32  # rows a step may reach by drafting (N (D + 1))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,44 +65,18 @@ class Paths:
   tokens: np.ndarray  # int32 [B, S, max_steps], 0 after the end.
   lengths: np.ndarray  # int32 [B, S] incl. the EOS/stop token.
   logprobs: np.ndarray  # float32 [B, S]
-  row_steps: int  # slot-steps run, idle ones included (>= lengths.sum())
+  row_steps: int  # slot-steps run, idle ones included
+  live_steps: int  # slot-steps of a live path (lengths.sum() without drafts)
   gen_lengths: tuple[int, ...]  # the generated-cache bucket of each chunk
   drawn: np.ndarray  # int32 [B] samples kept per question (early stop)
 
 
-def choose(logits, keys, temperature, top_k, top_p):
-  """Picks one token per row. logits [N, V] float32; keys [N, 2].
-
-  Top-k keeps the k best logits (`lax.top_k`, sorted), top-p then keeps the
-  smallest head of those whose probability reaches p, and the Gumbel-max
-  trick samples among the survivors: Gumbel noise is drawn for the k
-  candidates only, not the whole vocabulary.
-  """
-  if temperature == 0.0:
-    return jnp.argmax(logits, axis=-1)
-  logits = logits / temperature
-  vocab = logits.shape[-1]
-  k = top_k if 0 < top_k < vocab else (vocab if top_p < 1.0 else 0)
-  if k:
-    cand, index = jax.lax.top_k(logits, k)  # [N, k], best first
-  else:
-    cand, index = logits, None
-  if top_p < 1.0:
-    probs = jax.nn.softmax(cand, axis=-1)
-    before = jnp.cumsum(probs, axis=-1) - probs  # mass of strictly better
-    cand = jnp.where(before < top_p, cand, -jnp.inf)
-  gumbel = jax.vmap(
-      lambda key: jax.random.gumbel(key, (cand.shape[-1],), jnp.float32))(keys)
-  choice = jnp.argmax(cand + gumbel, axis=-1)
-  if index is None:
-    return choice
-  return jnp.take_along_axis(index, choice[:, None], axis=-1)[:, 0]
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def _empty(cfg, slots: int, length: int, num_stops: int) -> dict:
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
+def _empty(cfg, slots: int, length: int, num_stops: int,
+           history: int = 0) -> dict:
   """Slot state with every slot free (done), made by one compiled call
-  rather than 2 x num_layers + 7 dispatches."""
+  rather than 2 x num_layers + 8 dispatches. `history`: the width of each
+  slot's token history (prompt, then path) that drafts are looked up in."""
   return dict(
       cache=tuple(layers.empty_slot_cache(cfg, slots, length)
                   for _ in range(cfg.num_layers)),
@@ -105,54 +86,101 @@ def _empty(cfg, slots: int, length: int, num_stops: int) -> dict:
       prompt_len=jnp.zeros((slots,), jnp.int32),
       done=jnp.ones((slots,), bool),
       logprob=jnp.zeros((slots,), jnp.float32),
-      stop_state=jnp.zeros((slots, num_stops), jnp.int32))
+      stop_state=jnp.zeros((slots, num_stops), jnp.int32),
+      hist=jnp.zeros((slots, history), jnp.int32))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2), donate_argnums=(4,))
 def _chunk(cfg, sampler, prompt_pad, params, state, prefix_kv, stop_next,
            stop_hit):
-  """CHUNK decoding steps of every slot. Returns (state, int32 [N, CHUNK])."""
+  """CHUNK decoding steps of every slot.
+
+  Returns (state, int32 [N, CHUNK (D + 1)] tokens made, each slot's from
+  its first column on, int32 [N] steps each slot ran with a live path).
+  """
   model = decoder_lib.Decoder(cfg)
   slots, length = state['cache'][0][0].shape[0], state['cache'][0][0].shape[3]
   # prefix_kv is in `layers.decode_prefix`'s layout: k [Hkv, Dh, E].
   offset = 0 if prefix_kv is None else prefix_kv[0][0].shape[2]
   which = jnp.arange(stop_next.shape[0])
+  rows = jnp.arange(slots)
   idx = jnp.arange(length)
+  ahead = jnp.arange(sampler.draft + 1)  # the new token, then the drafts
+  width = CHUNK * (sampler.draft + 1)
+  first = state['step']  # out[:, j] is the token at position first + j
   # Positions stay below offset + length: cos/sin once, outside the loop.
   table = layers.rotary_angles(jnp.arange(offset + length), cfg.head_dim,
                                cfg.rope_theta, cfg.dtype)
 
-  def body(c, carry):
-    s, out = carry
-    t, live = s['step'], ~s['done']
-    keys = jax.vmap(jax.random.fold_in)(s['keys'], t)
-    token = choose(s['logits'], keys, sampler.temperature, sampler.top_k,
-                   sampler.top_p).astype(jnp.int32)
-    token = jnp.where(live, token, 0)
-    logp = jax.nn.log_softmax(s['logits'], axis=-1)
-    token_logp = jnp.take_along_axis(logp, token[:, None], -1)[:, 0]
-    hit = stop_hit[which, s['stop_state'], token[:, None]]  # [N, stops]
-    finished = ((token == sampler.eos_id) | jnp.any(hit, axis=-1)
-                | (t + 1 >= sampler.max_steps))
-    write = jnp.minimum(prompt_pad + t, length - 1)
-    # [N, L]: the slot's prompt tokens, then its path up to this token.
-    valid = ((idx < s['prompt_len'][:, None])
-             | ((idx >= prompt_pad) & (idx <= write[:, None])))
-    logits, cache = model.apply(
-        {'params': params}, token, offset + s['prompt_len'] + t, s['cache'],
-        write, valid, prefix_kv, table, method=decoder_lib.Decoder.decode)
-    s = dict(s, cache=cache, logits=logits, step=t + live,
-             done=s['done'] | finished,
-             logprob=s['logprob'] + jnp.where(live, token_logp, 0.0),
-             stop_state=stop_next[which, s['stop_state'], token[:, None]])
-    return s, out.at[:, c].set(token)
+  def pick(logits, keys, t):
+    keys = jax.vmap(jax.random.fold_in)(keys, t)
+    return draw.choose(logits, keys, sampler.temperature, sampler.top_k,
+                       sampler.top_p).astype(jnp.int32)
 
-  out = jnp.zeros((slots, CHUNK), jnp.int32)
-  return jax.lax.fori_loop(0, CHUNK, body, (state, out))
+  def ends(stop_state, token, t):
+    """(the path ends with `token` at position t, the next stop state)."""
+    hit = stop_hit[which, stop_state, token[:, None]]  # [N, stops]
+    return ((token == sampler.eos_id) | jnp.any(hit, axis=-1)
+            | (t + 1 >= sampler.max_steps),
+            stop_next[which, stop_state, token[:, None]])
+
+  def body(_, carry):
+    s, out, ran = carry
+    t, live = s['step'], ~s['done']
+    token = jnp.where(live, pick(s['logits'], s['keys'], t), 0)
+    logp = jax.nn.log_softmax(s['logits'], axis=-1)
+    logprob = s['logprob'] + jnp.where(
+        live, jnp.take_along_axis(logp, token[:, None], -1)[:, 0], 0.0)
+    finished, stop_state = ends(s['stop_state'], token, t)
+    out = out.at[rows, t - first].set(token, mode='drop')
+    start = offset + s['prompt_len']  # the path's first index in hist
+    hist = s['hist']
+    fed = token[:, None]
+    if sampler.draft:
+      hist = hist.at[rows, start + t].set(token, mode='drop')
+      drafts = draw.lookup(hist, start + t, sampler.draft)
+      fed = jnp.concatenate([fed, drafts], axis=1)
+    write = jnp.minimum(prompt_pad + t[:, None] + ahead, length - 1)
+    # [N, D + 1, L]: the slot's prompt tokens, then its path up to the token.
+    valid = ((idx < s['prompt_len'][:, None, None])
+             | ((idx >= prompt_pad) & (idx <= write[..., None])))
+    logits, cache = model.apply(
+        {'params': params}, fed, offset + s['prompt_len'][:, None] + t[:, None]
+        + ahead, s['cache'], write, valid, prefix_kv, table,
+        method=decoder_lib.Decoder.decode)
+    count = live.astype(jnp.int32)  # tokens made this step
+    going = live & ~finished
+    after = logits[:, 0]  # the logits after the last token made
+    for i in range(1, sampler.draft + 1):
+      # Keep draft i only if it is the token drawn at position t + i.
+      guess = fed[:, i]
+      ok = going & (pick(logits[:, i - 1], s['keys'], t + i) == guess)
+      lse = jax.nn.logsumexp(logits[:, i - 1], axis=-1)
+      logprob += jnp.where(ok, jnp.take_along_axis(
+          logits[:, i - 1], guess[:, None], -1)[:, 0] - lse, 0.0)
+      end, nxt = ends(stop_state, guess, t + i)
+      stop_state = jnp.where(ok[:, None], nxt, stop_state)
+      finished |= ok & end
+      after = jnp.where(ok[:, None], logits[:, i], after)
+      count += ok
+      out = out.at[rows, jnp.where(ok, t + i - first, width)].set(
+          guess, mode='drop')
+      hist = hist.at[rows, jnp.where(ok, start + t + i, hist.shape[1])].set(
+          guess, mode='drop')
+      going = ok & ~end
+    s = dict(s, cache=cache, logits=after, step=t + count,
+             done=s['done'] | finished, logprob=logprob,
+             stop_state=stop_state, hist=hist)
+    return s, out, ran + live
+
+  out = jnp.zeros((slots, width), jnp.int32)
+  return jax.lax.fori_loop(0, CHUNK, body,
+                           (state, out, jnp.zeros((slots,), jnp.int32)))
 
 
 @functools.partial(jax.jit, donate_argnums=(0,))
-def _refill(state, slot, question, keys, prompt_kv, prompt_len, last_logits):
+def _refill(state, slot, question, keys, prompt_kv, prompt_len, last_logits,
+            history):
   """Starts path (question[i], keys[i]) in slot[i]; slot == N: no-op row."""
   pad = prompt_kv[0][0].shape[1]
   put = lambda x, value: x.at[slot].set(value, mode='drop')
@@ -171,19 +199,17 @@ def _refill(state, slot, question, keys, prompt_kv, prompt_len, last_logits):
       prompt_len=put(state['prompt_len'], prompt_len[question]),
       done=put(state['done'], False),
       logprob=put(state['logprob'], zero.astype(jnp.float32)),
-      stop_state=put(state['stop_state'], 0))
+      stop_state=put(state['stop_state'], 0),
+      hist=put(state['hist'], history[question]))
 
 
 @functools.partial(jax.jit, static_argnums=(1,))
 def _resize(state, length):
   """The cache cut or zero-padded to L = `length` (live entries kept)."""
-  def fit(x, axis):
-    n = x.shape[axis]
-    if length <= n:
-      return jax.lax.slice_in_dim(x, 0, length, axis=axis)
-    pad = [(0, 0)] * x.ndim
-    pad[axis] = (0, length - n)
-    return jnp.pad(x, pad)
+  def fit(x, axis):  # lax.pad cuts where the padding is negative
+    return jax.lax.pad(x, jnp.zeros((), x.dtype), [
+        (0, length - x.shape[axis] if a == axis else 0, 0)
+        for a in range(x.ndim)])
   return dict(state, cache=tuple((fit(k, 3), fit(v, 2))
                                  for k, v in state['cache']))
 
@@ -206,9 +232,7 @@ def state_specs(state: dict) -> dict:
 
 def _place(mesh: Mesh | None, state: dict) -> dict:
   """Slots over the data axis, cache heads over 'model' (the axis table)."""
-  if mesh is None:
-    return state
-  return jax.device_put(state, sharding.shardings_for(
+  return state if mesh is None else jax.device_put(state, sharding.shardings_for(
       state_specs(state), mesh, sharding.logical_axis_rules(for_sampling=True),
       shapes=state))
 
@@ -230,8 +254,7 @@ def _drain_slots(live: int, num_slots: int, multiple: int) -> int:
   return min(fewer, step)
 
 
-# The shared prefix in the layout decode attention reads, once per `decode`.
-_decode_prefix = jax.jit(layers.decode_prefix)
+_decode_prefix = jax.jit(layers.decode_prefix)  # once per `decode`
 
 
 def _bucket(need: int, max_steps: int) -> int:
@@ -245,7 +268,7 @@ def decode(cfg: decoder_lib.DecoderConfig, params: Any, *,
            last_logits: jax.Array, prompt_kv: Any, prompt_len: np.ndarray,
            keys: np.ndarray, sampler: Sampler, stop_next: np.ndarray,
            stop_hit: np.ndarray, prefix_kv: Any, num_slots: int,
-           mesh: Mesh | None = None,
+           history: np.ndarray | None = None, mesh: Mesh | None = None,
            decided: Callable[[int, list[np.ndarray]], bool] | None = None,
            check_every: int = 0) -> Paths:
   """Draws S paths for each of B prefilled prompts in `num_slots` slots.
@@ -260,6 +283,8 @@ def decode(cfg: decoder_lib.DecoderConfig, params: Any, *,
     stop_next, stop_hit: `sampling.stop_tables`.
     prefix_kv: per-layer (k, v) [E, Hkv, Dh] shared by all, or None.
     num_slots: N, a multiple of the mesh's data axis.
+    history: int [B, H] each prompt's ids, the shared prefix's included,
+      right-padded: drafts are looked up in it (if `sampler.draft` > 0).
     mesh: slots are sharded over its data axis, cache heads over 'model'
       (call within the mesh and its logical-axis rules).
     decided, check_every: the early-stopped vote (off when `decided` is
@@ -280,6 +305,10 @@ def decode(cfg: decoder_lib.DecoderConfig, params: Any, *,
   place = functools.partial(_place, mesh)
   steps = sampler.max_steps
   pad = prompt_kv[0][0].shape[1]
+  # Each slot's token history (drafts): its prompt, then its path.
+  width = history.shape[1] + steps + sampler.draft if sampler.draft else 0
+  history = jnp.asarray(np.pad(history, ((0, 0), (0, width - history.shape[
+      1]))) if width else np.zeros((batch, 0)), jnp.int32)
   every = check_every if decided is not None and check_every > 0 else samples
   # Waves of `every` samples: all questions' samples 0.., then the next
   # wave, so the samples an early stop drops are still pending, not running
@@ -294,10 +323,10 @@ def decode(cfg: decoder_lib.DecoderConfig, params: Any, *,
   held: list[tuple[int, int] | None] = [None] * n
   at = np.zeros(n, np.int64)  # host copy of each slot's step
   gen = _bucket(CHUNK, steps)
-  state = place(_empty(cfg, n, pad + gen, stop_next.shape[0]))
+  state = place(_empty(cfg, n, pad + gen, stop_next.shape[0], width))
   if prefix_kv is not None:
     prefix_kv = _decode_prefix(prefix_kv)
-  row_steps, buckets = 0, []
+  row_steps, live_steps, buckets = 0, 0, []
   drawn = np.full(batch, samples, np.int32)
   checked = np.zeros(batch, np.int32)  # samples already judged undecided
   finished = np.zeros((batch, samples), bool)
@@ -316,7 +345,7 @@ def decode(cfg: decoder_lib.DecoderConfig, params: Any, *,
       new_keys = np.zeros((rows, 2), np.uint32)
       new_keys[:len(free)] = [keys[q, s] for q, s in pairs]
       state = place(_refill(state, slot, question, new_keys, prompt_kv,
-                            prompt_len, last_logits))
+                            prompt_len, last_logits, history))
       for i, pair in zip(free, pairs):
         held[i], at[i] = pair, 0
     live = [i for i in range(n) if held[i] is not None]
@@ -329,16 +358,20 @@ def decode(cfg: decoder_lib.DecoderConfig, params: Any, *,
       state = place(_take(state, np.asarray(order, np.int32)))
       held, at, n = [held[i] for i in order], at[order], fewer
       live = list(range(len(live)))
-    want = _bucket(int(at[live].max()) + CHUNK, steps)
+    chunk_sampler = dataclasses.replace(sampler, draft=draw.draft_count(
+        sampler.draft, sampler.draft_rows, n))  # room for D + 1 a step:
+    want = _bucket(int(at[live].max()) + CHUNK * (chunk_sampler.draft + 1),
+                   steps)
     if pad + want != state['cache'][0][0].shape[3]:
       state = place(_resize(state, pad + want))
-    state, out = _chunk(cfg, sampler, pad, params, state, prefix_kv,
-                        stop_next, stop_hit)
+    state, out, ran = _chunk(cfg, chunk_sampler, pad, params, state,
+                             prefix_kv, stop_next, stop_hit)
     state = place(state)
     row_steps += n * CHUNK
     buckets.append(want)
-    out, step, done, logprob = jax.device_get(
-        (out, state['step'], state['done'], state['logprob']))
+    out, ran, step, done, logprob = jax.device_get(
+        (out, ran, state['step'], state['done'], state['logprob']))
+    live_steps += int(ran.sum())
     ended = set()  # questions with a path finished in this chunk
     for i in live:
       q, s = held[i]
@@ -363,4 +396,5 @@ def decode(cfg: decoder_lib.DecoderConfig, params: Any, *,
             held[i] = None
         tokens[q, k:], lengths[q, k:], logprobs[q, k:] = 0, 0, 0.0
   return Paths(tokens=tokens, lengths=lengths, logprobs=logprobs,
-               row_steps=row_steps, gen_lengths=tuple(buckets), drawn=drawn)
+               row_steps=row_steps, live_steps=live_steps,
+               gen_lengths=tuple(buckets), drawn=drawn)

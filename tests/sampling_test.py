@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from lmsi import decoder as decoder_lib
+from lmsi import draw
 from lmsi import sampling
 from lmsi import vocab as vocab_lib
 
@@ -117,6 +118,52 @@ def test_tokens_do_not_depend_on_slots_or_question_order(tiny_cfg, params):
   assert eight.texts == many.texts == reordered.texts[::-1]
   # 24 paths in 8 slots: every slot-step but the last chunks' is useful.
   assert eight.row_steps < 1.3 * eight.lengths.sum()
+
+
+@pytest.mark.parametrize('temperature', [0.0, 1.0])
+def test_drafted_tokens_change_speed_not_tokens(tiny_cfg, params,
+                                                temperature):
+  # A prefix shared by the prompts puts its ids in the lookup history too.
+  prefix = sampling.prefix_for(tiny_cfg, params, VOCAB.encode('Q: '))
+  cfg = sampling.SamplingConfig(num_samples=4, max_decode_steps=48,
+                                temperature=temperature, seed=3,
+                                stop_strings=(), draft_tokens=0)
+  ids = ['a', 'b', 'c']
+  plain = sampling.generate(tiny_cfg, params, VOCAB, PROMPTS, ids, cfg,
+                            prefix=prefix)
+  # (most drafts, slots, rows): drafting 1, 1 (12 x 4 > 32 rows), 3, 3.
+  for draft, slots, rows in ((1, 4, 32), (3, 12, 32), (3, 12, 48),
+                             (3, 4, 32)):
+    drafted = sampling.generate(
+        tiny_cfg, params, VOCAB, PROMPTS, ids,
+        dataclasses.replace(cfg, draft_tokens=draft, num_slots=slots,
+                            draft_rows=rows), prefix=prefix)
+    np.testing.assert_array_equal(drafted.tokens, plain.tokens)
+    np.testing.assert_array_equal(drafted.lengths, plain.lengths)
+    np.testing.assert_allclose(drafted.logprobs, plain.logprobs, atol=1e-4)
+    assert plain.live_steps == plain.lengths.sum()
+    if temperature == 0.0:  # a random model's greedy paths repeat: drafts
+      assert drafted.live_steps < 0.8 * drafted.lengths.sum()  # are kept
+
+
+def test_fewer_drafts_as_slots_fill():
+  assert [draw.draft_count(3, 32, n)
+          for n in (1, 8, 9, 16, 17, 32, 64)] == [3, 3, 2, 1, 0, 0, 0]
+
+
+def test_drafts_are_the_tokens_after_the_latest_match():
+  hist = np.array([[5, 6, 7, 9, 5, 6, 8, 1, 5, 6, 0, 0],  # "5 6" -> 8 1
+                   [1, 2, 3, 4, 3, 0, 0, 0, 0, 0, 0, 0],  # "3" -> 4 3
+                   [1, 2, 3, 4, 5, 0, 0, 0, 0, 0, 0, 0]],  # "5": none
+                  np.int32)
+  cur = np.array([9, 4, 4])
+  got = np.asarray(draw.lookup(hist, cur, 2))
+  np.testing.assert_array_equal(got, [[8, 1], [4, 3], [0, 0]])
+  # The longest match wins over a later, shorter one: "9 5 6" -> 8.
+  got = np.asarray(draw.lookup(
+      np.array([[4, 9, 5, 6, 8, 7, 5, 6, 2, 9, 5, 6]], np.int32),
+      np.array([11]), 1))
+  np.testing.assert_array_equal(got, [[8]])
 
 
 def test_early_stop_in_the_decode_loop_does_not_depend_on_slots(tiny_cfg,
