@@ -144,7 +144,7 @@ def _workload(cfg, params, vocab, prefix, texts) -> dict:
   return {'paths': int(gen.lengths.size), 'tokens': useful,
           'seconds': seconds, 'compile_seconds': cold - seconds,
           'chunks': chunks,
-          'row_steps': gen.row_steps,
+          'row_steps': gen.row_steps, 'live_steps': gen.live_steps,
           'fixed_row_steps': int(gen.lengths.size * gen.lengths.max()),
           'mean_length': float(gen.lengths.mean()),
           'max_length': int(gen.lengths.max())}
@@ -271,10 +271,12 @@ def main() -> None:
         f'{w["mean_length"]:.0f}, max {w["max_length"]}) in '
         f'{w["seconds"]:.1f} s = {w["tokens"] / w["seconds"]:.1f} tokens/s '
         f'(compile {w["compile_seconds"]:.0f} s, not counted)')
-  print(f'useful row-steps: {100 * w["tokens"] / w["row_steps"]:.1f}% '
-        f'({w["tokens"]} / {w["row_steps"]} slot-steps); the fixed loop '
-        f'(all rows until the longest stops) ran {w["fixed_row_steps"]}: '
-        f'{100 * w["tokens"] / w["fixed_row_steps"]:.1f}%')
+  print(f'useful row-steps: {100 * w["live_steps"] / w["row_steps"]:.1f}% '
+        f'({w["live_steps"]} live / {w["row_steps"]} slot-steps), '
+        f'{w["tokens"] / w["live_steps"]:.2f} tokens a live step (drafts); '
+        f'the fixed loop (all rows until the longest stops) would run '
+        f'{w["fixed_row_steps"]} for {w["tokens"]} tokens: '
+        f'{100 * w["tokens"] / w["fixed_row_steps"]:.1f}% useful')
   print('where the workload\'s decode time goes, by slots and generated-'
         'cache bucket:')
   total = sum(s for _, s in w['chunks'].values())
