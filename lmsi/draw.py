@@ -28,7 +28,6 @@ import jax.numpy as jnp
 
 
 def choose(logits, keys, temperature, top_k, top_p):
-
   """Picks one token per row. logits [N, V] float32; keys [N, 2].
 
   Top-k keeps the k best logits (`lax.top_k`, sorted), top-p then keeps the
@@ -55,6 +54,14 @@ def choose(logits, keys, temperature, top_k, top_p):
   if index is None:
     return choice
   return jnp.take_along_axis(index, choice[:, None], axis=-1)[:, 0]
+
+
+def logprob(logits: jax.Array, token: jax.Array) -> jax.Array:
+  """log softmax(logits)[token] per row (float32 [N, V], int [N]), as
+  `jax.nn.log_softmax` computes it, without the [N, V] output."""
+  shifted = logits - jnp.max(logits, axis=-1, keepdims=True)
+  total = jnp.log(jnp.sum(jnp.exp(shifted), axis=-1))
+  return jnp.take_along_axis(shifted, token[:, None], -1)[:, 0] - total
 
 
 def draft_count(most: int, rows: int, slots: int) -> int:

@@ -12,9 +12,8 @@ just long enough for the longest live path (32, 64, 128, ...), not
 `max_decode_steps`. When no path is pending the slots shrink as they empty
 (a few smaller compiled shapes), so the drain runs few idle rows.
 
-Drafted tokens (`lmsi.draw`): a step also feeds the D tokens that followed
-the latest earlier occurrence of a slot's last tokens and keeps each that is
-the token drawn there anyway (D shrinks as slots fill: `draw.draft_count`).
+Drafted tokens (`lmsi.draw`): a step may also feed tokens guessed from a
+slot's own history, kept only where they are the tokens drawn anyway.
 
 No computation mixes slots, masked keys add exact zeros, and the token at
 position t of sample s of question q is drawn with fold_in(key(q, s), t):
@@ -93,11 +92,9 @@ def _empty(cfg, slots: int, length: int, num_stops: int,
 @functools.partial(jax.jit, static_argnums=(0, 1, 2), donate_argnums=(4,))
 def _chunk(cfg, sampler, prompt_pad, params, state, prefix_kv, stop_next,
            stop_hit):
-  """CHUNK decoding steps of every slot.
-
-  Returns (state, int32 [N, CHUNK (D + 1)] tokens made, each slot's from
-  its first column on, int32 [N] steps each slot ran with a live path).
-  """
+  """CHUNK decoding steps of every slot. Returns (state, int32 [N, CHUNK
+  (D + 1)] tokens made, each slot's from its first column on, int32 [N]
+  steps each slot ran with a live path)."""
   model = decoder_lib.Decoder(cfg)
   slots, length = state['cache'][0][0].shape[0], state['cache'][0][0].shape[3]
   # prefix_kv is in `layers.decode_prefix`'s layout: k [Hkv, Dh, E].
@@ -128,9 +125,8 @@ def _chunk(cfg, sampler, prompt_pad, params, state, prefix_kv, stop_next,
     s, out, ran = carry
     t, live = s['step'], ~s['done']
     token = jnp.where(live, pick(s['logits'], s['keys'], t), 0)
-    logp = jax.nn.log_softmax(s['logits'], axis=-1)
     logprob = s['logprob'] + jnp.where(
-        live, jnp.take_along_axis(logp, token[:, None], -1)[:, 0], 0.0)
+        live, draw.logprob(s['logits'], token), 0.0)
     finished, stop_state = ends(s['stop_state'], token, t)
     out = out.at[rows, t - first].set(token, mode='drop')
     start = offset + s['prompt_len']  # the path's first index in hist
@@ -155,9 +151,7 @@ def _chunk(cfg, sampler, prompt_pad, params, state, prefix_kv, stop_next,
       # Keep draft i only if it is the token drawn at position t + i.
       guess = fed[:, i]
       ok = going & (pick(logits[:, i - 1], s['keys'], t + i) == guess)
-      lse = jax.nn.logsumexp(logits[:, i - 1], axis=-1)
-      logprob += jnp.where(ok, jnp.take_along_axis(
-          logits[:, i - 1], guess[:, None], -1)[:, 0] - lse, 0.0)
+      logprob += jnp.where(ok, draw.logprob(logits[:, i - 1], guess), 0.0)
       end, nxt = ends(stop_state, guess, t + i)
       stop_state = jnp.where(ok[:, None], nxt, stop_state)
       finished |= ok & end
@@ -232,7 +226,9 @@ def state_specs(state: dict) -> dict:
 
 def _place(mesh: Mesh | None, state: dict) -> dict:
   """Slots over the data axis, cache heads over 'model' (the axis table)."""
-  return state if mesh is None else jax.device_put(state, sharding.shardings_for(
+  if mesh is None:
+    return state
+  return jax.device_put(state, sharding.shardings_for(
       state_specs(state), mesh, sharding.logical_axis_rules(for_sampling=True),
       shapes=state))
 
@@ -305,10 +301,13 @@ def decode(cfg: decoder_lib.DecoderConfig, params: Any, *,
   place = functools.partial(_place, mesh)
   steps = sampler.max_steps
   pad = prompt_kv[0][0].shape[1]
-  # Each slot's token history (drafts): its prompt, then its path.
-  width = history.shape[1] + steps + sampler.draft if sampler.draft else 0
-  history = jnp.asarray(np.pad(history, ((0, 0), (0, width - history.shape[
-      1]))) if width else np.zeros((batch, 0)), jnp.int32)
+  if sampler.draft:  # each slot's token history: its prompt, then its path
+    if history is None:
+      raise ValueError('sampler.draft > 0 needs `history`, the prompt ids')
+    history = np.pad(history, ((0, 0), (0, steps + sampler.draft)))
+  else:
+    history = np.zeros((batch, 0))
+  history = jnp.asarray(history, jnp.int32)
   every = check_every if decided is not None and check_every > 0 else samples
   # Waves of `every` samples: all questions' samples 0.., then the next
   # wave, so the samples an early stop drops are still pending, not running
@@ -323,7 +322,8 @@ def decode(cfg: decoder_lib.DecoderConfig, params: Any, *,
   held: list[tuple[int, int] | None] = [None] * n
   at = np.zeros(n, np.int64)  # host copy of each slot's step
   gen = _bucket(CHUNK, steps)
-  state = place(_empty(cfg, n, pad + gen, stop_next.shape[0], width))
+  state = place(_empty(cfg, n, pad + gen, stop_next.shape[0],
+                       history.shape[1]))
   if prefix_kv is not None:
     prefix_kv = _decode_prefix(prefix_kv)
   row_steps, live_steps, buckets = 0, 0, []
