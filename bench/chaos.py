@@ -15,8 +15,14 @@ child process itself (`--child`), which wraps the stage functions:
 - `between_writes`: SIGKILL at the start of a stage call's second file
   write, the first one done (aggregation: its manifest written, the
   self-generated file not begun). Aggregation's calls last ~0.03 s, too
-  short for a timer to land in reliably: one that missed let the run pass
-  on to stages whose planned kills it could then no longer make.
+  short for a timer to land in reliably.
+
+A timer misses when its call ends first (a call can run twice as fast as
+in the clean run on this VM). The child then stops at the next stage call
+(or at the end) and reports how long the missed call ran; the parent puts
+the output directory back as it was before that attempt (copied before
+each attempt) and tries again, aimed by the time just seen. Without that,
+a miss in a call that never recurs (base training has one) ended the plan.
 
 After each kill the pipeline is restarted; after the last it runs to the
 end. Then every self-generated file, sample shard, metrics.json and every
@@ -93,16 +99,16 @@ class Child:
     self.written: list[str] = []  # files (not markers) it began writing
     self.missed = None
 
-  def kill(self, key: str, how: str, landed: bool = True) -> None:
+  def kill(self, key: str, how: str) -> None:
     # How far this call got: wall seconds net of compiling, at most the
     # work it did (a resumed call redoes what its last checkpoint lost).
     progress = 0.0
-    if landed and self.active == key:
+    if self.active == key:
       progress = max(0.0, time.monotonic() - self.started
                      - self.compile.get(key, 0.0))
     with open(self.report, 'w') as f:
-      json.dump({'call': key, 'how': how, 'landed': landed,
-                 'progress': progress}, f)
+      json.dump({'call': key, 'how': how, 'progress': progress,
+                 'missed': self.missed}, f)
     os.kill(os.getpid(), signal.SIGKILL)
 
   def wrap(self, stage: str, fn):
@@ -113,22 +119,17 @@ class Child:
       self.calls[stage] += 1
       if self.missed:
         self.kill(key, f'at the start of this call, after a timer missed '
-                  f'{self.missed}', landed=False)
-      # Aim by what is left of the clean call: its time net of compiling
-      # (restarts load their programs from the shared compilation cache),
-      # less the progress of earlier kills in this call (a resumed call
-      # has at least that much less to do, so a timer aimed by the whole
-      # call could outlast it).
+                  f'{self.missed[0]}')
+      # Aim by what is left of the call (net of compiling), as the
+      # parent reckons it (`run_with_kills`).
       plan = self.plan
-      timer, clean = None, (plan.get('durations', {}).get(key, 0.0)
-                            - plan.get('compile', {}).get(key, 0.0)
-                            - plan.get('progress', {}).get(key, 0.0))
+      timer, left = None, plan.get('left', {}).get(key, 0.0)
       if (plan.get('stage') == stage and plan['mode'] == 'timer'
-          and clean >= 0.005):
-        delay = plan['fraction'] * clean
+          and left >= 0.005):
+        delay = plan['fraction'] * left
         timer = threading.Timer(delay, self.kill, (
-            key, f'{delay:.2f} s into the call ({clean:.2f} s of the '
-            'clean call left, net of compiling)'))
+            key, f'{delay:.2f} s into the call (aimed by {left:.2f} s left '
+            'of it, net of compiling)'))
         timer.start()
       self.active, self.started = key, time.monotonic()
       self.compile[key], self.written = 0.0, []
@@ -139,8 +140,8 @@ class Child:
         self.active, self.durations[key] = None, seconds
         if timer:
           timer.cancel()
-          if seconds > 0.25 * clean:  # it did real work and outlived it
-            self.missed = key
+          if seconds > 0.25 * left:  # it did real work and outlived it
+            self.missed = (key, seconds - self.compile[key])
     return wrapped
 
   def write_atomic(self, orig):
@@ -193,7 +194,7 @@ class Child:
         raise
     with open(self.report, 'w') as f:
       json.dump({'finished': True, 'durations': self.durations,
-                 'compile': self.compile}, f)
+                 'compile': self.compile, 'missed': self.missed}, f)
 
 
 def _child_command(out: str, plan: dict | None, report: str) -> list[str]:
@@ -240,26 +241,43 @@ def run_with_kills(out: str, clean: dict, per_stage: int,
                    env: dict[str, str]) -> list[tuple[str, dict]]:
   shutil.rmtree(out, ignore_errors=True)
   seen, history = collections.Counter(), []
-  progress = collections.Counter()  # per stage call, over its kills
+  # What is left of each stage call, net of compiling (restarts load their
+  # programs from the shared compilation cache): the clean call's time,
+  # less the progress of earlier kills in the call (a resumed call has at
+  # least that much less to do), or the time a missed call was just seen
+  # to take.
+  left = {k: v - clean['compile'][k] for k, v in clean['durations'].items()}
+  before = out + '.before'
   for stage, mode in PLAN:
     seen[stage] += 1
     if seen[stage] > per_stage:
       continue
     for _ in range(ATTEMPTS):
+      shutil.rmtree(before, ignore_errors=True)
+      if os.path.exists(out):
+        shutil.copytree(out, before)
       result = run_child(out, {
           'stage': stage, 'mode': mode, 'fraction': rng.uniform(0.1, 0.7),
-          'durations': clean['durations'], 'compile': clean['compile'],
-          'progress': progress, 'out': out}, log, env)
+          'left': left, 'out': out}, log, env)
+      if result.get('missed'):
+        call, seconds = result['missed']
+        print(f'timer missed {call}: it ended after {seconds:.2f} s (net of '
+              f'compiling) against {left[call]:.2f} s aimed by; output put '
+              'back as before this attempt, trying again', flush=True)
+        left[call] = seconds
+        shutil.rmtree(out)
+        if os.path.exists(before):
+          shutil.copytree(before, out)
+        continue
       if 'finished' in result:
         print(f'the run finished before a {mode} kill in {stage}')
         return history
       history.append((stage, result))
-      progress[result['call']] += result.get('progress', 0.0)
-      tag = stage if result['landed'] else 'between stages'
-      print(f'kill {len(history):>2} [{tag}]: {result["call"]}, '
+      left[result['call']] -= result.get('progress', 0.0)
+      print(f'kill {len(history):>2} [{stage}]: {result["call"]}, '
             f'{result["how"]}', flush=True)
-      if result['landed']:
-        break
+      break
+  shutil.rmtree(before, ignore_errors=True)
   run_child(out, None, log, env)
   return history
 
@@ -333,11 +351,10 @@ def main() -> None:
                              env)
     print(f'chaos run: {len(history)} kills, {time.monotonic() - t0:.0f} s')
   diffs = compare(clean, os.path.join(args.out, 'chaos'))
-  landed = collections.Counter(s for s, r in history if r['landed'])
+  landed = collections.Counter(s for s, _ in history)
   short = [s for s in STAGES if landed[s] < args.per_stage]
   print('kills landed per stage: ' + ', '.join(
-      f'{s} {landed[s]}' for s in STAGES)
-        + f'; {sum(1 for _, r in history if not r["landed"])} between stages')
+      f'{s} {landed[s]}' for s in STAGES))
   if diffs or short:
     print('\n'.join(diffs))
     print(f'FAIL: {len(diffs)} differences; stages short of '
