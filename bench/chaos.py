@@ -21,8 +21,9 @@ A timer misses when its call ends first (a call can run twice as fast as
 in the clean run on this VM). The child then stops at the next stage call
 (or at the end) and reports how long the missed call ran; the parent puts
 the output directory back as it was before that attempt (copied before
-each attempt) and tries again, aimed by the time just seen. Without that,
-a miss in a call that never recurs (base training has one) ended the plan.
+each timer attempt) and tries again, aimed by the time just seen. Without
+that, a miss in a call that never recurs (base training has one) ended the
+plan.
 
 After each kill the pipeline is restarted; after the last it runs to the
 end. Then every self-generated file, sample shard, metrics.json and every
@@ -254,7 +255,7 @@ def run_with_kills(out: str, clean: dict, per_stage: int,
       continue
     for _ in range(ATTEMPTS):
       shutil.rmtree(before, ignore_errors=True)
-      if os.path.exists(out):
+      if mode == 'timer' and os.path.exists(out):  # only a timer can miss
         shutil.copytree(out, before)
       result = run_child(out, {
           'stage': stage, 'mode': mode, 'fraction': rng.uniform(0.1, 0.7),
