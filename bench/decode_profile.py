@@ -6,12 +6,12 @@ the real model and GSM8K 8-shot prompts (exemplar block shared):
   1. The real workload through `sampling.generate` (m = 32, T = 0.7,
      top-k 40, <= 256 steps, stop at a blank line), timed warm: generated
      tokens/s, and the share of useful row-steps, i.e. tokens generated /
-     slot-steps run (`lmsi.slots` continuous batching), next to what the
+     slot-steps run (`lmsi.sampling.scheduler` continuous batching), next to what the
      old fixed loop ran (every row until the longest of all paths stops),
      and the decode time by slot count and generated-cache bucket (the
      drain: the last, longest paths decode on few slots).
   2. One step of N slots, per generated-cache length L (the bucket the
-     loop attends over): `loop/step` (`slots._chunk`, CHUNK steps, divided),
+     loop attends over): `loop/step` (`kernels.decode_chunk`, CHUNK steps, divided),
      `model.decode` alone, its dense weight matmuls alone (random weights of
      the same shapes, and their GFLOP/s), and its attention alone (scores,
      softmax and values over the prefix, the question prompt and L
@@ -36,19 +36,7 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-from bench import sampling as bench_sampling  # pylint: disable=wrong-import-position
-
-
-def _best(fn, *args, repeat: int = 5) -> float:
-  """Best wall time of `fn(*args)` (blocked), after one warm-up call."""
-  import jax  # pylint: disable=g-import-not-at-top
-  jax.block_until_ready(fn(*args))
-  best = float('inf')
-  for _ in range(repeat):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    best = min(best, time.perf_counter() - t0)
-  return best
+from bench import common  # pylint: disable=wrong-import-position
 
 
 def _dense_fn(cfg):
@@ -81,7 +69,7 @@ def _attention_fn(cfg, prefix_kv):
   """Attention alone, all layers: what `layers.Attention.decode` reads."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from lmsi import layers  # pylint: disable=g-import-not-at-top
+  from lmsi.model import layers  # pylint: disable=g-import-not-at-top
   r = cfg.num_heads // cfg.num_kv_heads
 
   @jax.jit
@@ -101,35 +89,36 @@ def _attention_fn(cfg, prefix_kv):
 
 @contextlib.contextmanager
 def _chunk_clock():
-  """Times each `slots._chunk` call (blocked) by (slots, generated-cache
+  """Times each `kernels.decode_chunk` call (blocked) by (slots, generated-cache
   bucket): where the workload's seconds go as its live paths drain."""
   import jax  # pylint: disable=g-import-not-at-top
-  from lmsi import slots  # pylint: disable=g-import-not-at-top
-  chunk, times = slots._chunk, collections.defaultdict(lambda: [0, 0.0])  # pylint: disable=protected-access
+  from lmsi.sampling import kernels  # pylint: disable=g-import-not-at-top
+  chunk = kernels.decode_chunk
+  times = collections.defaultdict(lambda: [0, 0.0])
 
   def timed(cfg, sampler, pad, params, state, *args):
     t0 = time.perf_counter()
     result = jax.block_until_ready(
         chunk(cfg, sampler, pad, params, state, *args))
-    cache = result[0]['cache'][0][0]
+    cache = result[0].cache[0][0]
     key = (cache.shape[0], cache.shape[3] - pad)
     times[key][0] += 1
     times[key][1] += time.perf_counter() - t0
     return result
 
-  slots._chunk = timed  # pylint: disable=protected-access
+  kernels.decode_chunk = timed
   try:
     yield times
   finally:
-    slots._chunk = chunk  # pylint: disable=protected-access
+    kernels.decode_chunk = chunk
 
 
 def _workload(cfg, params, vocab, prefix, texts) -> dict:
   """The real loop on the bench's workload: tokens/s, useful row-steps."""
-  from lmsi import sampling  # pylint: disable=g-import-not-at-top
+  from lmsi.sampling import generation as sampling  # pylint: disable=g-import-not-at-top
   config = sampling.SamplingConfig(
       num_samples=32, temperature=0.7, top_k=40, max_decode_steps=256,
-      stop_strings=(bench_sampling.STOP,), seed=0)
+      stop_strings=(common.STOP,), seed=0)
   ids = [f'gsm8k-test-{i}' for i in range(len(texts))]
   run = lambda: sampling.generate(cfg, params, vocab, texts, ids, config,
                                   prefix=prefix)
@@ -155,23 +144,23 @@ def profile(rows_list: list[int], lengths: list[int],
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from lmsi import batching  # pylint: disable=g-import-not-at-top
-  from lmsi import convert  # pylint: disable=g-import-not-at-top
-  from lmsi import decoder as decoder_lib  # pylint: disable=g-import-not-at-top
-  from lmsi import exemplars  # pylint: disable=g-import-not-at-top
-  from lmsi import gguf_import  # pylint: disable=g-import-not-at-top
-  from lmsi import layers  # pylint: disable=g-import-not-at-top
-  from lmsi import prompts  # pylint: disable=g-import-not-at-top
-  from lmsi import sampling  # pylint: disable=g-import-not-at-top
-  from lmsi import slots  # pylint: disable=g-import-not-at-top
-  from lmsi import draw  # pylint: disable=g-import-not-at-top
-  from lmsi import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
+  from lmsi.sampling import batching  # pylint: disable=g-import-not-at-top
+  from lmsi.model import decoder as decoder_lib  # pylint: disable=g-import-not-at-top
+  from lmsi.data import exemplars  # pylint: disable=g-import-not-at-top
+  from lmsi.interop import gguf_import  # pylint: disable=g-import-not-at-top
+  from lmsi.model import layers  # pylint: disable=g-import-not-at-top
+  from lmsi.data import prompts  # pylint: disable=g-import-not-at-top
+  from lmsi.sampling import generation as sampling  # pylint: disable=g-import-not-at-top
+  from lmsi.sampling import kernels  # pylint: disable=g-import-not-at-top
+  from lmsi.sampling import stops  # pylint: disable=g-import-not-at-top
+  from lmsi.sampling import draw  # pylint: disable=g-import-not-at-top
+  from lmsi.vocab import simple as vocab_lib  # pylint: disable=g-import-not-at-top
 
-  gguf = convert.smollm2_gguf()
+  gguf = common.smollm2_gguf()
   imported = gguf_import.import_gguf(gguf)
   cfg, params = imported.config, jax.device_put(imported.params)
   vocab = vocab_lib.load(gguf)
-  texts = bench_sampling._prompts(questions)  # pylint: disable=protected-access
+  texts = common.prompts(questions)
   block = vocab.encode(prompts.render(prompts.Format.COT_FEWSHOT, '',
                                       exemplars.get('gsm8k')))
   encoded = [vocab.encode(t) for t in texts]
@@ -182,41 +171,42 @@ def profile(rows_list: list[int], lengths: list[int],
   tokens, valid = batching.pad_batch(
       rest, batching.bucket(max(len(e) for e in rest)), vocab.pad_id)
   pad = tokens.shape[1]
-  last, prompt_kv = sampling._prefill(  # pylint: disable=protected-access
+  last, prompt_kv = kernels.prefill(
       cfg, params, tokens[:1], valid[:1], prefix.kv)
-  nxt, hit = sampling.stop_tables(vocab.token_bytes(), (), cfg.vocab_size)
-  sampler = slots.Sampler(temperature=0.7, top_k=40, top_p=1.0, eos_id=-1,
-                          max_steps=10**6)
+  nxt, hit = stops.stop_tables(vocab.token_bytes(), (), cfg.vocab_size)
+  sampler = kernels.Sampler(temperature=0.7, top_k=40, top_p=1.0, eos_id=-1,
+                            max_steps=10**6)
   dense, dense_w, head, dense_flops = _dense_fn(cfg)
   attend = _attention_fn(cfg, prefix.kv)
   model = decoder_lib.Decoder(cfg)
-  out['peak_gflops'] = bench_sampling._matmul_gflops()  # pylint: disable=protected-access
+  out['peak_gflops'] = common.matmul_gflops()
   out['prompt_tokens'], out['prefix_tokens'] = pad, len(prefix.tokens)
   steps = []
   for rows in rows_list:
     x = jnp.ones((rows, cfg.embed_dim), jnp.float32)
-    dense_s = _best(dense, x, dense_w, head)
+    dense_s = common.best(dense, x, dense_w, head)
     for length in lengths:
-      state = slots._empty(cfg, rows, pad + length, 0)  # pylint: disable=protected-access
-      state = slots._refill(  # pylint: disable=protected-access
+      state = kernels.init_state(cfg, rows, pad + length, 0)
+      state = kernels.refill(
           state, np.arange(rows, dtype=np.int32), np.zeros(rows, np.int32),
           np.zeros((rows, 2), np.uint32), prompt_kv,
           valid[:1].sum(-1).astype(np.int32), last,
           np.zeros((1, 0), np.int32))
       # Half-way along the bucket: positions do not change the cost.
-      state['step'] = jnp.full((rows,), length // 2, jnp.int32)
-      chunk = lambda s: slots._chunk(  # pylint: disable=protected-access
+      half = jnp.full((rows,), length // 2, jnp.int32)
+      state = state.replace(step=half)
+      chunk = lambda s: kernels.decode_chunk(
           cfg, sampler, pad, params, s, layers.decode_prefix(prefix.kv), nxt,
           hit)
       state = chunk(state)[0]  # compiles
       best = float('inf')
       for _ in range(3):
-        state['step'] = jnp.full((rows,), length // 2, jnp.int32)
+        state = state.replace(step=half)
         t0 = time.perf_counter()
         state, toks, _ = chunk(state)
         jax.block_until_ready(toks)
         best = min(best, time.perf_counter() - t0)
-      cache = state['cache']
+      cache = state.cache
       key_valid = jnp.ones((rows, pad + length), bool)
       write = jnp.full((rows,), pad + length // 2, jnp.int32)
       decode = jax.jit(lambda p, t, c: model.apply(
@@ -230,9 +220,9 @@ def profile(rows_list: list[int], lengths: list[int],
         _, cache = jax.block_until_ready(decode(params, token, cache))
         model_s = min(model_s, time.perf_counter() - t0)
       q = jnp.ones((rows, cfg.num_heads * cfg.head_dim), jnp.float32)
-      attend_s = _best(attend, q, cache, key_valid)
+      attend_s = common.best(attend, q, cache, key_valid)
       steps.append({
-          'rows': rows, 'length': length, 'step_s': best / slots.CHUNK,
+          'rows': rows, 'length': length, 'step_s': best / kernels.CHUNK,
           'model_s': model_s, 'dense_s': dense_s, 'attend_s': attend_s,
           'dense_gflops': dense_flops * rows / dense_s / 1e9,
           'cache_mib': sum(a.nbytes for kv in cache for a in kv) / 2**20})
@@ -241,8 +231,8 @@ def profile(rows_list: list[int], lengths: list[int],
   logits = jax.random.normal(jax.random.PRNGKey(1), (64, cfg.vocab_size))
   rkeys = jax.random.split(jax.random.PRNGKey(2), 64)
   choose = jax.jit(lambda l, k: draw.choose(l, k, 0.7, 40, 1.0))
-  out['choose_s'] = _best(choose, logits, rkeys)
-  out['softmax_s'] = _best(jax.jit(jax.nn.log_softmax), logits)
+  out['choose_s'] = common.best(choose, logits, rkeys)
+  out['softmax_s'] = common.best(jax.jit(jax.nn.log_softmax), logits)
   out['prompt_cache_mib'] = {
       m: sum(a.nbytes for kv in prompt_kv for a in kv) / 2**20
       for m in (1, 32)}  # [B, P] per question: the same for any m
@@ -258,9 +248,11 @@ def main() -> None:
   parser.add_argument('--lengths', default='64,256')
   parser.add_argument('--questions', type=int, default=2)
   args = parser.parse_args()
+  common.require('bench/decode_profile.py', data=('gsm8k/test.jsonl',),
+                 gguf=True)
   res = profile([int(r) for r in args.rows.split(',')],
                 [int(n) for n in args.lengths.split(',')], args.questions)
-  from lmsi import slots as slots_lib  # pylint: disable=g-import-not-at-top
+  from lmsi.sampling import kernels  # pylint: disable=g-import-not-at-top
   w = res['workload']
   print(f'SmolLM2-135M f32, {args.questions} GSM8K test questions x m=32 '
         f'(T=0.7, top-k 40, <= 256 steps, stop at a blank line), prompt '
@@ -284,7 +276,7 @@ def main() -> None:
       w['chunks'].items(), key=lambda kv: (-kv[0][0], kv[0][1])):
     print(f'  {rows:3d} slots, gen L {gen_l:3d}: {count:3d} chunks, '
           f'{secs:5.1f} s ({100 * secs / total:4.1f}%), '
-          f'{1e3 * secs / count / slots_lib.CHUNK:6.1f} ms/step')
+          f'{1e3 * secs / count / kernels.CHUNK:6.1f} ms/step')
   print(f'{"rows":>5} {"gen L":>6} {"loop/step ms":>13} {"tok/s":>7} '
         f'{"model.decode ms":>16} {"dense ms":>9} {"dense GFLOP/s":>14} '
         f'{"attention ms":>13} {"attn share":>11} {"cache MiB":>10}')

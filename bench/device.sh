@@ -33,14 +33,17 @@ if [[ "${1:-}" == "--prepare" ]]; then
   "$PY" - "$DIR" <<'EOF'
 import dataclasses, json, os, sys
 sys.path.insert(0, '.')
-from lmsi import convert, gguf_import, vocab
+from bench import common
+from lmsi import interop, vocab
+common.require('bench/device.sh --prepare', data=('gsm8k/test.jsonl',),
+               gguf=True)
 out = sys.argv[1]
-gguf = convert.smollm2_gguf()
+gguf = common.smollm2_gguf()
 os.makedirs(os.path.join(out, 'data', 'gsm8k'), exist_ok=True)
 with open(os.path.join(out, 'config.json'), 'w') as f:
-  json.dump(dataclasses.asdict(gguf_import.import_gguf(gguf).config), f)
+  json.dump(dataclasses.asdict(interop.import_gguf(gguf).config), f)
 vocab.load(gguf).save(out)
-data = os.environ.get('LMSI_DATA_DIR', os.path.join('..', 'shared', 'data'))
+data = common.data_dir()
 with open(os.path.join(data, 'gsm8k', 'test.jsonl')) as f:
   rows = [next(f) for _ in range(32)]
 with open(os.path.join(out, 'data', 'gsm8k', 'test.jsonl'), 'w') as f:

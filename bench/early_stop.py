@@ -1,7 +1,7 @@
 """Benchmark: the early-stopped vote in the decode loop, samples saved.
 
 With `early_stop_chunk` = c (`EARLY_STOP_CHUNK` in gin/runs/sample.gin, off
-by default as in the paper), the continuous-batching loop (`lmsi.slots`)
+by default as in the paper), the continuous-batching loop (`lmsi.sampling.scheduler`)
 judges a question each time its first c, 2c, ... samples have all finished
 and drops its remaining samples once the leading answer can no longer be
 caught (`stage.decided`); the freed slots take other questions' paths at
@@ -34,15 +34,15 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-from bench import sampling as bench_sampling  # pylint: disable=wrong-import-position
+from bench import common  # pylint: disable=wrong-import-position
 
 
 def _gsm8k(args):
   """(cfg, params, vocab, prompts, ids, shared prefix ids, max steps)."""
   import jax  # pylint: disable=g-import-not-at-top
-  cfg, params, vocab = bench_sampling._model(args)  # pylint: disable=protected-access
-  texts = bench_sampling._prompts(args.questions)  # pylint: disable=protected-access
-  shared = bench_sampling._shared_prefix(  # pylint: disable=protected-access
+  cfg, params, vocab = common.model(args.model)
+  texts = common.prompts(args.questions)
+  shared = common.shared_prefix(
       vocab, [vocab.encode(t) for t in texts])
   ids = [f'gsm8k-test-{i}' for i in range(len(texts))]
   return cfg, jax.device_put(params), vocab, texts, ids, shared, 256
@@ -51,13 +51,13 @@ def _gsm8k(args):
 def _demo(args):
   """The same for the demo base on the demo's unlabeled questions."""
   import gin  # pylint: disable=g-import-not-at-top
-  from lmsi import arithmetic  # pylint: disable=g-import-not-at-top
-  from lmsi import artifact  # pylint: disable=g-import-not-at-top
-  from lmsi import exemplars as exemplars_lib  # pylint: disable=g-import-not-at-top
-  from lmsi import gin_flags  # pylint: disable=g-import-not-at-top
-  from lmsi import prompts  # pylint: disable=g-import-not-at-top
-  from lmsi import stage  # pylint: disable=g-import-not-at-top
-  from lmsi import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
+  from lmsi.demo import arithmetic  # pylint: disable=g-import-not-at-top
+  from lmsi.checkpoints import artifact  # pylint: disable=g-import-not-at-top
+  from lmsi.data import exemplars as exemplars_lib  # pylint: disable=g-import-not-at-top
+  from lmsi.runtime import gin_flags  # pylint: disable=g-import-not-at-top
+  from lmsi.data import prompts  # pylint: disable=g-import-not-at-top
+  from lmsi.sampling import batched as stage  # pylint: disable=g-import-not-at-top
+  from lmsi.vocab import simple as vocab_lib  # pylint: disable=g-import-not-at-top
   gin.clear_config()
   gin_flags.parse(['--gin_file=gin/data/demo.gin'])
   data = gin_flags.resolve(gin.query_parameter('%DATA'))
@@ -85,19 +85,21 @@ def main() -> None:
                       help='default: 200 (demo), 2 (gsm8k)')
   parser.add_argument('--chunk', type=int, default=4)
   parser.add_argument('--num_samples', type=int, default=32)
-  parser.add_argument('--model', default='')  # bench_sampling._model's
+  parser.add_argument('--model', default='')  # common.model's
   args = parser.parse_args()
+  common.require('bench/early_stop.py', data=('gsm8k/test.jsonl',),
+                 gguf=not args.model)
   args.questions = args.questions or (200 if args.workload == 'demo' else 2)
-  from lmsi import answers  # pylint: disable=g-import-not-at-top
-  from lmsi import sampling  # pylint: disable=g-import-not-at-top
-  from lmsi import stage  # pylint: disable=g-import-not-at-top
-  from lmsi import voting  # pylint: disable=g-import-not-at-top
+  from lmsi.data import answers  # pylint: disable=g-import-not-at-top
+  from lmsi.sampling import generation as sampling  # pylint: disable=g-import-not-at-top
+  from lmsi.sampling import batched as stage  # pylint: disable=g-import-not-at-top
+  from lmsi.voting import majority as voting  # pylint: disable=g-import-not-at-top
   cfg, params, vocab, texts, ids, shared, steps = (
       _demo if args.workload == 'demo' else _gsm8k)(args)
   m = args.num_samples
   config = sampling.SamplingConfig(
       num_samples=m, temperature=0.7, top_k=40, max_decode_steps=steps,
-      stop_strings=(bench_sampling.STOP,), seed=0)
+      stop_strings=(common.STOP,), seed=0)
   prefix = sampling.prefix_for(cfg, params, shared)
   answer = lambda t: answers.extract_answer(t, 'number')
   judge = lambda q, done: stage.decided([answer(t) for t in done], m)

@@ -30,13 +30,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 # The data this checkout's bench reads, given to each worktree's (their
 # own '../shared/data' would not exist).
-from bench.sampling import DATA  # pylint: disable=wrong-import-position
+from bench import common  # pylint: disable=wrong-import-position
 ROW = re.compile(r'^lmsi f32\s+\d+\s+(\d+)\s+([\d.]+)\s+([\d.]+)', re.M)
 
 
 def _run(checkout: str, cache: str, extra: str) -> tuple[int, float, float]:
   """(tokens, seconds, tokens/s) of one lmsi f32 run in `checkout`."""
-  env = dict(os.environ, LMSI_DATA_DIR=os.path.abspath(DATA))
+  env = dict(os.environ, LMSI_DATA_DIR=os.path.abspath(common.data_dir()))
   cmd = [sys.executable, os.path.join(checkout, 'bench', 'sampling.py'),
          '--engines=lmsi', f'--jax_cache={cache}', *shlex.split(extra)]
   out = subprocess.run(cmd, cwd=checkout, env=env, capture_output=True,
@@ -56,6 +56,8 @@ def main() -> None:
   parser.add_argument('--a_args', default='')
   parser.add_argument('--b_args', default='')
   args = parser.parse_args()
+  common.require('bench/interleave.py', data=('gsm8k/test.jsonl',),
+                 gguf=True)
   with tempfile.TemporaryDirectory() as tmp:
     arms = {}
     for name, rev, extra in (('A', args.a, args.a_args),

@@ -21,6 +21,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench import common  # pylint: disable=wrong-import-position
 
 
 def report(phase: str) -> None:
@@ -36,26 +37,26 @@ def main() -> None:
   parser.add_argument('--questions', type=int, default=3)
   parser.add_argument('--max_new_tokens', type=int, default=256)
   args = parser.parse_args()
+  common.require('bench/rss.py', data=('gsm8k/test.jsonl',), gguf=True)
   for name in ('MALLOC_ARENA_MAX', 'MALLOC_MMAP_THRESHOLD_'):
     print(f'{name} =', os.environ.get(name, "unset (glibc's default)"))
   report('start')
   import jax  # pylint: disable=g-import-not-at-top
-  from bench import sampling as bench_sampling  # pylint: disable=g-import-not-at-top
-  from lmsi import sampling  # pylint: disable=g-import-not-at-top
+  from lmsi.sampling import generation as sampling  # pylint: disable=g-import-not-at-top
   report('imports')
-  cfg, params, vocab = bench_sampling._model(argparse.Namespace(model=''))  # pylint: disable=protected-access
+  cfg, params, vocab = common.model()
   report('gguf imported (f32 params)')
   params = jax.device_put(params)
   report('device_put')
-  texts = bench_sampling._prompts(args.questions)  # pylint: disable=protected-access
-  shared = bench_sampling._shared_prefix(  # pylint: disable=protected-access
+  texts = common.prompts(args.questions)
+  shared = common.shared_prefix(
       vocab, [vocab.encode(t) for t in texts])
   prefix = sampling.prefix_for(cfg, params, shared)
   report('prefix')
   config = sampling.SamplingConfig(
       num_samples=32, temperature=0.7, top_k=40,
       max_decode_steps=args.max_new_tokens,
-      stop_strings=(bench_sampling.STOP,), seed=0)
+      stop_strings=(common.STOP,), seed=0)
   gen = sampling.generate(cfg, params, vocab, texts,
                           [f'gsm8k-test-{i}' for i in range(len(texts))],
                           config, prefix=prefix)

@@ -23,7 +23,7 @@ RSS is its own) on the same questions and the same prompt token ids:
 Prints generated tokens/s (tokens up to and including the stop, counted the
 same way for every engine), the ratios, peak RSS, each engine's whole
 subprocess time ('wall s': load, compile, all runs), whether lmsi bf16's
-majority votes (`lmsi.answers.extract_answer` + `lmsi.voting.majority_vote`)
+majority votes (`lmsi.data.answers.extract_answer` + `lmsi.voting.majority_vote`)
 equal f32's, the compiled prompt-cache bytes for m = 1 and m = 32, and
 lmsi's share of the matmul peak measured in the same run (FLOPs per
 generated token x tokens/s / matmul GFLOP/s).
@@ -39,7 +39,6 @@ engines: for machines without the GGUF (bench/device.sh).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import resource
@@ -49,99 +48,9 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-DATA = os.environ.get('LMSI_DATA_DIR', os.path.join(REPO, '..', 'shared',
-                                                    'data'))
-STOP = '\n\n'
+from bench import common  # pylint: disable=wrong-import-position
 
-
-def _prompts(n: int) -> list[str]:
-  from lmsi import exemplars  # pylint: disable=g-import-not-at-top
-  from lmsi import prompts  # pylint: disable=g-import-not-at-top
-  with open(os.path.join(DATA, 'gsm8k', 'test.jsonl'), encoding='utf-8') as f:
-    rows = [json.loads(line) for _, line in zip(range(n), f)]
-  exemplars = exemplars.get('gsm8k')
-  assert len(exemplars) == 8
-  return [prompts.render(prompts.Format.COT_FEWSHOT, r['question'], exemplars)
-          for r in rows]
-
-
-def _useful_tokens(vocab, rows) -> int:
-  """Tokens up to and including the one completing the stop (or EOS)."""
-  total = 0
-  for row in rows:
-    text = b''
-    table = vocab.token_bytes()
-    for n, t in enumerate(row, 1):
-      if t == vocab.eos_id:
-        total += n
-        break
-      text += table[t] if t < len(table) else b''
-      if STOP.encode() in text:
-        total += n
-        break
-    else:
-      total += len(row)
-  return total
-
-
-def _matmul_gflops() -> float:
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  n = 1024 if jax.default_backend() == 'cpu' else 8192
-  a = jnp.ones((n, n), jnp.float32)
-  f = jax.jit(lambda x: x @ x)
-  f(a).block_until_ready()
-  best = float('inf')
-  for _ in range(5):
-    t0 = time.perf_counter()
-    for _ in range(10):
-      out = f(a)
-    out.block_until_ready()
-    best = min(best, (time.perf_counter() - t0) / 10)
-  return 2 * n ** 3 / best / 1e9
-
-
-def _gguf() -> str:
-  if os.environ.get('LMSI_GGUF'):
-    return os.environ['LMSI_GGUF']
-  from lmsi import convert  # pylint: disable=g-import-not-at-top
-  return convert.smollm2_gguf()
-
-
-def _model(args):
-  """(config, float32 params, vocab): the GGUF's, or random of --model's shape."""
-  from lmsi import decoder as decoder_lib  # pylint: disable=g-import-not-at-top
-  from lmsi import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
-  if args.model:  # bench/device.sh on a machine without the GGUF
-    with open(os.path.join(args.model, 'config.json'), encoding='utf-8') as f:
-      cfg = decoder_lib.DecoderConfig(**json.load(f))
-    return cfg, decoder_lib.init_params(cfg, 0)[0], vocab_lib.load(args.model)
-  from lmsi import gguf_import  # pylint: disable=g-import-not-at-top
-  imported = gguf_import.import_gguf(_gguf())
-  return imported.config, imported.params, vocab_lib.load(_gguf())
-
-
-def _shared_prefix(vocab, encoded) -> list[int]:
-  """The exemplar block's ids that every encoded prompt starts with."""
-  from lmsi import exemplars  # pylint: disable=g-import-not-at-top
-  from lmsi import prompts  # pylint: disable=g-import-not-at-top
-  from lmsi import sampling  # pylint: disable=g-import-not-at-top
-  block = vocab.encode(prompts.render(prompts.Format.COT_FEWSHOT, '',
-                                      exemplars.get('gsm8k')))
-  return sampling.common_prefix(list(encoded) + [block])
-
-
-def _votes(vocab, rows, m: int) -> list[str | None]:
-  """The majority answer of each question's m paths (as lmsi.voting takes
-  it over lmsi.answers.extract_answer, the number family)."""
-  from lmsi import answers  # pylint: disable=g-import-not-at-top
-  from lmsi import voting  # pylint: disable=g-import-not-at-top
-  out = []
-  for q in range(0, len(rows), m):
-    texts = [vocab.decode(r).split(STOP)[0] for r in rows[q:q + m]]
-    out.append(voting.majority_vote(
-        [answers.extract_answer(t, 'number') for t in texts]).answer)
-  return out
+STOP = common.STOP
 
 
 def run_lmsi(args, param_dtype: str = 'float32') -> dict:
@@ -149,21 +58,21 @@ def run_lmsi(args, param_dtype: str = 'float32') -> dict:
   if args.jax_cache:  # reruns skip XLA's compiles (not counted either way)
     jax.config.update('jax_compilation_cache_dir', args.jax_cache)
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
-  from lmsi import decoder as decoder_lib  # pylint: disable=g-import-not-at-top
-  from lmsi import sampling  # pylint: disable=g-import-not-at-top
-  cfg, params32, vocab = _model(args)
+  from lmsi.model import decoder as decoder_lib  # pylint: disable=g-import-not-at-top
+  from lmsi.sampling import generation as sampling  # pylint: disable=g-import-not-at-top
+  cfg, params32, vocab = common.model(args.model)
   matmul_params = _matmul_params(params32)
   cfg, params = decoder_lib.with_dtype(cfg, params32, param_dtype)
   del params32  # lmsi.sample holds the parameters once, on the device
   params = jax.device_put(params)
-  texts = _prompts(args.questions)
+  texts = common.prompts(args.questions)
   encoded = [vocab.encode(t) for t in texts]
   config = sampling.SamplingConfig(
       num_samples=args.num_samples, temperature=0.7, top_k=40,
       max_decode_steps=args.max_new_tokens, stop_strings=(STOP,), seed=0,
       num_slots=args.num_slots,
       **({} if args.draft_tokens < 0 else {'draft_tokens': args.draft_tokens}))
-  shared = _shared_prefix(vocab, encoded)
+  shared = common.shared_prefix(vocab, encoded)
   ids = [f'gsm8k-test-{i}' for i in range(len(texts))]
 
   def batched():
@@ -184,7 +93,7 @@ def run_lmsi(args, param_dtype: str = 'float32') -> dict:
     warm = time.perf_counter() - t0
   rows = [r[:n].tolist() for q in range(len(texts))
           for r, n in zip(gen.tokens[q], gen.lengths[q])]
-  out = {'tokens': _useful_tokens(vocab, rows), 'seconds': seconds,
+  out = {'tokens': common.useful_tokens(vocab, rows), 'seconds': seconds,
          'questions': len(texts), 'compile_seconds': compile_seconds,
          'warm_seconds': warm,
          'decode_steps': int(gen.lengths.max()),
@@ -193,9 +102,9 @@ def run_lmsi(args, param_dtype: str = 'float32') -> dict:
          'live_steps': int(getattr(gen, 'live_steps', 0)),
          'prompt_tokens': [len(e) for e in encoded],
          'prefix_tokens': len(prefix.tokens),
-         'votes': _votes(vocab, rows, args.num_samples),
+         'votes': common.votes(vocab, rows, args.num_samples),
          'backend': jax.default_backend(),
-         'matmul_gflops': _matmul_gflops(),
+         'matmul_gflops': common.matmul_gflops(),
          'flops_per_token': _flops_per_token(cfg, matmul_params, encoded,
                                              rows),
          'texts': [vocab.decode(r) for r in rows[:2]]}
@@ -250,17 +159,17 @@ def _norms(params):
 
 def _cache_bytes(cfg, params, vocab, text, prefix, config) -> dict:
   """Bytes of the KV caches sampling holds: one question's prompt cache
-  (`sampling._prefill`'s output; m is not one of its inputs, so the m paths
+  (`kernels.prefill`'s output; m is not one of its inputs, so the m paths
   share it), the shared exemplar prefix, and one slot's cache (its copy of
   the question part + up to max_decode_steps generated tokens)."""
   import jax  # pylint: disable=g-import-not-at-top
-  from lmsi import batching  # pylint: disable=g-import-not-at-top
-  from lmsi import layers  # pylint: disable=g-import-not-at-top
-  from lmsi import sampling  # pylint: disable=g-import-not-at-top
+  from lmsi.sampling import batching  # pylint: disable=g-import-not-at-top
+  from lmsi.model import layers  # pylint: disable=g-import-not-at-top
+  from lmsi.sampling import kernels  # pylint: disable=g-import-not-at-top
   ids = vocab.encode(text)[len(prefix.tokens):]
   pad = batching.bucket(len(ids))
   tokens, valid = batching.pad_batch([ids], pad)
-  _, prompt_kv = sampling._prefill(cfg, params, tokens, valid, prefix.kv)  # pylint: disable=protected-access
+  _, prompt_kv = kernels.prefill(cfg, params, tokens, valid, prefix.kv)
   nbytes = lambda tree: sum(x.nbytes for x in jax.tree_util.tree_leaves(tree))
   slot = jax.eval_shape(lambda: [layers.empty_slot_cache(
       cfg, 1, pad + config.max_decode_steps) for _ in range(cfg.num_layers)])
@@ -272,15 +181,15 @@ def _cache_bytes(cfg, params, vocab, text, prefix, config) -> dict:
 def run_transformers(args) -> dict:
   import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
-  from lmsi import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
-  gguf = _gguf()
+  from lmsi.vocab import simple as vocab_lib  # pylint: disable=g-import-not-at-top
+  gguf = common.smollm2_gguf()
   vocab = vocab_lib.load(gguf)
   tok = transformers.AutoTokenizer.from_pretrained(
       os.path.dirname(gguf), gguf_file=os.path.basename(gguf))
   model = transformers.AutoModelForCausalLM.from_pretrained(
       os.path.dirname(gguf), gguf_file=os.path.basename(gguf),
       dtype=torch.float32).eval()
-  texts = _prompts(args.transformers_questions)
+  texts = common.prompts(args.transformers_questions)
   torch.manual_seed(0)
   rows = []
   t0 = time.perf_counter()
@@ -297,29 +206,29 @@ def run_transformers(args) -> dict:
           pad_token_id=vocab.pad_id)
     rows += out[:, ids.shape[1]:].tolist()
   seconds = time.perf_counter() - t0
-  return {'tokens': _useful_tokens(vocab, rows), 'seconds': seconds,
+  return {'tokens': common.useful_tokens(vocab, rows), 'seconds': seconds,
           'questions': len(texts), 'torch_threads': torch.get_num_threads(),
           'steps': len(rows[0]) if rows else 0,
           'version': transformers.__version__,
-          'votes': _votes(vocab, rows, args.num_samples)}
+          'votes': common.votes(vocab, rows, args.num_samples)}
 
 
 def run_llama_cpp(args) -> dict:
   from bench import llama_cpp_engine  # pylint: disable=g-import-not-at-top
-  from lmsi import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
-  gguf = _gguf()
+  from lmsi.vocab import simple as vocab_lib  # pylint: disable=g-import-not-at-top
+  gguf = common.smollm2_gguf()
   vocab = vocab_lib.load(gguf)
-  texts = _prompts(args.questions)
+  texts = common.prompts(args.questions)
   encoded = [vocab.encode(t) for t in texts]  # the same ids as lmsi
   out = llama_cpp_engine.sample(
       gguf, encoded, num_samples=args.num_samples,
       max_new_tokens=args.max_new_tokens, temperature=0.7, top_k=40,
       token_bytes=vocab.token_bytes(), stop=STOP.encode(),
-      eos_id=vocab.eos_id, prefix_len=len(_shared_prefix(vocab, encoded)))
+      eos_id=vocab.eos_id, prefix_len=len(common.shared_prefix(vocab, encoded)))
   rows = out.pop('rows')
-  return {**out, 'tokens': _useful_tokens(vocab, rows),
+  return {**out, 'tokens': common.useful_tokens(vocab, rows),
           'questions': len(texts),
-          'votes': _votes(vocab, rows, args.num_samples)}
+          'votes': common.votes(vocab, rows, args.num_samples)}
 
 
 ENGINES = ('transformers', 'llama_cpp', 'lmsi', 'lmsi_bf16')
@@ -479,10 +388,11 @@ def main() -> None:
     parser.error(f'unknown engines {sorted(unknown)}; use {ENGINES}')
   if args.model and set(engines) - {'lmsi', 'lmsi_bf16'}:
     parser.error('--model (random weights) runs the lmsi engines only')
-  if 'llama_cpp' in engines and not importlib.util.find_spec('llama_cpp'):
-    print('llama.cpp: skipped, llama-cpp-python is not installed '
-          '(pip install llama-cpp-python==0.3.36 builds it, ~6 min)')
-    engines.remove('llama_cpp')
+  peers = {'transformers': ('torch', 'transformers'),
+           'llama_cpp': ('llama_cpp',)}
+  common.require('bench/sampling.py', data=('gsm8k/test.jsonl',),
+                 modules=[m for e in engines for m in peers.get(e, ())],
+                 gguf=not args.model)
   _report(args, {e: _child(e, args) for e in engines})
 
 

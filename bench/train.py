@@ -46,24 +46,17 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-DATA = os.environ.get('LMSI_DATA_DIR', os.path.join(REPO, '..', 'shared',
-                                                    'data'))
+from bench import common  # pylint: disable=wrong-import-position
+
 CHECKPOINT = os.path.join(REPO, 'checkpoints', 'smollm2_135m')
 LEARNING_RATE = 5e-5  # gin/runs/finetune.gin
 ENGINES = ('lmsi', 'torch')
 
 
-def gguf_path() -> str:
-  if os.environ.get('LMSI_GGUF'):
-    return os.environ['LMSI_GGUF']
-  from lmsi import convert  # pylint: disable=g-import-not-at-top
-  return convert.smollm2_gguf()
-
-
 def token_rows(vocab, batch: int, length: int, count: int) -> list:
   """`count` batches of [batch, length] ids packed from GSM8K Q/A text."""
   import numpy as np  # pylint: disable=g-import-not-at-top
-  with open(os.path.join(DATA, 'gsm8k', 'test.jsonl'), encoding='utf-8') as f:
+  with open(os.path.join(common.data_dir(), 'gsm8k', 'test.jsonl'), encoding='utf-8') as f:
     rows = [json.loads(line) for line in f]
   need = batch * length * count
   stream, i = [], 0
@@ -78,8 +71,8 @@ def token_rows(vocab, batch: int, length: int, count: int) -> list:
 def _lmsi_model(model: str):
   """(config, params, vocab, where the weights came from)."""
   import jax  # pylint: disable=g-import-not-at-top
-  from lmsi import decoder as decoder_lib  # pylint: disable=g-import-not-at-top
-  from lmsi import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
+  from lmsi.model import decoder as decoder_lib  # pylint: disable=g-import-not-at-top
+  from lmsi.vocab import simple as vocab_lib  # pylint: disable=g-import-not-at-top
   if model:
     with open(os.path.join(model, 'config.json'), encoding='utf-8') as f:
       cfg = decoder_lib.DecoderConfig(**json.load(f))
@@ -89,13 +82,13 @@ def _lmsi_model(model: str):
   if os.path.exists(manifest):
     with open(manifest, encoding='utf-8') as f:
       cfg = decoder_lib.DecoderConfig(**json.load(f)['config'])
-    from lmsi import checkpoints  # pylint: disable=g-import-not-at-top
+    from lmsi.checkpoints import store as checkpoints  # pylint: disable=g-import-not-at-top
     params = checkpoints.restore_params(cfg, CHECKPOINT)
     return cfg, params, vocab_lib.load(CHECKPOINT), CHECKPOINT
-  from lmsi import gguf_import  # pylint: disable=g-import-not-at-top
-  imported = gguf_import.import_gguf(gguf_path())
+  from lmsi.interop import gguf_import  # pylint: disable=g-import-not-at-top
+  imported = gguf_import.import_gguf(common.smollm2_gguf())
   return (imported.config, jax.device_put(imported.params),
-          vocab_lib.load(gguf_path()), gguf_path())
+          vocab_lib.load(common.smollm2_gguf()), common.smollm2_gguf())
 
 
 def model_flops_per_token(cfg, params, length: int) -> float:
@@ -130,7 +123,7 @@ def matmul_gflops(dtype: str = 'float32') -> float:
 def run_lmsi(args) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from lmsi import train_step  # pylint: disable=g-import-not-at-top
+  from lmsi.trainer import step as train_step  # pylint: disable=g-import-not-at-top
   cfg, params, vocab, source = _lmsi_model(args.model)
   flops = model_flops_per_token(cfg, params, args.length)
   tx = train_step.make_optimizer('adafactor', LEARNING_RATE)
@@ -169,8 +162,8 @@ def run_lmsi(args) -> dict:
 def run_torch(args) -> dict:
   import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
-  from lmsi import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
-  gguf = gguf_path()
+  from lmsi.vocab import simple as vocab_lib  # pylint: disable=g-import-not-at-top
+  gguf = common.smollm2_gguf()
   model = transformers.AutoModelForCausalLM.from_pretrained(
       os.path.dirname(gguf), gguf_file=os.path.basename(gguf),
       dtype=torch.float32)
@@ -226,6 +219,9 @@ def main() -> None:
         resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(out))
     return
+  common.require('bench/train.py', data=('gsm8k/test.jsonl',),
+                 modules=('torch', 'transformers') if 'torch' in engines else (),
+                 gguf=True)
   unknown = set(engines) - set(ENGINES)
   if unknown:
     parser.error(f'unknown engines {sorted(unknown)}; use {ENGINES}')

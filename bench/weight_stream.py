@@ -26,7 +26,7 @@ import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-from bench.decode_profile import _best  # pylint: disable=wrong-import-position,protected-access
+from bench import common  # pylint: disable=wrong-import-position
 
 LAYERS = 30
 EMBED, MLP = 576, 1536  # SmolLM2-135M
@@ -80,7 +80,7 @@ def main() -> None:
     base = None
     for name, layers, dot, nbytes in arms:
       fn = jax.jit(lambda x, layers, dot=dot: mlp(x, layers, dot))
-      seconds = _best(fn, x, layers, repeat=6)
+      seconds = common.best(fn, x, layers, repeat=6)
       base = base or seconds
       print(f'{rows:4d}  {name:34s} {seconds * 1e3:7.1f} '
             f'{params * nbytes / seconds / 1e9:6.1f} '

@@ -4,7 +4,7 @@ r"""Local launcher: one command as N processes here, like the hosts of a pod.
     python -m lmsi.sample --gin_file=gin/runs/sample.gin --gin.X=...
 
 Each process gets LMSI_COORDINATOR_ADDRESS=localhost:<free port>,
-LMSI_NUM_PROCESSES=N, LMSI_PROCESS_ID=i (read by `lmsi.distributed`),
+LMSI_NUM_PROCESSES=N, LMSI_PROCESS_ID=i (read by `lmsi.runtime.distributed`),
 JAX_PLATFORMS=cpu and M fake CPU devices, so a pod run is rehearsed on a
 laptop with the code path a TPU pod takes. A leading `python` means the
 interpreter that runs this script. Output lines are prefixed with `[p<i>]`.

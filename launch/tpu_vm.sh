@@ -5,7 +5,7 @@
 # The first call creates .venv (Python 3.11, requirements.lock, lmsi[tpu]);
 # with no arguments it stops there. Then it runs `python -m "$@"` with
 # LMSI_DISTRIBUTED=auto, so the hosts of the slice join one JAX run
-# (lmsi/distributed.py).
+# (lmsi/runtime/distributed.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${LMSI_PYTHON:-python3.11}"

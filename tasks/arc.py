@@ -23,8 +23,8 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from lmsi import answers as answers_lib
-from lmsi import prompts
+from lmsi.data import answers as answers_lib
+from lmsi.data import prompts
 from tasks import releases
 
 SUBSETS = {'challenge': 'ARC-Challenge', 'easy': 'ARC-Easy'}

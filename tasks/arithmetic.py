@@ -1,25 +1,25 @@
 """SeqIO tasks of the embedded arithmetic word-problem benchmark.
 
-`register(data_dir)` registers, over the JSONL files `lmsi.arithmetic` writes:
+`register(data_dir)` registers, over the JSONL files `lmsi.demo.arithmetic` writes:
   * `lmsi_arith_v1`: splits seed, seed_dev, unlabeled, test; features id,
     question, answer (normalised gold; read only by evaluation).
   * `lmsi_arith_seed_<format>_v1` and mixture `lmsi_arith_seed_v1`: the
     labeled seed split in the paper's four formats with gold reasoning, used
     to train the base model and the control arm.
-Importing this module also adds the 'arithmetic' `lmsi.taskspec.Builder`,
-through which `lmsi.demo_base` and `lmsi.pipeline` register these tasks.
+Importing this module also adds the 'arithmetic' `lmsi.data.taskspec.Builder`,
+through which `lmsi.demo.base` and `lmsi.pipeline` register these tasks.
 """
 
 from __future__ import annotations
 
 import os
 
-from lmsi import arithmetic
-from lmsi import exemplars as exemplars_lib
-from lmsi import prompts
-from lmsi import records
-from lmsi import taskspec
-from lmsi import vocab as vocab_lib
+from lmsi.demo import arithmetic
+from lmsi.data import exemplars as exemplars_lib
+from lmsi.data import prompts
+from lmsi.runtime import fileio
+from lmsi.data import taskspec
+from lmsi.vocab import simple as vocab_lib
 from tasks import sources
 
 TASK = 'lmsi_arith_v1'
@@ -29,7 +29,7 @@ SPLITS = ('seed', 'seed_dev', 'unlabeled', 'test')
 
 def _read(path: str) -> list[dict]:
   rows = []
-  for n, row in enumerate(records.read_jsonl_dicts(path), 1):
+  for n, row in enumerate(fileio.read_jsonl_dicts(path), 1):
     for field in ('id', 'question', 'answer', 'cot'):
       if not isinstance(row.get(field), str):
         raise ValueError(f'{path}:{n}: field {field!r} must be a string, '

@@ -14,7 +14,7 @@ numbers and reorders examples, so a line index would not be stable.
 
 `rationale(solution)` writes an official solution in the paper's CoT style
 (calculator annotations "<<48/2=24>>" removed, "The answer is N." last); the
-GSM8K exemplars in `lmsi.exemplars` are such rationales of train questions.
+GSM8K exemplars in `lmsi.data.exemplars` are such rationales of train questions.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import re
 
-from lmsi import answers as answers_lib
+from lmsi.data import answers as answers_lib
 from tasks import releases
 
 TASK = 'lmsi_gsm8k_v1'

@@ -8,7 +8,7 @@ its unlabeled pool (`tasks.gsm8k`, `arc`, `openbookqa`, `anli`) and:
   * `lmsi_multitask_eval_v1`: the same datasets' evaluation tasks, split
     'test' (`EVAL_SPLIT`).
 The benchmark tasks are untokenized text, so these mixtures are read task by
-task (`lmsi.inputs.member_tasks`); `lmsi.sample` and `lmsi.aggregate` accept
+task (`lmsi.data.inputs.member_tasks`); `lmsi.sample` and `lmsi.aggregate` accept
 them and run each member with its own answer family and exemplars.
 `register_selfgen` builds the multi-task fine-tuning mixture
 `lmsi_selfgen_multitask_r<k>` from the per-dataset self-generated files.
@@ -26,9 +26,9 @@ from collections.abc import Mapping
 
 import seqio
 
-from lmsi import inputs
-from lmsi import prompts
-from lmsi import taskspec
+from lmsi.data import inputs
+from lmsi.data import prompts
+from lmsi.data import taskspec
 from tasks import anli
 from tasks import arc
 from tasks import arithmetic
@@ -101,7 +101,7 @@ def registered(name: str, *, source: str = 'files',
   Gin binds a run's TASK through this, so naming a task is enough. A task
   registered elsewhere (e.g. by an experiment's own module) passes too.
   The embedded arithmetic task (`tasks.arithmetic.TASK`) is registered from
-  `data_dir`, a directory `lmsi.arithmetic.write_splits` wrote.
+  `data_dir`, a directory `lmsi.demo.arithmetic.write_splits` wrote.
 
   Raises:
     ValueError: if `name` is then neither a task nor a mixture, with the
@@ -129,13 +129,13 @@ def _register_arithmetic(data_dir: str | None) -> None:
   if not data_dir:
     raise FileNotFoundError(
         f'task {arithmetic.TASK!r} needs its data directory: set DATA_DIR to '
-        'one that lmsi.arithmetic.write_splits wrote (e.g. runs/demo/data)')
+        'one that lmsi.demo.arithmetic.write_splits wrote (e.g. runs/demo/data)')
   missing = [f'{s}.jsonl' for s in arithmetic.SPLITS
              if not os.path.isfile(os.path.join(data_dir, f'{s}.jsonl'))]
   if missing:
     raise FileNotFoundError(
         f'{data_dir!r} is not an arithmetic data directory: it lacks '
-        f'{missing} (lmsi.arithmetic.write_splits writes them; the demo '
+        f'{missing} (lmsi.demo.arithmetic.write_splits writes them; the demo '
         'writes runs/demo/data)')
   arithmetic.register(data_dir)
 

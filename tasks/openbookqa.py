@@ -23,8 +23,8 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from lmsi import answers as answers_lib
-from lmsi import prompts
+from lmsi.data import answers as answers_lib
+from lmsi.data import prompts
 from tasks import releases
 
 TASK = 'lmsi_openbookqa_v1'

@@ -26,10 +26,10 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from lmsi import answers as answers_lib
-from lmsi import prompts
-from lmsi import records
-from lmsi import taskspec
+from lmsi.data import answers as answers_lib
+from lmsi.data import prompts
+from lmsi.runtime import fileio
+from lmsi.data import taskspec
 from tasks import sources
 
 DATA_DIR_ENV = 'LMSI_DATA_DIR'
@@ -39,7 +39,7 @@ POOL_FIELDS = ('id', 'question')
 Row = dict[str, str]
 
 
-# The spec a task module writes; stages 3-7 read it from `lmsi.taskspec`.
+# The spec a task module writes; stages 3-7 read it from `lmsi.data.taskspec`.
 Spec = taskspec.Spec
 
 
@@ -97,7 +97,7 @@ def read_release(path: str, parse: Callable[[dict], Row]) -> list[Row]:
       mistyped field, or a gold answer that does not parse.
   """
   rows = []
-  for n, raw in enumerate(records.read_jsonl_dicts(path), 1):
+  for n, raw in enumerate(fileio.read_jsonl_dicts(path), 1):
     try:
       rows.append(parse(raw))
     except ValueError as e:

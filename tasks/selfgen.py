@@ -5,7 +5,7 @@
 writes (or any file of `records.SelfGenExample`s), and the mixture
 `lmsi_selfgen_r<round>` (equal rates, [open] in the paper). `extra_tasks`
 adds e.g. the labeled seed tasks to the mixture. Importing this module also
-adds the 'selfgen' `lmsi.taskspec.Builder`, through which `lmsi.pipeline`
+adds the 'selfgen' `lmsi.data.taskspec.Builder`, through which `lmsi.pipeline`
 registers these tasks.
 """
 
@@ -16,10 +16,10 @@ from collections.abc import Sequence
 
 from absl import logging
 
-from lmsi import prompts
-from lmsi import records
-from lmsi import taskspec
-from lmsi import vocab as vocab_lib
+from lmsi.data import prompts
+from lmsi.data import records
+from lmsi.data import taskspec
+from lmsi.vocab import simple as vocab_lib
 from tasks import sources
 
 

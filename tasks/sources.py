@@ -11,8 +11,8 @@ from collections.abc import Callable, Mapping, Sequence
 import seqio
 import tensorflow as tf
 
-from lmsi import vocab as vocab_lib
-from lmsi import vocab_base
+from lmsi.vocab import simple as vocab_lib
+from lmsi.vocab import base as vocab_base
 
 Rows = Callable[[], Sequence[Mapping[str, str]]]
 

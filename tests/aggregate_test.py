@@ -7,13 +7,13 @@ import shutil
 
 import pytest
 
-from lmsi import aggregate
-from lmsi import exemplars as exemplars_lib
-from lmsi import prompts
-from lmsi import records
-from lmsi import sample as sample_lib
-from lmsi import sampling
-from lmsi import taskspec
+from lmsi.voting import aggregation as aggregate
+from lmsi.data import exemplars as exemplars_lib
+from lmsi.data import prompts
+from lmsi.data import records
+from lmsi.sampling import shard as sample_lib
+from lmsi.sampling import generation as sampling
+from lmsi.data import taskspec
 from tests.conftest import garbage_gold_copy
 
 

@@ -12,11 +12,11 @@ import os
 
 import pytest
 
-from lmsi import answer_match
-from lmsi import evaluate
-from lmsi import prompts
-from lmsi import sampling
-from lmsi import stage
+from lmsi.voting import match as answer_match
+from lmsi.evaluation import evaluator as evaluate
+from lmsi.data import prompts
+from lmsi.sampling import generation as sampling
+from lmsi.sampling import batched as stage
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _GOLDEN = os.path.join(_REPO, 'tests', 'testdata', 'answer_match_golden.jsonl')

@@ -8,8 +8,8 @@ continuation a sampler cuts at the next blank line.
 
 import pytest
 
-from lmsi import answers
-from lmsi import prompts
+from lmsi.data import answers
+from lmsi.data import prompts
 
 # ---------------------------------------------------------------- numbers
 NUMBER_CASES = [

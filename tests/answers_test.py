@@ -3,7 +3,7 @@
 from absl.testing import absltest
 from absl.testing import parameterized
 
-from lmsi import answers
+from lmsi.data import answers
 
 _CSQA_OPTIONS = ('ocean', 'bank', 'bank account', 'grocery store', 'river')
 

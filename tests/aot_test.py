@@ -1,4 +1,4 @@
-"""AOT compilation (lmsi.aot) and what big models need: remat, scan,
+"""AOT compilation (lmsi.capacity.aot) and what big models need: remat, scan,
 gradient accumulation and bf16, on the tiny model and 8 fake CPU devices."""
 
 import dataclasses
@@ -16,10 +16,10 @@ import optax
 import pytest
 
 from launch import tpus
-from lmsi import aot
-from lmsi import decoder
-from lmsi import roofline
-from lmsi import train_step
+from lmsi.capacity import aot
+from lmsi.model import decoder
+from lmsi.capacity import estimates as roofline
+from lmsi.trainer import step as train_step
 from tests.conftest import REPO
 
 _DELEGATE = gin.config.ParserDelegate(skip_unknown=True)
@@ -61,7 +61,7 @@ PUBLISHED_PARAMS = {
 
 @pytest.mark.parametrize('name', sorted(PUBLISHED_PARAMS))
 def test_model_files_have_the_published_sizes(name):
-  from lmsi import gin_flags  # pylint: disable=g-import-not-at-top
+  from lmsi.runtime import gin_flags  # pylint: disable=g-import-not-at-top
   gin.clear_config()
   try:
     gin_flags.parse([f'--gin_file=gin/models/{name}.gin'])
@@ -195,7 +195,7 @@ def test_tpu_topology_compiles():
              ALLOW_MULTIPLE_LIBTPU_LOAD='true',
              TPU_WORKER_HOSTNAMES='localhost')
   out = subprocess.run(
-      [sys.executable, '-m', 'lmsi.aot', '--gin_file=gin/testing/tiny.gin',
+      [sys.executable, '-m', 'lmsi.capacity.aot', '--gin_file=gin/testing/tiny.gin',
        '--stage=train', '--topology=v5e-8', '--batch_size=8'],
       cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
       check=True).stdout

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from lmsi import batching
+from lmsi.sampling import batching
 
 
 def test_pad_batch():

@@ -12,10 +12,11 @@ import os
 import gin
 import pytest
 
-from lmsi import answers
-from lmsi import gin_flags
-from lmsi import prompts
-from lmsi import records
+from lmsi.data import answers
+from lmsi.runtime import gin_flags
+from lmsi.data import prompts
+from lmsi.data import records
+from lmsi.runtime import fileio
 from tests.benchmarks_test import DATA
 from tests.conftest import REPO
 
@@ -95,8 +96,8 @@ def test_sample_and_vote_on_benchmarks(trained_tiny, tmp_path):
 
 def test_letter_paths_become_four_formats(tmp_path):
   """ARC paths that do parse: labels written "(b)" in direct targets."""
-  from lmsi import aggregate  # pylint: disable=g-import-not-at-top
-  from lmsi import taskspec  # pylint: disable=g-import-not-at-top
+  from lmsi.voting import aggregation as aggregate  # pylint: disable=g-import-not-at-top
+  from lmsi.data import taskspec  # pylint: disable=g-import-not-at-top
   from tasks import mixtures  # pylint: disable=g-import-not-at-top
   task = mixtures.registered('lmsi_arc_challenge_pool_v1', data_dir=DATA)
   questions = taskspec.load_questions(task, 'train', 2)
@@ -107,7 +108,7 @@ def test_letter_paths_become_four_formats(tmp_path):
       answer=answers.extract_answer(
           t, 'letter', options=prompts.options_of(q.question)),
       logprob=-1.0) for q in questions for i, t in enumerate(texts)]
-  records.write_jsonl(str(tmp_path / 'samples/samples-00000-of-00001.jsonl'),
+  fileio.write_jsonl(str(tmp_path / 'samples/samples-00000-of-00001.jsonl'),
                       paths)
   (out,) = aggregate.aggregate_task(
       samples_dir=str(tmp_path / 'samples'), task_name=task, split='train',
@@ -121,8 +122,8 @@ def test_letter_paths_become_four_formats(tmp_path):
 
 def test_mixture_members_get_their_own_directories(tmp_path):
   """A mixture name: each member task is voted in `<dir>/<task>/`."""
-  from lmsi import aggregate  # pylint: disable=g-import-not-at-top
-  from lmsi import taskspec  # pylint: disable=g-import-not-at-top
+  from lmsi.voting import aggregation as aggregate  # pylint: disable=g-import-not-at-top
+  from lmsi.data import taskspec  # pylint: disable=g-import-not-at-top
   from tasks import mixtures  # pylint: disable=g-import-not-at-top
   from tasks import sources  # pylint: disable=g-import-not-at-top
   mixtures.register(DATA)
@@ -130,7 +131,7 @@ def test_mixture_members_get_their_own_directories(tmp_path):
   for task, family in POOLS.items():
     q = taskspec.load_questions(task, 'train', 1)[0]
     text = {'number': 'The answer is 3.', 'letter': 'The answer is (c).'}
-    records.write_jsonl(
+    fileio.write_jsonl(
         str(tmp_path / 'samples' / task / 'samples-00000-of-00001.jsonl'),
         [records.SampledPath(task=task, id=q.id, sample=0,
                              text=text[family],

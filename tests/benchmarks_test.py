@@ -11,11 +11,11 @@ import tempfile
 
 import pytest
 
-from lmsi import answers
-from lmsi import exemplars as exemplars_lib
-from lmsi import inputs
-from lmsi import prompts
-from lmsi import taskspec
+from lmsi.data import answers
+from lmsi.data import exemplars as exemplars_lib
+from lmsi.data import inputs
+from lmsi.data import prompts
+from lmsi.data import taskspec
 from tests.conftest import SHARED_DATA
 
 DATA = os.environ.get('LMSI_DATA_DIR') or SHARED_DATA

@@ -54,7 +54,7 @@ EASY = dict(min_steps=1, max_steps=2, max_start=9, max_operand=9, max_total=20)
 
 def write_arith_data(data_dir, sizes=None):
   """Writes small arithmetic splits (seed split easier, as in the demo)."""
-  from lmsi import arithmetic  # pylint: disable=g-import-not-at-top
+  from lmsi.demo import arithmetic  # pylint: disable=g-import-not-at-top
   easy = arithmetic.Difficulty(**EASY)
   hard = arithmetic.Difficulty(min_steps=2, max_steps=3, max_start=20,
                                max_operand=9, max_total=40)
@@ -84,8 +84,8 @@ def garbage_gold_copy(src_dir, dst_dir, split):
 def trained_tiny(tiny_cfg, tmp_path_factory):
   """A tiny model trained briefly on the seed split: it writes answers."""
   import tasks.arithmetic as arith_tasks  # pylint: disable=g-import-not-at-top
-  from lmsi import checkpoints  # pylint: disable=g-import-not-at-top
-  from lmsi import train  # pylint: disable=g-import-not-at-top
+  from lmsi.checkpoints import store as checkpoints  # pylint: disable=g-import-not-at-top
+  from lmsi.trainer import trainer as train  # pylint: disable=g-import-not-at-top
   root = tmp_path_factory.mktemp('trained_tiny')
   write_arith_data(root / 'data')
   arith_tasks.register(str(root / 'data'))

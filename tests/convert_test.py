@@ -10,13 +10,13 @@ import sys
 import numpy as np
 import pytest
 
-from lmsi import convert
-from lmsi import decoder as decoder_lib
-from lmsi import gguf_import
-from lmsi import hf_import
-from lmsi import pretrained
-from lmsi import pretrained_vocab
-from lmsi import vocab as vocab_lib
+from lmsi.interop import importing as convert
+from lmsi.model import decoder as decoder_lib
+from lmsi.interop import gguf_import
+from lmsi.interop import hf_import
+from lmsi.interop import pretrained
+from lmsi.vocab import pretrained as pretrained_vocab
+from lmsi.vocab import simple as vocab_lib
 from tests.conftest import REPO
 
 torch = pytest.importorskip('torch')

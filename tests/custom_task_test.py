@@ -9,12 +9,12 @@ import types
 import gin
 import pytest
 
-from lmsi import answers
-from lmsi import exemplars
-from lmsi import gin_flags
-from lmsi import inputs
-from lmsi import prompts
-from lmsi import taskspec
+from lmsi.data import answers
+from lmsi.data import exemplars
+from lmsi.runtime import gin_flags
+from lmsi.data import inputs
+from lmsi.data import prompts
+from lmsi.data import taskspec
 from tests.conftest import REPO
 
 

@@ -4,8 +4,8 @@ import jax
 import numpy as np
 import pytest
 
-from lmsi import decoder as decoder_lib
-from lmsi import sharding
+from lmsi.model import decoder as decoder_lib
+from lmsi.model import sharding
 
 
 def _rms(x, w, eps):
@@ -112,9 +112,9 @@ def test_config_rejects_bad_grouping():
 
 def test_decode_with_rotary_table_equals_computed_angles(tiny_cfg):
   """The decode loop gathers cos/sin rows from a table made once
-  (`lmsi.slots`); the step's logits and cache equal computing them."""
+  (`lmsi.sampling.kernels`); the step's logits and cache equal computing them."""
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from lmsi import layers  # pylint: disable=g-import-not-at-top
+  from lmsi.model import layers  # pylint: disable=g-import-not-at-top
   params, _ = decoder_lib.init_params(tiny_cfg, seed=4)
   model = decoder_lib.Decoder(tiny_cfg)
   slots, length = 3, 12
@@ -149,7 +149,7 @@ def test_mlp_as_2d_gemms_keeps_the_plain_matmuls_bits(tiny_cfg):
   # the plain `x @ w` on [B, L, D].
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from flax.core import meta  # pylint: disable=g-import-not-at-top
-  from lmsi import layers  # pylint: disable=g-import-not-at-top
+  from lmsi.model import layers  # pylint: disable=g-import-not-at-top
   mlp = layers.Mlp(tiny_cfg)
   x = jax.random.normal(jax.random.PRNGKey(0), (4, 48, tiny_cfg.embed_dim))
   params = meta.unbox(mlp.init(jax.random.PRNGKey(1), x)['params'])

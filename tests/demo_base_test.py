@@ -10,18 +10,18 @@ import jax
 import numpy as np
 import pytest
 
-from lmsi import answers
-from lmsi import arithmetic
-from lmsi import checkpoints
-from lmsi import artifact
-from lmsi import demo_base
-from lmsi import evaluate
-from lmsi import pipeline
-from lmsi import sampling
-from lmsi import train
-from lmsi import train_step
+from lmsi.data import answers
+from lmsi.demo import arithmetic
+from lmsi.checkpoints import store as checkpoints
+from lmsi.checkpoints import artifact
+from lmsi.demo import base as demo_base
+from lmsi.evaluation import evaluator as evaluate
+from lmsi.studies import demo as pipeline
+from lmsi.sampling import generation as sampling
+from lmsi.trainer import trainer as train
+from lmsi.trainer import step as train_step
 import tasks.arithmetic  # noqa: F401  # the arithmetic task builder
-import tasks.selfgen  # noqa: F401  # the selfgen one (lmsi.taskspec)
+import tasks.selfgen  # noqa: F401  # the selfgen one (lmsi.data.taskspec)
 from tests.conftest import EASY, REPO
 
 ASSET = os.path.join(REPO, 'assets', 'demo_base')
@@ -49,7 +49,7 @@ def test_every_style_is_right_and_recognised():
 
 
 def test_artifact_round_trip_and_tamper(tiny_cfg, tmp_path):
-  from lmsi import decoder  # pylint: disable=g-import-not-at-top
+  from lmsi.model import decoder  # pylint: disable=g-import-not-at-top
   params, _ = decoder.init_params(tiny_cfg, 3)
   vocab = tmp_path / 'vocab.json'
   arithmetic.vocabulary().save(str(vocab))
@@ -77,7 +77,7 @@ def test_committed_base_loads_and_matches_its_digest(tmp_path):
   split (its loss there is far below an untrained model's)."""
   import gin  # pylint: disable=g-import-not-at-top
   import tasks.arithmetic as arith_tasks  # pylint: disable=g-import-not-at-top
-  from lmsi import inputs  # pylint: disable=g-import-not-at-top
+  from lmsi.data import inputs  # pylint: disable=g-import-not-at-top
   base = artifact.load(ASSET)
   gin.clear_config()
   gin.add_config_file_search_path(REPO)
@@ -102,7 +102,7 @@ def test_committed_base_loads_and_matches_its_digest(tmp_path):
   demo_base.check_data(base.meta, str(tmp_path))
   batch = next(inputs.training_batches(
       arith_tasks.SEED_MIXTURE, data['TASK_FEATURE_LENGTHS'], 32, seed=0))
-  from lmsi import decoder  # pylint: disable=g-import-not-at-top
+  from lmsi.model import decoder  # pylint: disable=g-import-not-at-top
   loss = float(train_step.loss_fn(cfg, base.params, batch))
   untrained = float(train_step.loss_fn(cfg, decoder.init_params(cfg, 0)[0],
                                        batch))

@@ -12,8 +12,8 @@ from etils import epath
 import gin
 import pytest
 
-from lmsi import distributed
-from lmsi import gin_flags
+from lmsi.runtime import distributed
+from lmsi.runtime import gin_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = (distributed.COORDINATOR_ADDRESS, distributed.NUM_PROCESSES,
@@ -26,7 +26,7 @@ def calls(monkeypatch):
   made = []
   monkeypatch.setattr(distributed.jax.distributed, 'initialize',
                       lambda **kw: made.append(kw))
-  monkeypatch.setattr(distributed, '_initialized', False)
+  monkeypatch.setattr(distributed, 'initialized', False)
   for name in ENV:
     monkeypatch.delenv(name, raising=False)
   return made
@@ -35,7 +35,7 @@ def calls(monkeypatch):
 def test_single_process_initializes_nothing(calls):
   distributed.initialize()
   assert calls == []
-  assert not distributed._initialized
+  assert not distributed.initialized
 
 
 def test_env_membership_once(calls, monkeypatch):
@@ -129,7 +129,7 @@ def _local(args, timeout=180):
 
 def test_two_local_processes_form_one_jax_run():
   p = _local(['--num_processes=2', '--devices_per_process=3', '--',
-              'python', '-m', 'lmsi.distributed'])
+              'python', '-m', 'lmsi.runtime.distributed'])
   assert p.returncode == 0, p.stdout + p.stderr
   reports = {}
   for line in p.stdout.splitlines():

@@ -6,22 +6,22 @@ import os
 
 import numpy as np
 
-from lmsi import aggregate
-from lmsi import checkpoints
-from lmsi import evaluate
-from lmsi import exemplars as exemplars_lib
-from lmsi import prompts
-from lmsi import records
-from lmsi import sample as sample_lib
-from lmsi import sampling
-from lmsi import taskspec
-from lmsi import train
+from lmsi.voting import aggregation as aggregate
+from lmsi.checkpoints import store as checkpoints
+from lmsi.evaluation import evaluator as evaluate
+from lmsi.data import exemplars as exemplars_lib
+from lmsi.data import prompts
+from lmsi.data import records
+from lmsi.sampling import shard as sample_lib
+from lmsi.sampling import generation as sampling
+from lmsi.data import taskspec
+from lmsi.trainer import trainer as train
 
 
 def test_one_round(trained_tiny, tiny_cfg, tmp_path):
   import tasks.arithmetic as arith_tasks  # pylint: disable=g-import-not-at-top
   import tasks.selfgen as selfgen_tasks  # pylint: disable=g-import-not-at-top
-  from lmsi import inputs  # pylint: disable=g-import-not-at-top
+  from lmsi.data import inputs  # pylint: disable=g-import-not-at-top
   root, params = trained_tiny
   arith_tasks.register(str(root / 'data'))
   vocab = arith_tasks.vocabulary(str(root / 'data'))
@@ -77,7 +77,7 @@ def test_one_round(trained_tiny, tiny_cfg, tmp_path):
       vocab=vocab, output_dir=str(tmp_path / 'eval'))
   assert set(out['accuracy']) == {'direct', 'greedy_cot', 'maj@1', 'maj@4'}
   preds = list(records.read_jsonl(str(tmp_path / 'eval/predictions.jsonl'),
-                                  evaluate._Prediction))
+                                  evaluate.Prediction))
   want = np.mean([p.gold == p.majority for p in preds])
   assert abs(out['accuracy']['maj@4'] - want) < 1e-9
 

@@ -17,13 +17,14 @@ import jax
 import numpy as np
 import pytest
 
-from lmsi import checkpoints
-from lmsi import decoder
-from lmsi import inputs
-from lmsi import records
-from lmsi import taskspec
-from lmsi import train
-from lmsi import vocab as vocab_lib
+from lmsi.checkpoints import store as checkpoints
+from lmsi.model import decoder
+from lmsi.data import inputs
+from lmsi.data import records
+from lmsi.runtime import fileio
+from lmsi.data import taskspec
+from lmsi.trainer import trainer as train
+from lmsi.vocab import simple as vocab_lib
 from tests.conftest import REPO
 from tests.conftest import SHARED_DATA
 from tests.conftest import write_arith_data
@@ -68,7 +69,7 @@ def saved(tiny_cfg, tmp_path_factory):
 def test_malformed_jsonl_line(tmp_path):
   path = tmp_path / 'samples-00000-of-00001.jsonl'
   path.write_text(_path(1) + '\n' + _path(2)[:-9] + '\n')
-  (tmp_path / (path.name + records.MARKER)).write_text('')  # legacy marker
+  (tmp_path / (path.name + fileio.MARKER)).write_text('')  # legacy marker
   with pytest.raises(ValueError) as e:
     list(records.read_jsonl(str(path), records.SampledPath))
   assert f'{path}:2: malformed JSON' in _message('malformed line', e)
@@ -82,8 +83,8 @@ def test_malformed_jsonl_line(tmp_path):
 ], ids=['missing', 'str_for_int', 'bool_for_float', 'int_for_str'])
 def test_missing_or_wrong_typed_record_field(tmp_path, line, field, want):
   path = str(tmp_path / 'samples-00000-of-00001.jsonl')
-  records.write_text_atomic(path, _path(0) + '\n' + line + '\n')
-  records.write_text_atomic(path + records.MARKER, '')
+  fileio.write_text_atomic(path, _path(0) + '\n' + line + '\n')
+  fileio.write_text_atomic(path + fileio.MARKER, '')
   with pytest.raises(ValueError) as e:
     list(records.read_jsonl(path, records.SampledPath))
   text = _message(f'record field {field} ({want})', e)
@@ -194,11 +195,11 @@ def test_corrupt_or_truncated_checkpoint(tiny_cfg, saved, tmp_path, damage):
 
 def test_truncated_output_shard(tmp_path):
   path = str(tmp_path / 'selfgen.jsonl')
-  records.write_jsonl(path, [records.Question(task='t', id=f'q{i}',
+  fileio.write_jsonl(path, [records.Question(task='t', id=f'q{i}',
                                               question='?') for i in range(3)])
   with open(path, 'r+b') as f:
     f.truncate(os.path.getsize(path) - 5)
-  assert not records.is_complete(path)  # so its stage redoes it
+  assert not fileio.is_complete(path)  # so its stage redoes it
   with pytest.raises(ValueError) as e:
     list(records.read_jsonl(path, records.Question))
   text = _message('truncated output shard', e)
@@ -208,7 +209,7 @@ def test_truncated_output_shard(tmp_path):
 
 def test_tokenizer_vocabulary_size_mismatch(tmp_path):
   path = str(tmp_path / 'vocab.json')
-  records.write_json(path, {'pieces': [f' w{i}' for i in range(20)]})
+  fileio.write_json(path, {'pieces': [f' w{i}' for i in range(20)]})
   vocab = vocab_lib.load(path)
   with pytest.raises(ValueError) as e:
     vocab_lib.check_model_vocab(vocab, 259, path)
@@ -243,15 +244,15 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(arith, tiny_cfg,
 
 def test_disk_full_keeps_the_old_file(tmp_path, monkeypatch):
   path = str(tmp_path / 'out' / 'eval.json')
-  records.write_json(path, {'old': 1})
+  fileio.write_json(path, {'old': 1})
 
   def full(f):
     f.flush()
     raise OSError(errno.ENOSPC, 'No space left on device')
 
-  monkeypatch.setattr(records, 'sync', full)
+  monkeypatch.setattr(fileio, 'sync', full)
   with pytest.raises(OSError) as e:
-    records.write_json(path, {'new': 2})
+    fileio.write_json(path, {'new': 2})
   text = _message('disk full', e)
   assert e.value.errno == errno.ENOSPC
   assert text.endswith(f'cannot write {path}: disk full (in {tmp_path}/out); '
@@ -323,9 +324,9 @@ def run_dir(arith, tiny_cfg, tmp_path_factory):
   out to keep this file fast.)
   """
   import tasks.arithmetic as arith_tasks  # pylint: disable=g-import-not-at-top
-  from lmsi import aggregate  # pylint: disable=g-import-not-at-top
-  from lmsi import sample  # pylint: disable=g-import-not-at-top
-  from lmsi import sampling  # pylint: disable=g-import-not-at-top
+  from lmsi.voting import aggregation as aggregate  # pylint: disable=g-import-not-at-top
+  from lmsi.sampling import shard as sample  # pylint: disable=g-import-not-at-top
+  from lmsi.sampling import generation as sampling  # pylint: disable=g-import-not-at-top
   out = tmp_path_factory.mktemp('run')
   train.train(model_config=tiny_cfg,
               mixture_or_task_name=arith_tasks.SEED_MIXTURE,
@@ -348,7 +349,7 @@ def run_dir(arith, tiny_cfg, tmp_path_factory):
 
 
 def test_stage_manifests(run_dir):
-  from lmsi import manifests  # pylint: disable=g-import-not-at-top
+  from lmsi.runtime import manifests  # pylint: disable=g-import-not-at-top
   sel = json.load(open(run_dir / 'selfgen' / 'aggregate_manifest.json'))
   shard = str(run_dir / 'samples' / 'samples-00000-of-00001.jsonl')
   assert sel['inputs'] == [{'path': shard, 'kind': 'file',

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from lmsi import evaluate
-from lmsi import exemplars as exemplars_lib
-from lmsi import prompts
-from lmsi import sampling
-from lmsi import stage
+from lmsi.evaluation import evaluator as evaluate
+from lmsi.data import exemplars as exemplars_lib
+from lmsi.data import prompts
+from lmsi.sampling import generation as sampling
+from lmsi.sampling import batched as stage
 
 
 def test_paper_protocol_constants():
@@ -123,7 +123,7 @@ def test_sweep_on_a_tiny_model(trained_tiny, tiny_cfg, tmp_path,
   run configured at 1.2, and the main eval.json accuracy is byte-for-byte
   that of a run without the sweep."""
   import tasks.arithmetic as arith_tasks  # pylint: disable=g-import-not-at-top
-  from lmsi import inputs  # pylint: disable=g-import-not-at-top
+  from lmsi.data import inputs  # pylint: disable=g-import-not-at-top
   root, params = trained_tiny
   arith_tasks.register(str(root / 'data'))
   vocab = arith_tasks.vocabulary(str(root / 'data'))

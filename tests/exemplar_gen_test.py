@@ -1,6 +1,6 @@
 """Self-generated exemplars: parsing a zero-shot path, picking the most
 confident, direct exemplars without reasoning, no gold, resume
-(lmsi.exemplar_gen)."""
+(lmsi.self_inputs.exemplar_gen)."""
 
 import dataclasses
 import filecmp
@@ -9,13 +9,13 @@ import os
 
 import pytest
 
-from lmsi import artifact
-from lmsi import exemplar_gen
-from lmsi import prompts
-from lmsi import records
-from lmsi import sampling
-from lmsi import taskspec
-from lmsi import vocab as vocab_lib
+from lmsi.checkpoints import artifact
+from lmsi.self_inputs import exemplar_gen
+from lmsi.data import prompts
+from lmsi.data import records
+from lmsi.sampling import generation as sampling
+from lmsi.data import taskspec
+from lmsi.vocab import simple as vocab_lib
 from tests.conftest import REPO
 from tests.conftest import garbage_gold_copy
 from tests.conftest import write_arith_data

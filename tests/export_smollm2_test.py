@@ -13,11 +13,11 @@ import jax
 import numpy as np
 import pytest
 
-from lmsi import convert
-from lmsi import export
-from lmsi import gguf_import
-from lmsi import hf_import
-from lmsi import vocab as vocab_lib
+from lmsi.interop import importing as convert
+from lmsi.interop import exporting as export
+from lmsi.interop import gguf_import
+from lmsi.interop import hf_import
+from lmsi.vocab import simple as vocab_lib
 from tests import smollm2_test as ref
 
 pytestmark = pytest.mark.slow  # minutes of CPU: `make test-slow`
@@ -58,12 +58,12 @@ def test_hf_export_loads_in_transformers_with_the_same_logits(
   assert [tok(p)['input_ids'] for p in prompts] == [vocab.encode(p)
                                                     for p in prompts]
   assert tok.eos_token_id == 2 and '<|im_start|>' in tok.chat_template
-  tokens, valid = ref._batch(vocab, prompts)  # pylint: disable=protected-access
-  from lmsi import decoder as decoder_lib  # pylint: disable=g-import-not-at-top
+  tokens, valid = ref.batch(vocab, prompts)  # pylint: disable=protected-access
+  from lmsi.model import decoder as decoder_lib  # pylint: disable=g-import-not-at-top
   got = np.asarray(decoder_lib.Decoder(ours.config).apply(
       {'params': ours.params}, tokens, valid))
-  want = ref._torch_logits(model, tokens, valid)  # pylint: disable=protected-access
-  diff = ref._max_diff(got, want, valid)  # pylint: disable=protected-access
+  want = ref.torch_logits(model, tokens, valid)  # pylint: disable=protected-access
+  diff = ref.max_diff(got, want, valid)  # pylint: disable=protected-access
   print(f'exported hf, transformers vs lmsi: 16 GSM8K prompts, float32 max '
         f'|logit diff| = {diff:.3g}')
   assert diff <= 1e-3
@@ -72,7 +72,7 @@ def test_hf_export_loads_in_transformers_with_the_same_logits(
 def test_gguf_export_greedy_continuations(converted, ours, tmp_path):
   prompts = ref.parity_prompts(8)
   vocab = vocab_lib.load(GGUF)
-  want = ref._greedy_ours(ours.config, ours.params, vocab, prompts)  # pylint: disable=protected-access
+  want = ref.greedy_ours(ours.config, ours.params, vocab, prompts)  # pylint: disable=protected-access
   lines = []
   for dtype in ('float32', 'q8_0'):
     out = str(tmp_path / dtype)
@@ -84,7 +84,7 @@ def test_gguf_export_greedy_continuations(converted, ours, tmp_path):
     exported_vocab = vocab_lib.load(path)
     assert [exported_vocab.encode(p) for p in prompts] == [
         vocab.encode(p) for p in prompts]
-    got = ref._greedy_ours(back.config, back.params, exported_vocab, prompts)  # pylint: disable=protected-access
+    got = ref.greedy_ours(back.config, back.params, exported_vocab, prompts)  # pylint: disable=protected-access
     same = sum(a == b for a, b in zip(got, want))
     lines.append(f'gguf {dtype} export read back by the gguf reader: greedy '
                  f'64 tokens identical to lmsi on {same}/8 prompts')

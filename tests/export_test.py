@@ -15,14 +15,14 @@ import jax
 import numpy as np
 import pytest
 
-from lmsi import artifact
-from lmsi import checkpoints
-from lmsi import decoder as decoder_lib
-from lmsi import export
-from lmsi import gguf_import
-from lmsi import hf_import
-from lmsi import records
-from lmsi import vocab as vocab_lib
+from lmsi.checkpoints import artifact
+from lmsi.checkpoints import store as checkpoints
+from lmsi.model import decoder as decoder_lib
+from lmsi.interop import exporting as export
+from lmsi.interop import gguf_import
+from lmsi.interop import hf_import
+from lmsi.runtime import fileio
+from lmsi.vocab import simple as vocab_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEXTS = ['Q: Tom has 3 apples and buys 4 more. How many apples?\nA:',
@@ -46,7 +46,7 @@ def _converted_dir(path, cfg, seed=0):
           x.shape) / x.size if 'scale' in str(p) or 'bias' in str(p) else x,
       params)
   checkpoints.save_params(str(path), params)
-  records.write_json(os.path.join(path, 'convert_manifest.json'),
+  fileio.write_json(os.path.join(path, 'convert_manifest.json'),
                      {'config': dataclasses.asdict(cfg)})
   return params
 
@@ -115,12 +115,12 @@ def test_a_model_dir_exports_with_the_tokenizer_it_was_converted_with(
     tmp_path, tiny_cfg):
   """MODEL_DIR -> train_manifest's initial_checkpoint -> the converted dir's
   tokenizer.json and special ids (what a fine-tuned SmolLM2 run has)."""
-  from lmsi import pretrained_vocab  # pylint: disable=g-import-not-at-top
+  from lmsi.vocab import pretrained as pretrained_vocab  # pylint: disable=g-import-not-at-top
   cfg = _variant(tiny_cfg, 'tied')
   base = tmp_path / 'converted'
   _converted_dir(base, cfg)
   (base / 'tokenizer.json').write_text(pretrained_vocab.byte_tokenizer_json())
-  records.write_json(str(base / 'convert_manifest.json'), {
+  fileio.write_json(str(base / 'convert_manifest.json'), {
       'config': dataclasses.asdict(cfg), 'source': None,
       'tokenizer': {'eos_id': 1, 'pad_id': 0, 'bos_id': None,
                     'chat_template': '{{ messages }}', 'add_bos': False}})
@@ -129,7 +129,7 @@ def test_a_model_dir_exports_with_the_tokenizer_it_was_converted_with(
                                     decoder_lib.init_params(cfg, 3)[0]))
   model_dir = tmp_path / 'model'
   checkpoints.save(checkpoints.manager(str(model_dir)), 7, tuned, {'step': 7})
-  records.write_json(str(model_dir / 'train_manifest.json'), {
+  fileio.write_json(str(model_dir / 'train_manifest.json'), {
       'model_config': dataclasses.asdict(cfg),
       'initial_checkpoint': str(base)})
   m = export.export(str(model_dir / 'checkpoints' / '7'),
@@ -215,7 +215,7 @@ def test_errors_name_what_is_wrong(tmp_path, tiny_cfg):
   cfg = _variant(tiny_cfg, 'tied')
   # A model dir whose training never finished a checkpoint.
   os.makedirs(tmp_path / 'model')
-  records.write_json(str(tmp_path / 'model' / 'train_manifest.json'),
+  fileio.write_json(str(tmp_path / 'model' / 'train_manifest.json'),
                      {'model_config': dataclasses.asdict(cfg)})
   with pytest.raises(export.ExportError, match='no finished checkpoint'):
     export.export(str(tmp_path / 'model'), str(tmp_path / 'out'), 'hf')
@@ -261,8 +261,8 @@ def fine_tuned(tmp_path_factory, tiny_cfg):
   """The tiny model trained by lmsi's train step on byte-encoded arithmetic
   CoT, saved as a MODEL_DIR (orbax step dir + train_manifest.json)."""
   from tests.conftest import write_arith_data  # pylint: disable=g-import-not-at-top
-  from lmsi import inputs  # pylint: disable=g-import-not-at-top
-  from lmsi import train_step  # pylint: disable=g-import-not-at-top
+  from lmsi.data import inputs  # pylint: disable=g-import-not-at-top
+  from lmsi.trainer import step as train_step  # pylint: disable=g-import-not-at-top
   root = tmp_path_factory.mktemp('fine_tuned')
   write_arith_data(root / 'data', {'seed': 64, 'test': 8})
   with open(root / 'data' / 'seed.jsonl', encoding='utf-8') as f:
@@ -284,7 +284,7 @@ def fine_tuned(tmp_path_factory, tiny_cfg):
   model_dir = root / 'model'
   checkpoints.save(checkpoints.manager(str(model_dir)), 40, params,
                    {'step': 40})
-  records.write_json(str(model_dir / 'train_manifest.json'),
+  fileio.write_json(str(model_dir / 'train_manifest.json'),
                      {'model_config': dataclasses.asdict(cfg)})
   return root, cfg, jax.tree.map(np.asarray, params)
 

@@ -14,8 +14,8 @@ import gin
 from gin import config_parser
 import pytest
 
-from lmsi import decoder
-from lmsi import gin_flags
+from lmsi.model import decoder
+from lmsi.runtime import gin_flags
 from tests.conftest import REPO
 
 FILL = ['MODEL_DIR = "/tmp/m"', 'INITIAL_CHECKPOINT_PATH = "/tmp/i"',
@@ -234,7 +234,7 @@ def test_readme_round_binds_every_stage(monkeypatch):
 _QUIET = """
 import logging, os, sys
 from absl import logging as absl_logging
-from lmsi import gin_flags
+from lmsi.runtime import gin_flags
 gin_flags.quiet_libraries()
 own = os.path.join(gin_flags._REPO, 'lmsi', 'stage_x.py')
 exec(compile("absl_logging.info('sample: own status line')", own, 'exec'))
@@ -273,3 +273,43 @@ def test_own_or_error_filter():
   assert not gin_flags.own_or_error(record(lib, logging.WARNING))
   assert gin_flags.own_or_error(record(lib, logging.ERROR))
   assert not gin_flags.own_or_error(record(REPO + 'x/lmsi/a.py', logging.INFO))
+
+
+@pytest.mark.parametrize('path', sorted(
+    glob.glob(os.path.join(REPO, 'gin/models/*.gin'))
+    + glob.glob(os.path.join(REPO, 'gin/data/*.gin'))
+    + glob.glob(os.path.join(REPO, 'gin/testing/*.gin'))))
+def test_model_data_and_testing_gin_files_parse(path):
+  gin.clear_config()
+  try:
+    gin_flags.parse([f'--gin_file={path}'])
+    if 'MODEL_CONFIG = @' in open(path, encoding='utf-8').read():
+      cfg = gin_flags.resolve(gin.query_parameter('%MODEL_CONFIG'))
+      assert isinstance(cfg, decoder.DecoderConfig)
+  finally:
+    gin.clear_config()
+
+
+def test_config_gin_of_lmsi_0_1_still_parses():
+  """The config.gin a `make demo` wrote before the subpackages (it imports
+  the flat modules `lmsi.arithmetic`, `lmsi.decoder`) parses, and binds the
+  model and the pipeline as gin/experiments/demo.gin does today."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  fields = [f.name for f in dataclasses.fields(decoder.DecoderConfig)]
+  plain = ('seed', 'num_rounds', 'formats', 'min_vote_share', 'mix_seed_data',
+           'finetune_from', 'base_artifact', 'task_feature_lengths')
+  gin.clear_config()
+  try:
+    gin_flags.parse(['--gin_file=gin/experiments/demo.gin'])
+    q = lambda name: gin_flags.resolve(gin.query_parameter(name))
+    new_model = q('%MODEL_CONFIG')
+    new = {p: q(f'pipeline.run_pipeline.{p}') for p in plain}
+    gin.clear_config()
+    gin_flags.parse(['--gin_file=tests/testdata/demo_config_v0.1.gin'])
+    old_model = decoder.DecoderConfig(**{
+        f: q(f'MODEL_CONFIG/decoder.DecoderConfig.{f}') for f in fields})
+    old = {p: q(f'pipeline.run_pipeline.{p}') for p in plain}
+  finally:
+    gin.clear_config()
+  assert old_model == new_model
+  assert old == new

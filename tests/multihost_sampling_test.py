@@ -9,9 +9,11 @@ import sys
 
 import pytest
 
-from lmsi import records
-from lmsi import shards
-from lmsi import stage
+from lmsi.data import records
+
+from lmsi.runtime import fileio
+from lmsi.data import shards
+from lmsi.sampling import batched as stage
 from tests.benchmarks_test import DATA
 from tests.conftest import REPO
 
@@ -83,7 +85,7 @@ def test_truncated_shard_is_redone_not_merged(trained_tiny, tmp_path):
   shard = out / 'samples-00000-of-00001.jsonl'
   good = shard.read_bytes()
   shard.write_bytes(good[:len(good) // 2])  # cut mid-line, marker kept
-  assert not records.is_complete(str(shard))
+  assert not fileio.is_complete(str(shard))
   with pytest.raises(ValueError, match='corrupt or truncated'):
     shards.merge(str(out))
   _run([sys.executable, '-m', 'lmsi.sample', *flags], devices=8)
@@ -94,12 +96,12 @@ def test_truncated_shard_is_redone_not_merged(trained_tiny, tmp_path):
 
 
 def test_early_stopped_voting_draws_fewer_samples(trained_tiny):
-  from lmsi import answers  # pylint: disable=g-import-not-at-top
-  from lmsi import exemplars as exemplars_lib  # pylint: disable=g-import-not-at-top
-  from lmsi import prompts  # pylint: disable=g-import-not-at-top
-  from lmsi import sampling  # pylint: disable=g-import-not-at-top
-  from lmsi import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
-  from lmsi import voting  # pylint: disable=g-import-not-at-top
+  from lmsi.data import answers  # pylint: disable=g-import-not-at-top
+  from lmsi.data import exemplars as exemplars_lib  # pylint: disable=g-import-not-at-top
+  from lmsi.data import prompts  # pylint: disable=g-import-not-at-top
+  from lmsi.sampling import generation as sampling  # pylint: disable=g-import-not-at-top
+  from lmsi.vocab import simple as vocab_lib  # pylint: disable=g-import-not-at-top
+  from lmsi.voting import majority as voting  # pylint: disable=g-import-not-at-top
   from tests.conftest import tiny_config  # pylint: disable=g-import-not-at-top
   root, params = trained_tiny
   vocab = vocab_lib.load(str(root / 'data' / 'vocab.json'))

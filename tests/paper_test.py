@@ -1,11 +1,11 @@
-"""lmsi.paper: a run's settings against the paper's, as manifests list them."""
+"""lmsi.studies.paper: a run's settings against the paper's, as manifests list them."""
 
 import pytest
 
-from lmsi import evaluate
-from lmsi import paper
-from lmsi import sampling
-from lmsi import train
+from lmsi.evaluation import evaluator as evaluate
+from lmsi.studies import paper
+from lmsi.sampling import generation as sampling
+from lmsi.trainer import trainer as train
 
 
 def _settings(**kw):
@@ -36,5 +36,5 @@ def test_each_departure_is_listed_with_both_values():
 
 
 def test_unknown_setting_is_an_error():
-  with pytest.raises(KeyError, match='not in lmsi.paper.PAPER'):
+  with pytest.raises(KeyError, match='not in lmsi.studies.paper.PAPER'):
     paper.deviations({'num_samples': 32, 'beam': 4})

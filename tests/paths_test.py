@@ -13,8 +13,10 @@ import sys
 import pytest
 from etils import epath
 
-from lmsi import records
-from lmsi import shards
+from lmsi.data import records
+
+from lmsi.runtime import fileio
+from lmsi.data import shards
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,18 +36,18 @@ def root(request, tmp_path):
     ('C:/not/a/url', False),
 ])
 def test_is_remote(path, remote):
-  assert records.is_remote(path) is remote
+  assert fileio.is_remote(path) is remote
 
 
 def test_file_operations(root):
   """The epath calls lmsi relies on, on both backends."""
   d = os.path.join(root, 'a', 'b')
-  records.makedirs(d)
-  records.makedirs(d)  # Existing is fine.
+  fileio.makedirs(d)
+  fileio.makedirs(d)  # Existing is fine.
   assert epath.Path(d).is_dir()
   with epath.Path(d, 'x.tmp').open('w') as f:
     f.write('héllo\nwörld\n')
-    records.sync(f)
+    fileio.sync(f)
   epath.Path(d, 'x.tmp').replace(os.path.join(d, 'x.txt'))
   assert [p.name for p in epath.Path(d).iterdir()] == ['x.txt']
   assert not epath.Path(d, 'x.tmp').exists()
@@ -74,25 +76,25 @@ def test_records_roundtrip_marker_and_rewrite(root):
   path = os.path.join(root, 'samples', 'q.jsonl')
   qs = [records.Question(task='t', id=f'q{i}', question=f'{i}?')
         for i in range(3)]
-  assert records.write_jsonl(path, qs) == 3
-  assert records.is_complete(path)
+  assert fileio.write_jsonl(path, qs) == 3
+  assert fileio.is_complete(path)
   assert list(records.read_jsonl(path, records.Question)) == qs
-  assert records.write_jsonl(path, qs[:1]) == 1  # Rewrite: marker redone.
+  assert fileio.write_jsonl(path, qs[:1]) == 1  # Rewrite: marker redone.
   assert list(records.read_jsonl(path, records.Question)) == qs[:1]
   assert sorted(p.name for p in epath.Path(path).parent.iterdir()) == [
       'q.jsonl', 'q.jsonl.COMPLETED']
-  records.write_json(os.path.join(root, 'm.json'), {'b': 1})
+  fileio.write_json(os.path.join(root, 'm.json'), {'b': 1})
   with epath.Path(root, 'm.json').open() as f:
     assert f.read() == '{\n  "b": 1\n}\n'
-  records.write_text_atomic(os.path.join(root, 'd.jsonl'), '{"b": 1}\n')
-  assert list(records.read_jsonl_dicts(os.path.join(root, 'd.jsonl'))) == [
+  fileio.write_text_atomic(os.path.join(root, 'd.jsonl'), '{"b": 1}\n')
+  assert list(fileio.read_jsonl_dicts(os.path.join(root, 'd.jsonl'))) == [
       {'b': 1}]
 
 
 def test_shards_on_both_backends(root):
   out = os.path.join(root, 'samples')
   for i in (1, 0):
-    records.write_jsonl(shards.shard_path(out, i, 2), [])
+    fileio.write_jsonl(shards.shard_path(out, i, 2), [])
   assert shards.shard_paths(out) == [shards.shard_path(out, i, 2)
                                      for i in (0, 1)]
 
@@ -100,15 +102,15 @@ def test_shards_on_both_backends(root):
 @pytest.mark.skipif(os.geteuid() != 0, reason='chown needs root')
 def test_size_of_a_file_whose_owner_has_no_user_name(tmp_path):
   path = str(tmp_path / 'q.jsonl')
-  records.write_jsonl(path, [records.Question(task='t', id='q', question='?')])
+  fileio.write_jsonl(path, [records.Question(task='t', id='q', question='?')])
   os.chown(path, 54321, 54321)  # a uid with no passwd entry
-  assert records.size(path) == os.path.getsize(path) > 0
-  assert records.is_complete(path)
+  assert fileio.size(path) == os.path.getsize(path) > 0
+  assert fileio.is_complete(path)
 
 
 def test_missing_marker_on_url_is_an_error(memory_gcs):
   path = f'{memory_gcs}/q.jsonl'
-  records.write_text_atomic(path, '{}\n')
+  fileio.write_text_atomic(path, '{}\n')
   with pytest.raises(FileNotFoundError, match='COMPLETED'):
     list(records.read_jsonl(path, records.Question))
 
@@ -117,7 +119,7 @@ def test_missing_marker_on_url_is_an_error(memory_gcs):
     (errno.ENOSPC, True), (errno.EACCES, True), (errno.ENOENT, False)])
 def test_write_error_names_the_path(code, named):
   e = OSError(code, os.strerror(code))
-  err = records.write_error(e, 'out/eval.json')
+  err = fileio.write_error(e, 'out/eval.json')
   assert (err is not e) is named and err.errno == code
   if named:
     assert str(err).startswith(f'[Errno {code}] cannot write out/eval.json: ')
@@ -126,10 +128,11 @@ def test_write_error_names_the_path(code, named):
 
 def test_local_paths_do_not_import_tensorflow(tmp_path):
   code = ('import sys\n'
-          'from lmsi import records, shards\n'
+          'from lmsi.data import shards\n'
+          'from lmsi.runtime import fileio\n'
           f'path = shards.shard_path({str(tmp_path)!r}, 0, 1)\n'
-          'records.write_jsonl(path, [])\n'
-          'assert records.is_complete(path)\n'
+          'fileio.write_jsonl(path, [])\n'
+          'assert fileio.is_complete(path)\n'
           f'assert shards.shard_paths({str(tmp_path)!r}) == [path]\n'
           "assert 'tensorflow' not in sys.modules, 'tensorflow imported'\n")
   subprocess.run([sys.executable, '-c', code], cwd=REPO, check=True,

@@ -6,19 +6,19 @@ import os
 
 import pytest
 
-from lmsi import arithmetic
-from lmsi import artifact
-from lmsi import decoder
-from lmsi import evaluate
-from lmsi import exemplar_gen
-from lmsi import exemplars as exemplars_lib
-from lmsi import pipeline
-from lmsi import question_gen
-from lmsi import records
-from lmsi import sampling
-from lmsi import train
+from lmsi.demo import arithmetic
+from lmsi.checkpoints import artifact
+from lmsi.model import decoder
+from lmsi.evaluation import evaluator as evaluate
+from lmsi.self_inputs import exemplar_gen
+from lmsi.data import exemplars as exemplars_lib
+from lmsi.studies import demo as pipeline
+from lmsi.self_inputs import questions as question_gen
+from lmsi.data import records
+from lmsi.sampling import generation as sampling
+from lmsi.trainer import trainer as train
 import tasks.arithmetic  # noqa: F401  # the arithmetic task builder
-import tasks.selfgen  # noqa: F401  # the selfgen one (lmsi.taskspec)
+import tasks.selfgen  # noqa: F401  # the selfgen one (lmsi.data.taskspec)
 from tests.conftest import EASY
 from tests.conftest import REPO
 

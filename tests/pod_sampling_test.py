@@ -7,13 +7,15 @@ import jax
 import numpy as np
 import pytest
 
-from lmsi import batching
-from lmsi import decoder as decoder_lib
-from lmsi import exemplars
-from lmsi import prompts
-from lmsi import sampling
-from lmsi import sharding
-from lmsi import vocab as vocab_lib
+from lmsi.sampling import batching
+from lmsi.model import decoder as decoder_lib
+from lmsi.data import exemplars
+from lmsi.data import prompts
+from lmsi.sampling import generation as sampling
+from lmsi.sampling import kernels
+from lmsi.sampling import stops
+from lmsi.model import sharding
+from lmsi.vocab import simple as vocab_lib
 
 VOCAB = vocab_lib.ByteVocab()
 QUESTIONS = [f'Ann has {i} pens. She buys {i % 4 + 1}. How many pens now?'
@@ -92,7 +94,7 @@ def test_prefix_logits_match_full_forward(model):
   prefix = sampling.prefix_for(cfg, params, shared)
   rest = [e[len(shared):] for e in encoded]
   tokens, valid = batching.pad_batch(rest, max(len(r) for r in rest))
-  last, _ = sampling._prefill(cfg, params, tokens, valid, prefix.kv)
+  last, _ = kernels.prefill(cfg, params, tokens, valid, prefix.kv)
   full_tokens, full_valid = batching.pad_batch(
       encoded, max(len(e) for e in encoded))
   full = decoder_lib.Decoder(cfg).apply({'params': params}, full_tokens,
@@ -104,7 +106,7 @@ def test_prefix_logits_match_full_forward(model):
 
 def test_stop_tables_find_stops_across_tokens():
   token_bytes = [b'', b'a', b'\n', b'\n\n', b'x\n', b'\nQ']
-  nxt, hit = sampling.stop_tables(token_bytes, ['\n\n'], 6)
+  nxt, hit = stops.stop_tables(token_bytes, ['\n\n'], 6)
   # "\n\n" as one token stops at once; "\n" then "\n" stops at the second.
   assert hit[0, 0, 3] and not hit[0, 0, 2] and hit[0, nxt[0, 0, 2], 2]
   # "x\n" leaves one newline pending; "\nQ" completes the stop mid-token.

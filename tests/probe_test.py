@@ -8,11 +8,12 @@ import os
 import gin
 import pytest
 
-from lmsi import artifact as artifact_lib
-from lmsi import checkpoints
-from lmsi import gin_flags
-from lmsi import manifests
-from lmsi import probe
+from lmsi.checkpoints import artifact as artifact_lib
+from lmsi.checkpoints import load
+from lmsi.checkpoints import store as checkpoints
+from lmsi.runtime import gin_flags
+from lmsi.runtime import manifests
+from lmsi.evaluation import gap_probe as probe
 from tests.conftest import REPO
 
 
@@ -165,5 +166,5 @@ def test_probe_binary_on_arithmetic(trained_tiny, tiny_cfg, tmp_path, capsys):
 
   # A gin model config that is not the artifact's is refused.
   with pytest.raises(ValueError, match='MODEL_CONFIG differs'):
-    probe.load_model(str(art), dataclasses.replace(tiny_cfg, vocab_size=600),
-                     None)
+    load.load_model(str(art), dataclasses.replace(tiny_cfg, vocab_size=600),
+                    None)

@@ -8,15 +8,16 @@ import os
 
 import pytest
 
-from lmsi import arithmetic
-from lmsi import artifact
-from lmsi import exemplars as exemplars_lib
-from lmsi import question_filter
-from lmsi import question_gen
-from lmsi import records
-from lmsi import sampling
-from lmsi import taskspec
-from lmsi import vocab as vocab_lib
+from lmsi.demo import arithmetic
+from lmsi.checkpoints import artifact
+from lmsi.data import exemplars as exemplars_lib
+from lmsi.self_inputs import question_filter
+from lmsi.self_inputs import questions as question_gen
+from lmsi.data import records
+from lmsi.runtime import fileio
+from lmsi.sampling import generation as sampling
+from lmsi.data import taskspec
+from lmsi.vocab import simple as vocab_lib
 from tests.conftest import REPO
 from tests.conftest import garbage_gold_copy
 from tests.conftest import write_arith_data
@@ -192,7 +193,7 @@ def test_garbage_gold_leaves_the_pool_byte_identical_and_it_resumes(
   base = dataclasses.replace(demo_base, params=None)
   assert _pool(base, [], tmp_path / 'a') == a
   before = open(tmp_path / 'a' / 'questions.jsonl', 'rb').read()
-  os.remove(tmp_path / 'a' / ('questions.jsonl' + records.MARKER))
+  os.remove(tmp_path / 'a' / ('questions.jsonl' + fileio.MARKER))
   assert _pool(base, _seed_questions(tmp_path / 'clean'),
                tmp_path / 'a') == a
   assert open(tmp_path / 'a' / 'questions.jsonl', 'rb').read() == before

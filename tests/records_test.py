@@ -2,7 +2,9 @@
 
 import pytest
 
-from lmsi import records
+from lmsi.data import records
+
+from lmsi.runtime import fileio
 
 
 def _q(i):
@@ -11,15 +13,15 @@ def _q(i):
 
 def test_roundtrip_and_marker(tmp_path):
   path = str(tmp_path / 'a' / 'q.jsonl')
-  assert records.write_jsonl(path, [_q(1), _q(2)]) == 2
-  assert records.is_complete(path)
+  assert fileio.write_jsonl(path, [_q(1), _q(2)]) == 2
+  assert fileio.is_complete(path)
   assert list(records.read_jsonl(path, records.Question)) == [_q(1), _q(2)]
   assert not list(tmp_path.glob('a/*.tmp*'))
 
 
 def test_missing_marker_is_an_error(tmp_path):
   path = tmp_path / 'q.jsonl'
-  path.write_text(records.to_json(_q(1)) + '\n')
+  path.write_text(fileio.to_json(_q(1)) + '\n')
   with pytest.raises(FileNotFoundError, match='COMPLETED'):
     list(records.read_jsonl(str(path), records.Question))
 

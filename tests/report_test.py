@@ -1,4 +1,4 @@
-"""Tests for lmsi.report."""
+"""Tests for lmsi.studies.report."""
 
 import json
 import os
@@ -6,7 +6,8 @@ import tempfile
 
 from absl.testing import absltest
 
-from lmsi import report
+from lmsi.studies import readme as readme_lib
+from lmsi.studies import report
 
 _PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 
@@ -195,30 +196,30 @@ class ReportTest(absltest.TestCase):
         json.dump(value, f)
     readme = os.path.join(run, 'README.md')
     with open(readme, 'w') as f:
-      f.write(f'intro\n{report.README_BEGIN}\nstale 50.7\n'
-              f'{report.README_END}\noutro\n')
-    report.update_readme(readme, run)
+      f.write(f'intro\n{readme_lib.README_BEGIN}\nstale 50.7\n'
+              f'{readme_lib.README_END}\noutro\n')
+    readme_lib.update_readme(readme, run)
     text = open(readme).read()
-    self.assertTrue(text.startswith(f'intro\n{report.README_BEGIN}\n'))
-    self.assertTrue(text.endswith(f'{report.README_END}\noutro\n'))
+    self.assertTrue(text.startswith(f'intro\n{readme_lib.README_BEGIN}\n'))
+    self.assertTrue(text.endswith(f'{readme_lib.README_END}\noutro\n'))
     self.assertNotIn('stale', text)
     self.assertIn('301 s, git abcdef012345', text)
     self.assertIn(report.format_markdown_table(_metrics()), text)
     # maj@16 - greedy: base 35 - 27, LMSI r1 45 - 30 (control has no maj@16).
     self.assertIn('in points: base +8.0, LMSI r1 +15.0.', text)
-    report.update_readme(readme, run)  # idempotent: one block stays one
+    readme_lib.update_readme(readme, run)  # idempotent: one block stays one
     self.assertEqual(open(readme).read(), text)
     with open(readme, 'w') as f:
       f.write('no block here\n')
     with self.assertRaisesRegex(ValueError, 'no .* block to replace'):
-      report.update_readme(readme, run)
+      readme_lib.update_readme(readme, run)
 
   def test_repo_readme_has_the_demo_block(self):
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     text = open(os.path.join(here, 'README.md'), encoding='utf-8').read()
-    begin = text.index(report.README_BEGIN)
-    self.assertLess(begin, text.index(report.README_END))
-    self.assertIn('| base |', text[begin:text.index(report.README_END)])
+    begin = text.index(readme_lib.README_BEGIN)
+    self.assertLess(begin, text.index(readme_lib.README_END))
+    self.assertIn('| base |', text[begin:text.index(readme_lib.README_END)])
 
 if __name__ == '__main__':
   absltest.main()

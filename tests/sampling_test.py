@@ -5,10 +5,11 @@ import dataclasses
 import numpy as np
 import pytest
 
-from lmsi import decoder as decoder_lib
-from lmsi import draw
-from lmsi import sampling
-from lmsi import vocab as vocab_lib
+from lmsi.model import decoder as decoder_lib
+from lmsi.sampling import draw
+from lmsi.sampling import generation as sampling
+from lmsi.sampling import kernels
+from lmsi.vocab import simple as vocab_lib
 
 VOCAB = vocab_lib.ByteVocab()
 PROMPTS = ['Q: Ann has 3 pens. She buys 4. How many pens now?\nA:',
@@ -39,13 +40,13 @@ def test_temperature_zero_with_cache_equals_recomputation(tiny_cfg, params):
 
 def test_one_prefill_for_m_samples(tiny_cfg, params, monkeypatch):
   shapes = []
-  real = sampling._prefill
+  real = kernels.prefill
 
   def spy(cfg, p, tokens, valid, prefix_kv):
     shapes.append(tokens.shape)
     return real(cfg, p, tokens, valid, prefix_kv)
 
-  monkeypatch.setattr(sampling, '_prefill', spy)
+  monkeypatch.setattr(kernels, 'prefill', spy)
   cfg = sampling.SamplingConfig(num_samples=32, max_decode_steps=8)
   gen = sampling.generate(tiny_cfg, params, VOCAB, PROMPTS, ['a', 'b', 'c'],
                           cfg)
@@ -75,11 +76,11 @@ def test_choose_top_k_and_top_p():
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   logits = jnp.log(jnp.array([[0.5, 0.3, 0.15, 0.05]] * 400))
   keys = jax.random.split(jax.random.PRNGKey(0), 400)
-  top2 = np.asarray(sampling._choose(logits, keys, 1.0, 2, 1.0))
+  top2 = np.asarray(draw.choose(logits, keys, 1.0, 2, 1.0))
   assert set(top2.tolist()) == {0, 1}
-  nucleus = np.asarray(sampling._choose(logits, keys, 1.0, 0, 0.7))
+  nucleus = np.asarray(draw.choose(logits, keys, 1.0, 0, 0.7))
   assert set(nucleus.tolist()) == {0, 1}  # 0.5 + 0.3 >= 0.7
-  greedy = np.asarray(sampling._choose(logits, keys, 0.0, 0, 1.0))
+  greedy = np.asarray(draw.choose(logits, keys, 0.0, 0, 1.0))
   assert set(greedy.tolist()) == {0}
 
 

@@ -19,13 +19,13 @@ import jax
 import numpy as np
 import pytest
 
-from lmsi import batching
-from lmsi import checkpoints
-from lmsi import convert
-from lmsi import decoder as decoder_lib
-from lmsi import gguf_import
-from lmsi import sampling
-from lmsi import vocab as vocab_lib
+from lmsi.sampling import batching
+from lmsi.checkpoints import store as checkpoints
+from lmsi.interop import importing as convert
+from lmsi.model import decoder as decoder_lib
+from lmsi.interop import gguf_import
+from lmsi.sampling import generation as sampling
+from lmsi.vocab import simple as vocab_lib
 
 # SmolLM2-135M against transformers (f32 and f64 logits, 64 greedy tokens):
 # minutes of CPU, so `make test-slow` / `make parity` run it, not `make test`.
@@ -80,25 +80,25 @@ def theirs():
   return model.eval()
 
 
-def _batch(vocab, prompts):
+def batch(vocab, prompts):
   ids = [vocab.encode(p) for p in prompts]
   return batching.pad_batch(ids, max(len(i) for i in ids), vocab.pad_id)
 
 
-def _torch_logits(model, tokens, valid):
+def torch_logits(model, tokens, valid):
   with torch.no_grad():
     return model(input_ids=torch.tensor(tokens, dtype=torch.long),
                  attention_mask=torch.tensor(valid, dtype=torch.long)
                  ).logits.numpy()
 
 
-def _max_diff(a, b, valid):
+def max_diff(a, b, valid):
   return float(np.max(np.abs(a - b)[valid]))
 
 
 def test_config_matches_gin_model_file(ours):
   import gin  # pylint: disable=g-import-not-at-top
-  from lmsi import gin_flags  # pylint: disable=g-import-not-at-top
+  from lmsi.runtime import gin_flags  # pylint: disable=g-import-not-at-top
   gin.clear_config()
   gin_flags.parse(['--gin_file=gin/models/smollm2_135m.gin'])
   cfg = gin_flags.resolve(gin.query_parameter('%MODEL_CONFIG'))
@@ -108,12 +108,12 @@ def test_config_matches_gin_model_file(ours):
 
 
 def test_logits_float32(ours, vocab, theirs):
-  tokens, valid = _batch(vocab, parity_prompts())
+  tokens, valid = batch(vocab, parity_prompts())
   assert len(set(valid.sum(1))) > 8  # mixed lengths, padded
   got = np.asarray(decoder_lib.Decoder(ours.config).apply(
       {'params': ours.params}, tokens, valid))
-  want = _torch_logits(theirs, tokens, valid)
-  diff = _max_diff(got, want, valid)
+  want = torch_logits(theirs, tokens, valid)
+  diff = max_diff(got, want, valid)
   print(f'float32 max |logit diff| = {diff:.3g}')
   assert diff <= 1e-3
 
@@ -147,8 +147,8 @@ def _float64_reference(model):
 
 
 def test_logits_float64(ours, vocab, theirs):
-  tokens, valid = _batch(vocab, parity_prompts())
-  want = _torch_logits(_float64_reference(theirs), tokens, valid)
+  tokens, valid = batch(vocab, parity_prompts())
+  want = torch_logits(_float64_reference(theirs), tokens, valid)
   assert want.dtype == np.float64
   with jax.enable_x64(True):
     cfg = dataclasses.replace(ours.config, dtype='float64',
@@ -158,12 +158,12 @@ def test_logits_float64(ours, vocab, theirs):
     got = np.asarray(decoder_lib.Decoder(cfg).apply(
         {'params': params}, tokens, valid))
   assert got.dtype == np.float64
-  diff = _max_diff(got, want, valid)
+  diff = max_diff(got, want, valid)
   print(f'float64 max |logit diff| = {diff:.3g}')
   assert diff <= 1e-6
 
 
-def _greedy_ours(cfg, params, vocab, prompts, steps=64):
+def greedy_ours(cfg, params, vocab, prompts, steps=64):
   gen = sampling.generate(
       cfg, params, vocab, prompts, [str(i) for i in range(len(prompts))],
       sampling.SamplingConfig(num_samples=1, temperature=0.0,
@@ -174,7 +174,7 @@ def _greedy_ours(cfg, params, vocab, prompts, steps=64):
 
 def test_greedy_64_tokens_match_transformers(ours, vocab, theirs):
   prompts = parity_prompts()
-  got = _greedy_ours(ours.config, ours.params, vocab, prompts)
+  got = greedy_ours(ours.config, ours.params, vocab, prompts)
   same = 0
   for prompt, mine in zip(prompts, got):
     ids = torch.tensor([vocab.encode(prompt)])
@@ -199,15 +199,15 @@ def _common_prefix(a, b):
 def test_bfloat16_sampling_agrees_with_float32(ours, vocab):
   """bf16 parameters (f32 compute) are the sampling knob; all-bf16 shown."""
   prompts = parity_prompts()
-  f32 = _greedy_ours(ours.config, ours.params, vocab, prompts)
+  f32 = greedy_ours(ours.config, ours.params, vocab, prompts)
   cfg16, params16 = decoder_lib.with_dtype(ours.config, ours.params,
                                            'bfloat16')
   assert jax.tree_util.tree_leaves(params16)[0].dtype == jax.numpy.bfloat16
-  b16 = _greedy_ours(cfg16, params16, vocab, prompts)
+  b16 = greedy_ours(cfg16, params16, vocab, prompts)
   same = sum(a == b for a, b in zip(f32, b16))
   cfg_all, params_all = decoder_lib.with_dtype(ours.config, ours.params,
                                                'bfloat16', 'bfloat16')
-  all16 = _greedy_ours(cfg_all, params_all, vocab, prompts)
+  all16 = greedy_ours(cfg_all, params_all, vocab, prompts)
   prefixes = [_common_prefix(a, b) for a, b in zip(f32, all16)]
   print(f'bf16 params, f32 compute: {same}/16 greedy outputs identical to '
         f'f32; bf16 params and activations: '

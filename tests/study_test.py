@@ -15,12 +15,12 @@ import os
 import gin
 import pytest
 
-from lmsi import gin_flags
-from lmsi import inputs
-from lmsi import records
-from lmsi import study
-from lmsi import taskspec
-from lmsi import train
+from lmsi.runtime import gin_flags
+from lmsi.data import inputs
+from lmsi.data import records
+from lmsi.studies import benchmark as study
+from lmsi.data import taskspec
+from lmsi.trainer import trainer as train
 from tests.benchmarks_test import DATA
 from tests.conftest import REPO
 

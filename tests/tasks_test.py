@@ -5,11 +5,12 @@ import json
 import numpy as np
 import pytest
 
-from lmsi import arithmetic
-from lmsi import inputs
-from lmsi import prompts
-from lmsi import records
-from lmsi import vocab as vocab_lib
+from lmsi.demo import arithmetic
+from lmsi.data import inputs
+from lmsi.data import prompts
+from lmsi.data import records
+from lmsi.runtime import fileio
+from lmsi.vocab import simple as vocab_lib
 from tests.conftest import write_arith_data
 
 
@@ -76,7 +77,7 @@ def test_selfgen_mixture_reads_the_file(tmp_path):
                                 targets=' The answer is 1.', vote_share=1.0)
          for i in range(3) for f in prompts.Format]
   path = str(tmp_path / 'selfgen.jsonl')
-  records.write_jsonl(path, exs)
+  fileio.write_jsonl(path, exs)
   name = selfgen_tasks.register(path, 'toy', 1)
   assert name == 'lmsi_selfgen_r1'
   batch = next(inputs.training_batches(name, {'inputs': 16, 'targets': 24},
@@ -95,7 +96,7 @@ def test_multitask_selfgen_mixture(tmp_path):
   for dataset, target in (('gsm8k', ' The answer is 7.'),
                           ('arc_challenge', ' The answer is (b).')):
     files[dataset] = str(tmp_path / dataset / 'selfgen.jsonl')
-    records.write_jsonl(files[dataset], [records.SelfGenExample(
+    fileio.write_jsonl(files[dataset], [records.SelfGenExample(
         task=dataset, id='q0', sample=0, format=f.value, inputs='Q: x\nA:',
         targets=target, vote_share=1.0) for f in prompts.Format])
   name = mixtures.register_selfgen(files, 1)

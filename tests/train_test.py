@@ -14,14 +14,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmsi import checkpoints
-from lmsi import decoder
-from lmsi import records
-from lmsi import sharding
-from lmsi import train
-from lmsi import train_loop
-from lmsi import train_state
-from lmsi import train_step
+from lmsi.checkpoints import store as checkpoints
+from lmsi.model import decoder
+from lmsi.runtime import fileio
+from lmsi.model import sharding
+from lmsi.trainer import trainer as train
+from lmsi.trainer import loop as train_loop
+from lmsi.trainer import state as train_state
+from lmsi.trainer import step as train_step
 from tests.conftest import write_arith_data
 
 
@@ -102,8 +102,8 @@ def test_bad_optimizer_and_missing_checkpoint(tiny_cfg, tmp_path):
 
 def test_save_params_round_trip(tiny_cfg, tmp_path):
   # (A shape mismatch on restore: errors_test.test_checkpoint_shape_mismatch.)
-  from lmsi import checkpoints  # pylint: disable=g-import-not-at-top
-  from lmsi import decoder  # pylint: disable=g-import-not-at-top
+  from lmsi.checkpoints import store as checkpoints  # pylint: disable=g-import-not-at-top
+  from lmsi.model import decoder  # pylint: disable=g-import-not-at-top
   params, _ = decoder.init_params(tiny_cfg)
   checkpoints.save_params(str(tmp_path), params)
   restored = checkpoints.restore_params(tiny_cfg, str(tmp_path))
@@ -166,9 +166,9 @@ def test_init_or_restore_fresh_initial_and_resumed(tiny_cfg, tmp_path):
   model_dir = tmp_path / 'resumed'
   checkpoints.save(checkpoints.manager(str(model_dir)), 3, shifted,
                    {'opt_state': fresh.opt_state, 'step': jnp.int32(3)})
-  records.write_text_atomic(str(model_dir / 'metrics.jsonl'), ''.join(
+  fileio.write_text_atomic(str(model_dir / 'metrics.jsonl'), ''.join(
       json.dumps({'step': s, 'loss': 1.0}) + '\n' for s in range(1, 6)))
-  records.write_json(str(model_dir / 'evals.json'),
+  fileio.write_json(str(model_dir / 'evals.json'),
                      [{'step': 2, 'metric': 0.1}, {'step': 4, 'metric': 0.2}])
   resumed = _state_setup(tiny_cfg, model_dir, tmp_path / 'init')
   assert (resumed.step, resumed.resumed) == (3, True)

@@ -8,9 +8,9 @@ import sys
 import pytest
 import seqio
 
-from lmsi import pretrained_vocab
-from lmsi import vocab as vocab_lib
-from lmsi import vocab_base
+from lmsi.vocab import pretrained as pretrained_vocab
+from lmsi.vocab import simple as vocab_lib
+from lmsi.vocab import base as vocab_base
 from tests.conftest import REPO
 
 TEXTS = ['Q: Ann has 3 pens.\nA: 3 + 4 = 7. The answer is 7.', 'héllo ✓', '']

@@ -7,7 +7,7 @@ from absl.testing import absltest
 from absl.testing import parameterized
 import numpy as np
 
-from lmsi import voting
+from lmsi.voting import majority as voting
 
 
 def _reference_vote(answers):

@@ -1,0 +1,162 @@
+"""Orbax checkpoints of decoder parameters and trainer state.
+
+Layout (T5X-like): `MODEL_DIR/checkpoints/<step>/{params,state}`. `params`
+alone is what sampling, evaluation and `INITIAL_CHECKPOINT_PATH` read; `state`
+holds the optimizer state and step for resuming. No pickle: orbax only.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+from etils import epath
+import orbax.checkpoint as ocp
+
+from lmsi.model import decoder as decoder_lib
+from lmsi.runtime import fileio
+
+ITEMS = ('params', 'state')
+
+
+def _absolute(path: str) -> str:
+  """An absolute local path; a URL (gs://...) as it is (orbax reads both)."""
+  return path if fileio.is_remote(path) else os.path.abspath(path)
+
+
+def manager(model_dir: str, max_to_keep: int = 2) -> ocp.CheckpointManager:
+  return ocp.CheckpointManager(
+      _absolute(os.path.join(model_dir, 'checkpoints')),
+      options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
+                                           create=True),
+      item_names=ITEMS)
+
+
+def save(mngr: ocp.CheckpointManager, step: int, params: Any,
+         state: Any) -> None:
+  """Saves step `step`; earlier steps stay intact if this one fails.
+
+  Raises:
+    OSError: naming the checkpoint directory if it is full or unwritable.
+  """
+  with fileio.naming_write_errors(os.path.join(str(mngr.directory),
+                                               str(step))):
+    mngr.save(step, args=ocp.args.Composite(
+        params=ocp.args.StandardSave(params),
+        state=ocp.args.StandardSave(state)), force=True)
+    mngr.wait_until_finished()
+
+
+def _unreadable(path: str, e: Exception) -> ValueError:
+  """The error for a checkpoint orbax cannot read: where, why, what to do."""
+  why = (str(e).strip().splitlines() or [''])[0]
+  why = why.split(' See full TensorStore details')[0][:300]
+  step_dir = os.path.dirname(path) if os.path.basename(path) in ITEMS else path
+  return ValueError(
+      f'checkpoint {path} is corrupt or truncated ({type(e).__name__}: '
+      f'{why}); delete {step_dir} to fall back to an earlier step, or '
+      'recreate it')
+
+
+def restore(mngr: ocp.CheckpointManager, step: int, abstract_params: Any,
+            abstract_state: Any) -> tuple[Any, Any]:
+  """Restores step `step` (params and trainer state).
+
+  Raises:
+    ValueError: naming the step directory if orbax cannot read it.
+  """
+  try:
+    out = mngr.restore(step, args=ocp.args.Composite(
+        params=ocp.args.StandardRestore(abstract_params),
+        state=ocp.args.StandardRestore(abstract_state)))
+  except Exception as e:  # pylint: disable=broad-except  # tensorstore's
+    raise _unreadable(os.path.join(str(mngr.directory), str(step)),
+                      e) from e
+  return out['params'], out['state']
+
+
+def params_path(path: str) -> str:
+  """Resolves a model dir, a checkpoints dir or a step dir to its params.
+
+  Raises:
+    FileNotFoundError: if no finished checkpoint is found under `path`.
+  """
+  path = _absolute(path)
+  for cand in (path, os.path.join(path, 'checkpoints')):
+    if epath.Path(cand, 'params').is_dir():
+      return os.path.join(cand, 'params')
+    if epath.Path(cand).is_dir():
+      steps = sorted(int(d.name) for d in epath.Path(cand).iterdir()
+                     if d.name.isdigit())
+      if steps:
+        return os.path.join(cand, str(steps[-1]), 'params')
+  raise FileNotFoundError(f'no finished orbax checkpoint under {path!r} '
+                          '(expected <dir>/checkpoints/<step>/params)')
+
+
+def load_params(path: str, abstract_params: Any) -> Any:
+  """Restores params from a model/step dir, checked against the config.
+
+  Raises:
+    ValueError: if the stored shapes do not match `abstract_params`, or if
+      the checkpoint is corrupt or truncated (naming it).
+  """
+  ppath = params_path(path)
+  ckptr = ocp.StandardCheckpointer()
+  try:
+    stored = ckptr.metadata(ppath)
+  except Exception as e:  # pylint: disable=broad-except  # orbax/tensorstore
+    raise _unreadable(ppath, e) from e
+  stored_tree = getattr(stored, 'item_metadata', stored)
+  stored_tree = getattr(stored_tree, 'tree', stored_tree)
+  want = jax.tree_util.tree_map(lambda x: tuple(x.shape), abstract_params)
+  try:
+    got = jax.tree_util.tree_map(lambda x: tuple(x.shape), dict(stored_tree))
+  except (TypeError, AttributeError):
+    got = None
+  if got is not None and got != want:
+    raise ValueError(f'checkpoint {ppath} does not match the model config: '
+                     + _shape_diff(got, want))
+  # Restore onto this process's first device unless the caller placed the
+  # target: the stored shardings name the saving run's devices, which a
+  # different topology (another host count, a pod) does not have.
+  local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  target = jax.tree_util.tree_map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(
+          x, 'sharding', None) or local), abstract_params)
+  try:
+    return ckptr.restore(ppath, target)
+  except Exception as e:  # pylint: disable=broad-except  # tensorstore's
+    raise _unreadable(ppath, e) from e
+
+
+def restore_params(model_config: decoder_lib.DecoderConfig, path: str) -> Any:
+  """Loads params for `model_config` from a model dir or step dir.
+
+  Raises:
+    FileNotFoundError: if no finished checkpoint is found under `path`.
+    ValueError: if its shapes do not match `model_config`, or it is corrupt.
+  """
+  abstract = jax.eval_shape(
+      lambda: decoder_lib.init_params(model_config, 0)[0])
+  return load_params(path, abstract)
+
+
+def _shape_diff(got: Any, want: Any, limit: int = 4) -> str:
+  """The first `limit` differences of two {name: shape} trees, by name."""
+  flat = lambda tree: {jax.tree_util.keystr(k, simple=True, separator='.'): v
+                       for k, v in jax.tree_util.tree_flatten_with_path(
+                           tree, is_leaf=lambda x: isinstance(x, tuple))[0]}
+  got, want = flat(got), flat(want)
+  diffs = [f'{k}: stored {got.get(k, "absent")}, config '
+           f'{want.get(k, "absent")}' for k in sorted(set(got) | set(want))
+           if got.get(k) != want.get(k)]
+  more = f' (and {len(diffs) - limit} more)' if len(diffs) > limit else ''
+  return '; '.join(diffs[:limit]) + more
+
+
+def save_params(path: str, params: Any) -> None:
+  """Saves params alone (e.g. converted weights) as `path/checkpoints/0`."""
+  mngr = manager(path)
+  save(mngr, 0, params, {'step': 0})

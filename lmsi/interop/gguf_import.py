@@ -1,0 +1,119 @@
+"""Import a GGUF file (llama or qwen2 architecture) into the decoder.
+
+Tensors are dequantized with the `gguf` package (F32, F16, BF16, Q8_0, Q4_0,
+Q4_1 and the other types it knows); llama.cpp's rotary permutation of q/k
+rows is undone. The tokenizer is rebuilt separately (`lmsi.vocab.gguf`);
+its facts (special ids, chat template) go into `Imported.tokenizer`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+from lmsi.model import decoder as decoder_lib
+from lmsi.interop import pretrained
+
+SUPPORTED_GGUF = ('llama', 'qwen2')
+
+# `pretrained.assemble`'s roles -> llama.cpp tensor names ({} is the layer).
+_LAYER_NAMES = {
+    'q': 'attn_q.weight', 'k': 'attn_k.weight', 'v': 'attn_v.weight',
+    'o': 'attn_output.weight', 'q_bias': 'attn_q.bias',
+    'k_bias': 'attn_k.bias', 'v_bias': 'attn_v.bias',
+    'gate': 'ffn_gate.weight', 'up': 'ffn_up.weight',
+    'down': 'ffn_down.weight', 'attn_norm': 'attn_norm.weight',
+    'mlp_norm': 'ffn_norm.weight'}
+TENSOR_NAMES = {
+    'embed': 'token_embd.weight', 'final_norm': 'output_norm.weight',
+    'lm_head': 'output.weight',
+    **{role: 'blk.{}.' + name for role, name in _LAYER_NAMES.items()}}
+
+
+def _field(reader, key: str, default: Any = None) -> Any:
+  """The metadata value `key` of a `gguf.GGUFReader`, else `default`."""
+  f = reader.fields.get(key)
+  if f is None:
+    return default
+  return f.contents()
+
+
+def reverse_rope_permutation(w: np.ndarray, heads: int) -> np.ndarray:
+  """Undoes llama.cpp's interleaving of q/k rows ([out, in] matrices)."""
+  return (w.reshape(heads, w.shape[0] // heads // 2, 2, *w.shape[1:])
+          .swapaxes(1, 2).reshape(w.shape))
+
+
+def apply_rope_permutation(w: np.ndarray, heads: int) -> np.ndarray:
+  """llama.cpp's interleaving of q/k rows (the inverse of the above)."""
+  return (w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:])
+          .swapaxes(1, 2).reshape(w.shape))
+
+
+def import_gguf(path: str) -> pretrained.Imported:
+  """Imports a GGUF file of the llama or qwen2 architecture."""
+  import gguf  # pylint: disable=g-import-not-at-top
+  try:
+    reader = gguf.GGUFReader(path)
+  except (ValueError, OSError) as e:
+    raise pretrained.ConversionError(
+        f'{path}: not a readable GGUF file ({e})') from None
+  arch = _field(reader, 'general.architecture')
+  if arch not in SUPPORTED_GGUF:
+    raise pretrained.ConversionError(
+        f'{path}: architecture {arch!r} is not supported; lmsi imports '
+        f'{list(SUPPORTED_GGUF)}')
+  tensors = {t.name: t for t in reader.tensors}
+  heads = int(_field(reader, f'{arch}.attention.head_count'))
+  kv_heads = int(_field(reader, f'{arch}.attention.head_count_kv', heads))
+  embed = int(_field(reader, f'{arch}.embedding_length'))
+  tokens = _field(reader, 'tokenizer.ggml.tokens') or []
+  if 'token_embd.weight' not in tensors:
+    raise pretrained.ConversionError(
+        f'{path}: missing tensor token_embd.weight')
+  vocab = int(_field(reader, f'{arch}.vocab_size',
+                     tensors['token_embd.weight'].shape[-1]))
+  cfg = decoder_lib.DecoderConfig(
+      vocab_size=vocab, embed_dim=embed,
+      num_layers=int(_field(reader, f'{arch}.block_count')),
+      num_heads=heads, num_kv_heads=kv_heads,
+      head_dim=int(_field(reader, f'{arch}.attention.key_length',
+                          embed // heads)),
+      mlp_dim=int(_field(reader, f'{arch}.feed_forward_length')),
+      rope_theta=float(_field(reader, f'{arch}.rope.freq_base', 1e4)),
+      norm_eps=float(_field(reader,
+                            f'{arch}.attention.layer_norm_rms_epsilon', 1e-5)),
+      tie_embeddings='output.weight' not in tensors,
+      attention_bias='blk.0.attn_q.bias' in tensors,
+      scale_tied_logits=False)
+
+  def get(role: str):
+    r, name = pretrained.tensor_name(role, TENSOR_NAMES)
+    t = tensors.get(name)
+    if t is None:
+      raise pretrained.ConversionError(
+          f'{path}: missing tensor {name!r} ({role})')
+    try:
+      w = gguf.quants.dequantize(t.data, t.tensor_type)
+    except NotImplementedError:
+      raise pretrained.ConversionError(
+          f'{path}: tensor {name!r} has type {t.tensor_type.name}, which gguf '
+          'cannot dequantize') from None
+    w = np.asarray(w, np.float32).reshape([int(n) for n in reversed(t.shape)])
+    if arch == 'llama' and r in ('q', 'k'):
+      w = reverse_rope_permutation(w, heads if r == 'q' else kv_heads)
+    return w
+
+  params = pretrained.assemble(cfg, get, path)
+  tok = {'file': 'gguf', 'tokens': len(tokens),
+         'model': _field(reader, 'tokenizer.ggml.model'),
+         'pre': _field(reader, 'tokenizer.ggml.pre'),
+         'eos_id': _field(reader, 'tokenizer.ggml.eos_token_id'),
+         'bos_id': _field(reader, 'tokenizer.ggml.bos_token_id'),
+         'pad_id': _field(reader, 'tokenizer.ggml.padding_token_id'),
+         'add_bos': _field(reader, 'tokenizer.ggml.add_bos_token'),
+         'chat_template': _field(reader, 'tokenizer.chat_template')}
+  types = Counter(t.tensor_type.name for t in reader.tensors)
+  return pretrained.Imported(cfg, params, tok, dict(types), path)

@@ -1,0 +1,125 @@
+"""Write a decoder as a Hugging Face checkpoint directory (the inverse of
+`lmsi.interop.hf_import`).
+
+`config.json` (`LlamaForCausalLM`, or `Qwen2ForCausalLM` for a decoder with
+q/k/v biases; tied embeddings, RoPE theta and RMSNorm eps as configured),
+`model.safetensors` written with the `safetensors` library (sharded into
+`model-0000i-of-0000n.safetensors` with a `model.safetensors.index.json`
+above `max_shard_bytes`) and `generation_config.json`, so that
+`transformers.AutoModelForCausalLM.from_pretrained(dir)` loads it with no
+custom code. Tokenizer files are the caller's (`lmsi.export`).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+from safetensors import numpy as st_numpy
+
+from lmsi.model import decoder as decoder_lib
+from lmsi.interop import hf_import
+from lmsi.interop import pretrained
+from lmsi.runtime import fileio
+
+DTYPES = {'float32': np.float32, 'float16': np.float16,
+          'bfloat16': ml_dtypes.bfloat16}
+_TORCH_DTYPE = {'float32': 'float32', 'float16': 'float16',
+                'bfloat16': 'bfloat16'}
+
+
+def config_json(cfg: decoder_lib.DecoderConfig, *, dtype: str,
+                special: dict[str, Any], context_length: int) -> dict:
+  """The `config.json` of `cfg` (Llama, or Qwen2 when it has q/k/v biases)."""
+  qwen = cfg.attention_bias
+  out = {
+      'architectures': ['Qwen2ForCausalLM' if qwen else 'LlamaForCausalLM'],
+      'model_type': 'qwen2' if qwen else 'llama',
+      'vocab_size': cfg.vocab_size, 'hidden_size': cfg.embed_dim,
+      'intermediate_size': cfg.mlp_dim,
+      'num_hidden_layers': cfg.num_layers,
+      'num_attention_heads': cfg.num_heads,
+      'num_key_value_heads': cfg.num_kv_heads, 'head_dim': cfg.head_dim,
+      'hidden_act': 'silu', 'max_position_embeddings': context_length,
+      'rms_norm_eps': cfg.norm_eps, 'rope_theta': cfg.rope_theta,
+      'rope_scaling': None, 'tie_word_embeddings': cfg.tie_embeddings,
+      'torch_dtype': _TORCH_DTYPE[dtype], 'use_cache': True,
+      **{f'{k}_token_id': special.get(f'{k}_id') for k in ('bos', 'eos',
+                                                          'pad')}}
+  if qwen:
+    out['use_sliding_window'] = False
+  else:
+    out.update(attention_bias=False, mlp_bias=False)
+  return out
+
+
+def _shards(tensors: dict[str, np.ndarray],
+            max_shard_bytes: int) -> list[dict[str, np.ndarray]]:
+  """Tensors in name order, cut into groups of at most `max_shard_bytes`."""
+  groups: list[dict[str, np.ndarray]] = [{}]
+  size = 0
+  for name in sorted(tensors):
+    nbytes = tensors[name].nbytes
+    if groups[-1] and size + nbytes > max_shard_bytes:
+      groups.append({})
+      size = 0
+    groups[-1][name] = tensors[name]
+    size += nbytes
+  return groups
+
+
+def write(out_dir: str, cfg: decoder_lib.DecoderConfig,
+          params: dict[str, Any], *, dtype: str = 'float32',
+          special: dict[str, Any] | None = None, context_length: int = 2048,
+          max_shard_bytes: int = 5 * 2**30) -> list[str]:
+  """Writes config, weights and generation config into `out_dir`.
+
+  `cfg` must have plain logits (see `pretrained.untied`). Returns the names
+  of the files written.
+
+  Raises:
+    pretrained.ConversionError: if `cfg` cannot be expressed or `dtype` is
+      not one of `DTYPES`.
+  """
+  pretrained.check_expressible(cfg, out_dir)
+  if dtype not in DTYPES:
+    raise pretrained.ConversionError(
+        f'dtype {dtype!r} is not one of {sorted(DTYPES)}')
+  special = special or {}
+  tensors = {}
+  for role, w in pretrained.disassemble(cfg, params).items():
+    _, name = pretrained.tensor_name(role, hf_import.TENSOR_NAMES)
+    tensors[name] = np.ascontiguousarray(np.asarray(w).astype(DTYPES[dtype]))
+  groups = _shards(tensors, max_shard_bytes)
+  files = []
+  meta = {'format': 'pt'}  # what transformers' loader expects
+
+  def save(group: dict[str, np.ndarray], name: str) -> None:
+    st_numpy.save_file(group, os.path.join(out_dir, name), metadata=meta)
+    os.chmod(os.path.join(out_dir, name), 0o644)  # safetensors writes 0600
+    files.append(name)
+
+  if len(groups) == 1:
+    save(groups[0], 'model.safetensors')
+  else:
+    weight_map = {}
+    for i, group in enumerate(groups, 1):
+      name = f'model-{i:05d}-of-{len(groups):05d}.safetensors'
+      save(group, name)
+      weight_map.update({t: name for t in group})
+    index = {'metadata': {'total_size': int(sum(
+        t.nbytes for t in tensors.values()))}, 'weight_map': weight_map}
+    _write_json(out_dir, 'model.safetensors.index.json', index)
+    files.append('model.safetensors.index.json')
+  _write_json(out_dir, 'config.json', config_json(
+      cfg, dtype=dtype, special=special, context_length=context_length))
+  _write_json(out_dir, 'generation_config.json', {
+      f'{k}_token_id': special.get(f'{k}_id') for k in ('bos', 'eos', 'pad')
+      if special.get(f'{k}_id') is not None})
+  return files + ['config.json', 'generation_config.json']
+
+
+def _write_json(out_dir: str, name: str, obj: Any) -> None:
+  fileio.write_json(os.path.join(out_dir, name), obj)

@@ -1,0 +1,145 @@
+"""A pretrained checkpoint as lmsi imports it, from any source format.
+
+`Imported` is what `lmsi.interop.hf_import` and `lmsi.interop.gguf_import` return: a
+`DecoderConfig`, float32 numpy params in the decoder's tree and the
+tokenizer's facts. `assemble` builds that tree from tensors named by role
+([out, in] matrices, as Hugging Face stores them), checking every shape
+against the config; `ConversionError` names the file and tensor.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from lmsi.model import decoder as decoder_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class Imported:
+  """An imported checkpoint (`source`: the file or directory it came from)."""
+
+  config: decoder_lib.DecoderConfig
+  params: dict[str, Any]  # float32 numpy arrays in the decoder's tree
+  tokenizer: dict[str, Any]  # eos_id, bos_id, pad_id, add_bos, chat_template
+  tensor_types: dict[str, int]  # stored dtype/quantization -> count
+  source: str
+
+
+class ConversionError(ValueError):
+  """A checkpoint lmsi cannot import; the message names file and tensor."""
+
+
+def assemble(cfg: decoder_lib.DecoderConfig,
+             get: Callable[[str], np.ndarray | None], where: str) -> dict:
+  """Builds the decoder tree from `get(role)` ([out, in] matrices, as HF).
+
+  Roles: 'embed', 'final_norm', 'lm_head', and per layer 'L.q', 'L.k', 'L.v',
+  'L.o', 'L.q_bias', ..., 'L.gate', 'L.up', 'L.down', 'L.attn_norm',
+  'L.mlp_norm'.
+  """
+  d, h, kvh, dh, f = (cfg.embed_dim, cfg.num_heads, cfg.num_kv_heads,
+                      cfg.head_dim, cfg.mlp_dim)
+
+  def need(role: str, shape: tuple[int, ...]) -> np.ndarray:
+    w = get(role)
+    if w is None:
+      raise ConversionError(f'{where}: missing tensor for {role!r}')
+    if tuple(w.shape) != shape:
+      raise ConversionError(f'{where}: tensor {role!r} has shape '
+                            f'{tuple(w.shape)}, the config implies {shape}')
+    return np.asarray(w, np.float32)
+
+  params: dict[str, Any] = {
+      'embedding': need('embed', (cfg.vocab_size, d)),
+      'final_norm': {'scale': need('final_norm', (d,))}}
+  if not cfg.tie_embeddings:
+    params['lm_head'] = need('lm_head', (cfg.vocab_size, d)).T
+  for i in range(cfg.num_layers):
+    attn = {'q': need(f'{i}.q', (h * dh, d)).T.reshape(d, h, dh),
+            'k': need(f'{i}.k', (kvh * dh, d)).T.reshape(d, kvh, dh),
+            'v': need(f'{i}.v', (kvh * dh, d)).T.reshape(d, kvh, dh),
+            'o': need(f'{i}.o', (d, h * dh)).T.reshape(h, dh, d)}
+    if cfg.attention_bias:
+      attn['q_bias'] = need(f'{i}.q_bias', (h * dh,)).reshape(h, dh)
+      attn['k_bias'] = need(f'{i}.k_bias', (kvh * dh,)).reshape(kvh, dh)
+      attn['v_bias'] = need(f'{i}.v_bias', (kvh * dh,)).reshape(kvh, dh)
+    params[f'layer_{i}'] = {
+        'attn_norm': {'scale': need(f'{i}.attn_norm', (d,))},
+        'attn': attn,
+        'mlp_norm': {'scale': need(f'{i}.mlp_norm', (d,))},
+        'mlp': {'gate': need(f'{i}.gate', (f, d)).T,
+                'up': need(f'{i}.up', (f, d)).T,
+                'down': need(f'{i}.down', (d, f)).T}}
+  return params
+
+
+def tensor_name(role: str, names: dict[str, str]) -> tuple[str, str]:
+  """(role without its layer, tensor name) of an `assemble` role.
+
+  `names` maps roles to tensor names with `{}` for the layer number.
+  """
+  layer, _, kind = role.rpartition('.')
+  return kind, names[kind].format(layer)
+
+
+def disassemble(cfg: decoder_lib.DecoderConfig,
+                params: dict[str, Any]) -> dict[str, np.ndarray]:
+  """The inverse of `assemble`: {role: [out, in] matrix, as HF stores it}.
+
+  Arrays keep their dtype; `assemble(cfg, disassemble(cfg, p).get, ...)`
+  gives `p` back bit for bit (transposes and reshapes only).
+  """
+  d, h, kvh, dh = cfg.embed_dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+  host = lambda x: np.asarray(x)
+  out = {'embed': host(params['embedding']),
+         'final_norm': host(params['final_norm']['scale'])}
+  if not cfg.tie_embeddings:
+    out['lm_head'] = host(params['lm_head']).T
+  for i in range(cfg.num_layers):
+    layer = params[f'layer_{i}']
+    attn = layer['attn']
+    out.update({
+        f'{i}.q': host(attn['q']).reshape(d, h * dh).T,
+        f'{i}.k': host(attn['k']).reshape(d, kvh * dh).T,
+        f'{i}.v': host(attn['v']).reshape(d, kvh * dh).T,
+        f'{i}.o': host(attn['o']).reshape(h * dh, d).T,
+        f'{i}.attn_norm': host(layer['attn_norm']['scale']),
+        f'{i}.mlp_norm': host(layer['mlp_norm']['scale']),
+        f'{i}.gate': host(layer['mlp']['gate']).T,
+        f'{i}.up': host(layer['mlp']['up']).T,
+        f'{i}.down': host(layer['mlp']['down']).T})
+    if cfg.attention_bias:
+      for kind in ('q', 'k', 'v'):
+        out[f'{i}.{kind}_bias'] = host(attn[f'{kind}_bias']).reshape(-1)
+  return out
+
+
+def untied(cfg: decoder_lib.DecoderConfig,
+           params: dict[str, Any]) -> tuple[decoder_lib.DecoderConfig, dict]:
+  """`cfg`/`params` with a scaled tied head written out as `lm_head`.
+
+  Hugging Face and GGUF configs know tied logits x @ E^T only; the tiny
+  models' x @ E^T / sqrt(D) becomes an untied lm_head = E / sqrt(D) with
+  the same logits. Other configs are returned as they are.
+  """
+  if not (cfg.tie_embeddings and cfg.scale_tied_logits):
+    return cfg, params
+  emb = np.asarray(params['embedding'])
+  head = (emb / np.sqrt(np.float32(cfg.embed_dim))).astype(emb.dtype).T
+  cfg = dataclasses.replace(cfg, tie_embeddings=False,
+                            scale_tied_logits=False)
+  return cfg, {**params, 'lm_head': head}
+
+
+def check_expressible(cfg: decoder_lib.DecoderConfig, where: str) -> None:
+  """Raises unless Hugging Face / GGUF configs can express `cfg`'s logits."""
+  if cfg.tie_embeddings and cfg.scale_tied_logits:
+    raise ConversionError(
+        f'{where}: scale_tied_logits=True (logits = x @ E^T / sqrt('
+        f'{cfg.embed_dim})) has no Hugging Face or GGUF config field; export '
+        'with --untie to write an untied lm_head = E / sqrt(embed_dim), '
+        'which gives the same logits')

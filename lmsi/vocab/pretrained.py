@@ -1,0 +1,192 @@
+"""Pretrained checkpoints' tokenizers as `vocab_base.Vocabulary`s.
+
+  * `HFVocab`: a Hugging Face `tokenizers.Tokenizer` (byte-level BPE) from a
+    `tokenizer.json`, or rebuilt from GGUF metadata by `lmsi.vocab.gguf`.
+  * `SentencePieceVocab`: a SentencePiece `.model` file (Llama-1/2, T5).
+
+`tokenizers` and `sentencepiece` are imported only when one is built.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterable
+
+from lmsi.runtime import fileio
+from lmsi.vocab import base as vocab_base
+
+
+class HFVocab:
+  """A Hugging Face `tokenizers.Tokenizer` (BPE from tokenizer.json/GGUF).
+
+  `encode` adds no BOS/EOS (SmolLM2 and Qwen2 use none; `add_bos` is kept
+  in the conversion manifest for checkpoints that do). `decode` stops at the
+  first EOS and keeps other special tokens as text, like transformers'
+  `decode`.
+  """
+
+  unk_id = None
+
+  def __init__(self, tokenizer, *, eos_id: int, pad_id: int | None = None,
+               bos_id: int | None = None, source: str = ''):
+    self.tokenizer = tokenizer
+    self.eos_id = int(eos_id)
+    self.pad_id = int(self.eos_id if pad_id is None else pad_id)
+    self.bos_id = bos_id
+    self.vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
+    self.source = source
+
+  @classmethod
+  def from_file(cls, path: str) -> HFVocab:
+    """tokenizer.json (+ the special ids from its tokenizer_config.json)."""
+    import tokenizers  # pylint: disable=g-import-not-at-top
+    tok = tokenizers.Tokenizer.from_file(path)
+    config = os.path.join(os.path.dirname(path), 'tokenizer_config.json')
+    names = {}
+    if os.path.exists(config):
+      with open(config, encoding='utf-8') as f:
+        names = json.load(f)
+    ids = {}
+    for key in ('eos', 'pad', 'bos'):
+      name = names.get(f'{key}_token')
+      if isinstance(name, dict):
+        name = name.get('content')
+      ids[key] = tok.token_to_id(name) if name else None
+    if ids['eos'] is None:
+      for name in ('<|endoftext|>', '</s>', '<eos>', '<|im_end|>'):
+        if tok.token_to_id(name) is not None:
+          ids['eos'] = tok.token_to_id(name)
+          break
+      else:
+        raise ValueError(f'{path}: no EOS token (set eos_token in '
+                         f'{config})')
+    return cls(tok, eos_id=ids['eos'], pad_id=ids['pad'], bos_id=ids['bos'],
+               source=path)
+
+  def encode(self, text: str) -> list[int]:
+    return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+  def decode(self, ids: Iterable[int]) -> str:
+    kept = vocab_base.ids_before_eos(ids, self.eos_id,
+                                     lambda i: 0 <= i < self.vocab_size)
+    return self.tokenizer.decode(kept, skip_special_tokens=False)
+
+  def token_bytes(self) -> list[bytes]:
+    table = {c: b for b, c in _bytes_to_unicode().items()}
+    special = {t.content for t in
+               self.tokenizer.get_added_tokens_decoder().values()}
+    out = []
+    for i in range(self.vocab_size):
+      piece = self.tokenizer.id_to_token(i) or ''
+      if piece in special or any(c not in table for c in piece):
+        out.append(piece.encode('utf-8'))
+      else:
+        out.append(bytes(table[c] for c in piece))
+    return out
+
+  def save(self, output_dir: str) -> str:
+    """Writes tokenizer.json (+ the special ids); returns its file name."""
+    fileio.write_text_atomic(os.path.join(output_dir, 'tokenizer.json'),
+                              self.tokenizer.to_str())
+    names = {f'{k}_token': self.tokenizer.id_to_token(v) for k, v in
+             (('eos', self.eos_id), ('pad', self.pad_id), ('bos', self.bos_id))
+             if v is not None}
+    fileio.write_text_atomic(
+        os.path.join(output_dir, 'tokenizer_config.json'),
+        json.dumps(names, indent=1) + '\n')
+    return 'tokenizer.json'
+
+  def fingerprint(self) -> str:
+    text = self.tokenizer.to_str().encode('utf-8')
+    return 'hf:' + hashlib.sha256(text).hexdigest()
+
+  def to_seqio(self):
+    return vocab_base.seqio_twin(self)
+
+
+class SentencePieceVocab:
+  """A SentencePiece model file (Llama-1/2, T5 style tokenizers)."""
+
+  def __init__(self, path: str):
+    import sentencepiece  # pylint: disable=g-import-not-at-top
+    self.path = path
+    self.sp = sentencepiece.SentencePieceProcessor(model_file=path)
+    self.vocab_size = self.sp.get_piece_size()
+    self.eos_id = self.sp.eos_id()
+    self.pad_id = max(self.sp.pad_id(), 0)
+    self.unk_id = self.sp.unk_id()
+
+  def encode(self, text: str) -> list[int]:
+    return list(self.sp.encode(text))
+
+  def decode(self, ids: Iterable[int]) -> str:
+    kept = vocab_base.ids_before_eos(
+        ids, self.eos_id,
+        lambda i: 0 <= i < self.vocab_size and i != self.pad_id)
+    return self.sp.decode(kept)
+
+  def token_bytes(self) -> list[bytes]:
+    out = []
+    for i in range(self.vocab_size):
+      piece = self.sp.id_to_piece(i)
+      if self.sp.is_byte(i):
+        out.append(bytes([int(piece[3:5], 16)]))
+      elif self.sp.is_control(i) or self.sp.is_unknown(i):
+        out.append(b'')
+      else:
+        out.append(piece.replace('\u2581', ' ').encode('utf-8'))
+    return out
+
+  def save(self, output_dir: str) -> str:
+    dst = os.path.join(output_dir, 'tokenizer.model')
+    shutil.copyfile(self.path, dst + '.tmp')
+    os.replace(dst + '.tmp', dst)
+    return 'tokenizer.model'
+
+  def fingerprint(self) -> str:
+    model = self.sp.serialized_model_proto()
+    return 'sp:' + hashlib.sha256(model).hexdigest()
+
+  def to_seqio(self):
+    import seqio  # pylint: disable=g-import-not-at-top
+    return seqio.SentencePieceVocabulary(self.path)
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+  """GPT-2's byte -> printable character table of byte-level BPE."""
+  keep = (list(range(ord('!'), ord('~') + 1)) +
+          list(range(ord('\xa1'), ord('\xac') + 1)) +
+          list(range(ord('\xae'), ord('\xff') + 1)))
+  table, extra = {}, 0
+  for b in range(256):
+    if b in keep:
+      table[b] = chr(b)
+    else:
+      table[b] = chr(256 + extra)
+      extra += 1
+  return table
+
+
+def byte_tokenizer_json(pad: str = '<pad>', eos: str = '</s>',
+                        unk: str = '<unk>') -> str:
+  """A tokenizer.json that encodes id for id like `vocab.ByteVocab`.
+
+  Byte-level BPE without merges: pad 0, EOS 1, UNK 2, byte b -> b + 3, so a
+  byte-vocabulary model exported to Hugging Face or GGUF keeps a tokenizer
+  transformers, lm-evaluation-harness and llama.cpp read.
+  """
+  import tokenizers  # pylint: disable=g-import-not-at-top
+  from tokenizers import decoders, models, pre_tokenizers  # pylint: disable=g-import-not-at-top
+  table = _bytes_to_unicode()
+  vocab = {pad: 0, eos: 1, unk: 2, **{table[b]: b + 3 for b in range(256)}}
+  tok = tokenizers.Tokenizer(models.BPE(vocab=vocab, merges=[]))
+  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False,
+                                               use_regex=True)
+  tok.decoder = decoders.ByteLevel()
+  tok.add_special_tokens([tokenizers.AddedToken(t, special=True,
+                                                normalized=False)
+                          for t in (pad, eos, unk)])
+  return tok.to_str()
