@@ -8,7 +8,7 @@ appended as JSON lines to --out, to read while a long run goes on.
 
   PYTHONPATH=<dir with libtpu 0.0.42.*> TPU_SKIP_MDS_QUERY=1 \\
     ALLOW_MULTIPLE_LIBTPU_LOAD=true TPU_WORKER_HOSTNAMES=localhost \\
-    JAX_PLATFORMS=cpu .venv/bin/python bench/capacity.py [--only=smollm2]
+    JAX_PLATFORMS=cpu .venv/bin/python tools/capacity.py [--only=smollm2]
 """
 
 import argparse

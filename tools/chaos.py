@@ -38,7 +38,7 @@ less the time (net of compiling) that earlier kills of the same call ran,
 since a resumed call has at most that much left to do. `--jax_cache=off`
 compiles in every run.
 
-    python bench/chaos.py [--seed=0] [--per_stage=3] [--jax_cache=on|off]
+    python tools/chaos.py [--seed=0] [--per_stage=3] [--jax_cache=on|off]
         [--out=runs/chaos_bench]
 """
 
@@ -69,10 +69,10 @@ COMPARED = ('metrics.json', '*/selfgen/selfgen.jsonl', '*/samples/*.jsonl',
 # Stage name -> (module, function) the pipeline calls for it. Only the
 # outermost stage call counts (base training evaluates and trains inside).
 STAGES = {'base training': ('lmsi.demo.base', 'train_base'),
-          'sampling': ('lmsi.sample', 'sample'),
-          'aggregation': ('lmsi.aggregate', 'aggregate'),
-          'fine-tuning': ('lmsi.train', 'train_with'),
-          'evaluation': ('lmsi.evaluate', 'evaluate')}
+          'sampling': ('lmsi.sampling.shard', 'sample'),
+          'aggregation': ('lmsi.voting.aggregation', 'aggregate'),
+          'fine-tuning': ('lmsi.trainer.trainer', 'train_with'),
+          'evaluation': ('lmsi.evaluation.evaluator', 'evaluate')}
 # Kills in pipeline order (a run killed past a stage cannot return to it).
 PLAN = (('base training', 'timer'),) * 3 + (
     ('evaluation', 'timer'), ('sampling', 'timer'),

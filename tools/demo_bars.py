@@ -1,6 +1,6 @@
 """Checks demo runs against the bars the demo must clear; prints a table.
 
-  python bench/demo_bars.py runs/demo_s0 runs/demo_s1 ...
+  python tools/demo_bars.py runs/demo_s0 runs/demo_s1 ...
 
 For each run's metrics.json (greedy CoT accuracy, maj@16, calibration):
   lmsi+10     LMSI greedy >= base greedy + 10 points

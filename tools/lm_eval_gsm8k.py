@@ -7,7 +7,7 @@ lm_eval package, with the dataset pointed at the local official test file
 (`$LMSI_DATA_DIR/gsm8k/test.jsonl`, default ../shared/data), through lm-eval's
 HF backend on a directory `python -m lmsi.export --format=hf` wrote:
 
-    python bench/lm_eval_gsm8k.py --model_dir=DIR [--limit=8]
+    python tools/lm_eval_gsm8k.py --model_dir=DIR [--limit=8]
 
 Prints lm-eval's exact_match per filter and where the samples went, so a
 number from lmsi (`eval.json`'s `accuracy_by_match`, with

@@ -6,7 +6,7 @@ the self-generated mixture) -> evaluate (GSM8K test: direct, greedy CoT,
 maj@m) for the base and the fine-tuned model. Each stage is the same command
 a researcher runs; re-running resumes (finished stages are skipped).
 
-    python bench/smollm2_round.py [--questions=4] [--samples=4] [--steps=3]
+    python tools/smollm2_round.py [--questions=4] [--samples=4] [--steps=3]
 """
 
 from __future__ import annotations

@@ -96,7 +96,7 @@ def format_markdown(result: Mapping[str, Any]) -> str:
       f'{result["seconds"]:.1f} s.', '',
       tables.markdown_table(['method', 'accuracy (%)', 'vs greedy (points)'], rows),
       '', f'Calibration: majority answer of the {result["m"]} paths', '',
-      tables.calibration_markdown(result), '',
+      tables.calibration_markdown(result.get('calibration', [])), '',
       f'**{result["verdict"]}** (threshold {result["threshold_points"]:g} '
       f'points; best: maj@{result["best_k"]}, '
       f'{result["best_gap_points"]:+.1f})', ''])

@@ -19,9 +19,8 @@ def pct(value: float | None) -> str:
   return '-' if value is None else f'{100.0 * value:.1f}'
 
 
-def calibration_markdown(result: dict[str, Any]) -> str:
+def calibration_markdown(bins: Sequence[dict[str, Any]]) -> str:
   """Accuracy of the majority answer per vote-share bin, as markdown."""
   rows = [[f'{b["vote_share_lo"]:.2f}-{b["vote_share_hi"]:.2f}',
-           str(b.get('n', 0)), pct(b.get('accuracy'))]
-          for b in result.get('calibration', [])]
+           str(b.get('n', 0)), pct(b.get('accuracy'))] for b in bins]
   return markdown_table(['vote share', 'n', 'accuracy'], rows)

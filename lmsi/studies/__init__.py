@@ -1,17 +1,25 @@
-"""Whole studies over the stages: the demo study (base, LMSI rounds,
-control, no-vote, ablations; `python -m lmsi.pipeline`), the study on any
-task (`python -m lmsi.study`), the paper's settings, the report, and the
-README's demo block (`python -m lmsi.studies.readme`, `make readme`).
+"""Whole studies over the stages: one driver (`run_arms` over a
+`RunContext`: base, LMSI rounds, control, no-vote, ablations, students),
+the demo study (`python -m lmsi.pipeline`), the study on any task
+(`python -m lmsi.study`), the results schema (metrics.json), the paper's
+settings, the report, and the README's demo block
+(`python -m lmsi.studies.readme`, `make readme`).
 """
 
 # pylint: disable=g-importing-member
 from etils import epy as _epy
 
 with _epy.lazy_api_imports(globals()):
+  # common: the driver and its arms
+  from lmsi.studies.common import (
+      Ablation, Arms, Model, RunContext, SelfGenerated, Student, run_arms)
+  # results: what metrics.json holds
+  from lmsi.studies.results import ArmResult, StudentResult, StudyResult
   # demo
-  from lmsi.studies.demo import Ablation, Student, run_pipeline
+  from lmsi.studies.demo import DemoContext, run_pipeline
   # benchmark
-  from lmsi.studies.benchmark import StudyArms, StudyTasks, run_study
+  from lmsi.studies.benchmark import (
+      BenchmarkContext, StudyArms, StudyTasks, run_study)
   # paper
   from lmsi.studies.paper import deviations, run_settings
   # report
@@ -19,8 +27,18 @@ with _epy.lazy_api_imports(globals()):
 
 __all__ = [
     'Ablation',
+    'Arms',
+    'Model',
+    'RunContext',
+    'SelfGenerated',
     'Student',
+    'run_arms',
+    'ArmResult',
+    'StudentResult',
+    'StudyResult',
+    'DemoContext',
     'run_pipeline',
+    'BenchmarkContext',
     'StudyArms',
     'StudyTasks',
     'run_study',

@@ -48,7 +48,9 @@ from lmsi.runtime import manifests
 from lmsi.data import prompts
 from lmsi.data import records
 from lmsi.runtime import fileio
+from lmsi.studies import common
 from lmsi.studies import report
+from lmsi.studies import results
 from lmsi.sampling import shard as sample_lib
 from lmsi.sampling import generation as sampling
 from lmsi.checkpoints import load
@@ -145,6 +147,127 @@ def _counts(selfgen_path: str) -> dict[str, Any] | None:
     return json.load(f).get('counts')
 
 
+class BenchmarkContext(common.RunContext):
+  """The stages' library entries (`sample_task`, `aggregate_task`,
+  `train_with`, `evaluate_task`) in this one process, on checkpoint dirs:
+  JAX and the task registry start once, and every stage still reads and
+  writes files and skips itself when complete."""
+
+  def __init__(self, output_dir: str, *, model_config, checkpoint_path: str,
+               vocabulary: str, tasks: StudyTasks, arms: StudyArms,
+               sampling_config: sampling.SamplingConfig,
+               finetune: train_lib.TrainSettings,
+               task_feature_lengths: Mapping[str, int],
+               eval_before: evaluate_lib.EvalConfig,
+               eval_after: evaluate_lib.EvalConfig, seed: int,
+               batch_questions: int, param_dtype: str, grad_accum_steps: int):
+    self.output_dir = output_dir
+    self.model_config, self.vocabulary = model_config, vocabulary
+    self.tasks, self.arms = tasks, arms
+    self.sampling_config, self.finetune = sampling_config, finetune
+    self.task_feature_lengths = task_feature_lengths
+    self.eval_before, self.eval_after = eval_before, eval_after
+    self.seed, self.batch_questions = seed, batch_questions
+    self.param_dtype, self.grad_accum_steps = param_dtype, grad_accum_steps
+    self.base = common.Model(checkpoint_path)
+    self.register_selfgen = taskspec.builder(taskspec.SELFGEN).register
+    self.pools = inputs.member_tasks(tasks.pool_task)
+    self.eval_tasks = (list(tasks.eval_tasks)
+                       or [benchmark_of(p)[0] for p in self.pools])
+    for name in self.eval_tasks:
+      inputs.get_mixture_or_task(name)  # an unknown name fails before work
+    self.settings = tasks.settings()
+    self.timings: dict[str, float] = {}
+    self.files: dict[str, dict[str, str]] = {}  # arm -> dataset -> file
+
+  def _timed(self, key, fn, **kwargs):
+    t0 = time.monotonic()
+    out = fn(**kwargs)
+    self.timings[key] = round(time.monotonic() - t0, 1)
+    return out
+
+  def evaluate(self, arm, model, config, *, kept=None, exemplars=None):
+    del kept  # no reasoning styles outside the demo
+    if exemplars is not None:
+      raise NotImplementedError('the study evaluates with each task\'s '
+                                'exemplars (StudyTasks.exemplars)')
+    return {task: results.ArmResult.from_json(self._timed(
+        f'eval {arm} {task}', evaluate_lib.evaluate_task,
+        model_config=self.model_config, checkpoint_path=model.checkpoint,
+        task_name=task, split=self.tasks.eval_split,
+        output_dir=self.path(arm, 'eval', task),
+        config=config.with_seed(self.seed), vocabulary=self.vocabulary,
+        max_questions=self.tasks.max_eval_questions,
+        param_dtype=self.param_dtype, **self.settings))
+            for task in self.eval_tasks}
+
+  def self_generate(self, arm, model, *, no_vote, samples_dir, formats=None,
+                    questions=None, exemplars=None):
+    if formats is not None or questions is not None or exemplars is not None:
+      raise NotImplementedError('the study samples its pool with the '
+                                "tasks' exemplars into the four formats")
+    self._timed(
+        f'sample {arm}', sample_lib.sample_task,
+        model_config=self.model_config, checkpoint_path=model.checkpoint,
+        task_name=self.tasks.pool_task, split=POOL_SPLIT,
+        output_dir=samples_dir,
+        sampling_config=dataclasses.replace(self.sampling_config,
+                                            seed=self.seed),
+        vocabulary=self.vocabulary, max_questions=self.tasks.max_questions,
+        batch_questions=self.batch_questions, param_dtype=self.param_dtype,
+        **self.settings)
+    paths = self._timed(
+        f'aggregate {arm}', aggregate_lib.aggregate_task,
+        samples_dir=samples_dir, task_name=self.tasks.pool_task,
+        split=POOL_SPLIT, output_dir=self.path(arm, 'selfgen'),
+        no_vote=no_vote, seed=self.seed,
+        min_vote_share=self.arms.min_vote_share,
+        max_paths_per_question=self.arms.max_paths_per_question,
+        dedup=self.arms.dedup, **self.settings)
+    self.files[arm] = {dataset_of(p): path
+                       for p, path in zip(self.pools, paths)}
+    return common.SelfGenerated(self.files[arm])
+
+  def fit(self, arm, data, *, round_, suffix, init, config=None):
+    """Registers the arm's mixture over the files and fine-tunes on it;
+    None if no file holds an example."""
+    if config is not None:
+      raise NotImplementedError('the study fine-tunes its one model')
+    mixture, names = None, []
+    for dataset, path in sorted(data.files.items()):
+      if has_examples(path):  # each dataset's tasks join the last mixture
+        mixture = self.register_selfgen(path, dataset, round_,
+                                        vocabulary=self.vocabulary,
+                                        extra_tasks=names, suffix=suffix)
+        names = inputs.member_tasks(mixture)
+    if mixture is None:
+      logging.warning('study: %s has no training examples; not fine-tuned',
+                      arm)
+      return None
+    self._timed(f'train {arm}', train_lib.train_with, settings=self.finetune,
+                model_config=self.model_config, mixture_or_task_name=mixture,
+                task_feature_lengths=self.task_feature_lengths,
+                model_dir=self.path(arm, 'model'),
+                initial_checkpoint_path=init.checkpoint, seed=self.seed,
+                grad_accum_steps=self.grad_accum_steps)
+    return common.Model(self.path(arm, 'model'))
+
+  def train_control(self):
+    """The checkpoint fine-tuned on the gold labels of the pool questions
+    (`gold_examples`), with the same budget."""
+    files = self.files['control'] = {}
+    for pool in self.pools:
+      task, split = benchmark_of(pool)
+      path = self.path('control', 'gold', f'{pool}.jsonl')
+      if not fileio.is_complete(path):
+        fileio.write_jsonl(path, gold_examples(
+            task, split, max_questions=self.tasks.max_questions,
+            settings=self.settings))
+      files[dataset_of(pool)] = path
+    return self.fit('control', common.SelfGenerated(files), round_=1,
+                    suffix='_control', init=self.base)
+
+
 def run_study(
     *,
     output_dir: str,
@@ -164,7 +287,7 @@ def run_study(
     grad_accum_steps: int = 1,
     title: str = 'LMSI study',
 ) -> dict[str, dict]:
-  """Runs every arm; returns {eval task: metrics} (also written).
+  """Runs every arm; returns {eval task: metrics.json's content} (written).
 
   The tasks must be registered (gin: `@mixtures.registered()`) and the
   selfgen builder too (`import tasks.selfgen`). An arm whose vote keeps no
@@ -175,153 +298,61 @@ def run_study(
     ValueError: for an unknown eval task, or a pool without gold labels
       when `arms.run_control` (see `benchmark_of`).
   """
-  register_selfgen = taskspec.builder(taskspec.SELFGEN).register
   t_start = time.monotonic()
-  timings: dict[str, float] = {}
-  d = lambda *p: os.path.join(output_dir, *p)
   fileio.makedirs(output_dir)
-  pools = inputs.member_tasks(tasks.pool_task)
-  eval_tasks = list(tasks.eval_tasks) or [benchmark_of(p)[0] for p in pools]
-  for name in eval_tasks:
-    inputs.get_mixture_or_task(name)  # an unknown name fails before any work
-  settings = tasks.settings()
-
-  def timed(key, fn, **kwargs):
-    t0 = time.monotonic()
-    out = fn(**kwargs)
-    timings[key] = round(time.monotonic() - t0, 1)
-    return out
-
-  def evaluate(arm, checkpoint, config):
-    return {task: timed(
-        f'eval {arm} {task}', evaluate_lib.evaluate_task,
-        model_config=model_config, checkpoint_path=checkpoint,
-        task_name=task, split=tasks.eval_split,
-        output_dir=d(arm, 'eval', task), config=config.with_seed(seed),
-        vocabulary=vocabulary, max_questions=tasks.max_eval_questions,
-        param_dtype=param_dtype, **settings) for task in eval_tasks}
-
-  def fit(arm, files, round_, suffix):
-    """Registers the arm's mixture over `files` and fine-tunes on it;
-    returns the model dir, or None if no file holds an example."""
-    mixture, names = None, []
-    for dataset, path in sorted(files.items()):
-      if has_examples(path):  # each dataset's tasks join the last mixture
-        mixture = register_selfgen(path, dataset, round_,
-                                   vocabulary=vocabulary, extra_tasks=names,
-                                   suffix=suffix)
-        names = inputs.member_tasks(mixture)
-    if mixture is None:
-      logging.warning('study: %s has no training examples; not fine-tuned',
-                      arm)
-      return None
-    timed(f'train {arm}', train_lib.train_with, settings=finetune,
-          model_config=model_config, mixture_or_task_name=mixture,
-          task_feature_lengths=task_feature_lengths, model_dir=d(arm, 'model'),
-          initial_checkpoint_path=checkpoint_path, seed=seed,
-          grad_accum_steps=grad_accum_steps)
-    return d(arm, 'model')
-
-  def self_generate(arm, samples_dir, checkpoint, no_vote):
-    timed(f'sample {arm}', sample_lib.sample_task,
-          model_config=model_config, checkpoint_path=checkpoint,
-          task_name=tasks.pool_task, split=POOL_SPLIT, output_dir=samples_dir,
-          sampling_config=dataclasses.replace(sampling_config, seed=seed),
-          vocabulary=vocabulary, max_questions=tasks.max_questions,
-          batch_questions=batch_questions, param_dtype=param_dtype,
-          **settings)
-    paths = timed(
-        f'aggregate {arm}', aggregate_lib.aggregate_task,
-        samples_dir=samples_dir, task_name=tasks.pool_task, split=POOL_SPLIT,
-        output_dir=d(arm, 'selfgen'), no_vote=no_vote, seed=seed,
-        min_vote_share=arms.min_vote_share,
-        max_paths_per_question=arms.max_paths_per_question, dedup=arms.dedup,
-        **settings)
-    return {dataset_of(p): path for p, path in zip(pools, paths)}
-
-  def skipped(why):
-    return {'accuracy': {}, 'num_questions': 0, 'skipped': why}
-
-  results: dict[str, Any] = {'rounds': [evaluate('base', checkpoint_path,
-                                                 eval_before)]}
-  files: dict[str, dict[str, str]] = {}
-  checkpoint = checkpoint_path
-  for r in range(1, arms.num_rounds + 1):
-    arm = f'r{r}'
-    files[arm] = self_generate(arm, d(arm, 'samples'), checkpoint, False)
-    model = fit(arm, files[arm], r, '')
-    if model is None:
-      results['rounds'].append({t: skipped('the vote kept no path')
-                                for t in eval_tasks})
-      break
-    results['rounds'].append(evaluate(arm, model, eval_after))
-    checkpoint = model
-  if arms.run_control:
-    files['control'] = {}
-    for pool in pools:
-      task, split = benchmark_of(pool)
-      path = d('control', 'gold', f'{pool}.jsonl')
-      if not fileio.is_complete(path):
-        fileio.write_jsonl(path, gold_examples(
-            task, split, max_questions=tasks.max_questions,
-            settings=settings))
-      files['control'][dataset_of(pool)] = path
-    model = fit('control', files['control'], 1, '_control')
-    results['control'] = (evaluate('control', model, eval_after) if model
-                          else {t: skipped('no gold examples')
-                                for t in eval_tasks})
-  if arms.run_no_vote:
-    # The base's paths, as round 1 drew them (same model, seed, questions).
-    files['no_vote'] = self_generate('no_vote', d('r1', 'samples'),
-                                     checkpoint_path, True)
-    model = fit('no_vote', files['no_vote'], 1, '_novote')
-    results['no_vote'] = (evaluate('no_vote', model, eval_after) if model
-                          else {t: skipped('no parseable path')
-                                for t in eval_tasks})
-  metrics = {task: {key: ([r[task] for r in value] if key == 'rounds'
-                          else value[task])
-                    for key, value in results.items()}
-             for task in eval_tasks}
-  _write_results(output_dir, metrics, title)
-  timings['total'] = round(time.monotonic() - t_start, 1)
-  fileio.write_json(d('timings.json'), timings)
-  fileio.write_json(d('manifest.json'), _manifest(
-      checkpoint_path, vocabulary, files, metrics, model_config=model_config,
-      pools=pools, eval_tasks=eval_tasks, tasks=tasks, arms=arms,
+  ctx = BenchmarkContext(
+      output_dir, model_config=model_config, checkpoint_path=checkpoint_path,
+      vocabulary=vocabulary, tasks=tasks, arms=arms,
       sampling_config=sampling_config, finetune=finetune,
       task_feature_lengths=task_feature_lengths, eval_before=eval_before,
-      eval_after=eval_after, seed=seed, param_dtype=param_dtype,
-      grad_accum_steps=grad_accum_steps))
-  for task, m in metrics.items():
-    print(f'{task} ({tasks.eval_split}):\n{report.format_table(m)}')
-  return metrics
+      eval_after=eval_after, seed=seed, batch_questions=batch_questions,
+      param_dtype=param_dtype, grad_accum_steps=grad_accum_steps)
+  studies = common.run_arms(ctx, common.Arms(
+      num_rounds=arms.num_rounds, run_control=arms.run_control,
+      run_no_vote=arms.run_no_vote))
+  _write_results(output_dir, studies, title)
+  ctx.timings['total'] = round(time.monotonic() - t_start, 1)
+  fileio.write_json(os.path.join(output_dir, 'timings.json'), ctx.timings)
+  fileio.write_json(os.path.join(output_dir, 'manifest.json'), _manifest(
+      checkpoint_path, vocabulary, ctx.files, studies,
+      model_config=model_config, pools=ctx.pools, eval_tasks=ctx.eval_tasks,
+      tasks=tasks, arms=arms, sampling_config=sampling_config,
+      finetune=finetune, task_feature_lengths=task_feature_lengths,
+      eval_before=eval_before, eval_after=eval_after, seed=seed,
+      param_dtype=param_dtype, grad_accum_steps=grad_accum_steps))
+  for task, study in studies.items():
+    print(f'{task} ({tasks.eval_split}):\n{report.format_table(study)}')
+  return {task: study.to_json() for task, study in studies.items()}
 
 
-def _write_results(output_dir: str, metrics: Mapping[str, dict],
+def _write_results(output_dir: str,
+                   studies: Mapping[str, results.StudyResult],
                    title: str) -> None:
   """metrics.json + report.md at the top for one eval task; else one pair
   per task under <task>/, with summary.json and an index report.md."""
-  if len(metrics) == 1:
-    (task, m), = metrics.items()
-    fileio.write_json(os.path.join(output_dir, 'metrics.json'), m)
+  if len(studies) == 1:
+    (task, m), = studies.items()
+    fileio.write_json(os.path.join(output_dir, 'metrics.json'), m.to_json())
     report.write_report(m, output_dir, title=f'{title}: {task}')
     return
   parts = [f'# {title}', '']
-  for task, m in metrics.items():
-    fileio.write_json(os.path.join(output_dir, task, 'metrics.json'), m)
+  for task, m in studies.items():
+    fileio.write_json(os.path.join(output_dir, task, 'metrics.json'),
+                      m.to_json())
     report.write_report(m, os.path.join(output_dir, task),
                         title=f'{title}: {task}')
     parts += [f'## {task} ([report]({task}/report.md))', '',
               report.format_markdown_table(m), '', 'Self-consistency gap '
               '(points):', '', report.format_gap_markdown(m), '']
-  fileio.write_json(os.path.join(output_dir, 'summary.json'), dict(metrics))
+  fileio.write_json(os.path.join(output_dir, 'summary.json'),
+                    {task: m.to_json() for task, m in studies.items()})
   fileio.write_text_atomic(os.path.join(output_dir, 'report.md'),
                             '\n'.join(parts))
 
 
 def _manifest(checkpoint_path: str, vocabulary: str,
               files: Mapping[str, Mapping[str, str]],
-              metrics: Mapping[str, dict], *,
+              studies: Mapping[str, results.StudyResult], *,
               model_config: decoder_lib.DecoderConfig, pools: Sequence[str],
               eval_tasks: Sequence[str], tasks: StudyTasks, arms: StudyArms,
               **settings: Any) -> dict[str, Any]:
@@ -345,8 +376,8 @@ def _manifest(checkpoint_path: str, vocabulary: str,
           'gold_examples': {k: sum(1 for _ in records.read_jsonl(
               p, records.SelfGenExample))
                             for k, p in used.get('control', {}).items()},
-          'eval_questions': {t: m['rounds'][0].get('num_questions')
-                             for t, m in metrics.items()}},
+          'eval_questions': {t: m.rounds[0].num_questions
+                             for t, m in studies.items()}},
       choices={
           'finetune_from': 'the checkpoint, every arm and round',
           'round_k_samples_with': 'round k-1 model (round 1: the checkpoint)',

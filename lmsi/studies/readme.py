@@ -20,6 +20,7 @@ from absl import app
 
 from lmsi.runtime import fileio
 from lmsi.studies import report
+from lmsi.studies import results
 
 README_BEGIN = ('<!-- make readme writes this block from runs/demo/report.md; '
                 'do not edit -->')
@@ -34,16 +35,16 @@ def _read_json(run_dir: str, name: str) -> dict:
 def readme_block(run_dir: str, command: str = 'make demo') -> str:
   """The README's demo result: what `command` measured in `run_dir`
   (metrics.json, timings.json, manifest.json), with date and revision."""
-  metrics = _read_json(run_dir, 'metrics.json')
+  study = results.StudyResult.from_json(_read_json(run_dir, 'metrics.json'))
   seconds = _read_json(run_dir, 'timings.json').get('total')
   revision = _read_json(run_dir, 'manifest.json').get('git_revision',
                                                       'unknown')
-  rows = report.arms(metrics)
-  n = rows[0][1].get('num_questions') if rows else None
-  ks = report.maj_ks(metrics)
+  rows = report.arms(study)
+  n = rows[0][1].num_questions if rows else None
+  ks = report.maj_ks(study)
   gaps = []
   for name, result in rows:
-    accuracy = result.get('accuracy', {})
+    accuracy = result.accuracy
     if ks and f'maj@{ks[-1]}' in accuracy and 'greedy_cot' in accuracy:
       gap = accuracy[f'maj@{ks[-1]}'] - accuracy['greedy_cot']
       gaps.append(f'{name} {report.points(gap)}')
@@ -52,7 +53,7 @@ def readme_block(run_dir: str, command: str = 'make demo') -> str:
            f'`{command}` on {when}, {seconds:.0f} s, git {revision[:12]} '
            f'(`{run_dir}/report.md`; accuracy in % on the test split'
            + (f', {n} questions' if n else '') + '):', '',
-           report.format_markdown_table(metrics), '']
+           report.format_markdown_table(study), '']
   if gaps:
     lines += [f'Self-consistency gap maj@{ks[-1]} - greedy CoT, in points: '
               f'{", ".join(gaps)}.', '']
