@@ -6,15 +6,15 @@ the real model and GSM8K 8-shot prompts (exemplar block shared):
   1. The real workload through `sampling.generate` (m = 32, T = 0.7,
      top-k 40, <= 256 steps, stop at a blank line), timed warm: generated
      tokens/s, and the share of useful row-steps, i.e. tokens generated /
-     slot-steps run (`lmsi.sampling.scheduler` continuous batching), next to what the
-     old fixed loop ran (every row until the longest of all paths stops),
-     and the decode time by slot count and generated-cache bucket (the
+     slot-steps run (`lmsi.sampling.scheduler` continuous batching), next to
+     what the old fixed loop ran (every row until the longest of all paths
+     stops), and the decode time by slot count and generated-cache bucket (the
      drain: the last, longest paths decode on few slots).
   2. One step of N slots, per generated-cache length L (the bucket the
-     loop attends over): `loop/step` (`kernels.decode_chunk`, CHUNK steps, divided),
-     `model.decode` alone, its dense weight matmuls alone (random weights of
-     the same shapes, and their GFLOP/s), and its attention alone (scores,
-     softmax and values over the prefix, the question prompt and L
+     loop attends over): `loop/step` (`kernels.decode_chunk`, CHUNK steps,
+     divided), `model.decode` alone, its dense weight matmuls alone (random
+     weights of the same shapes, and their GFLOP/s), and its attention alone
+     (scores, softmax and values over the prefix, the question prompt and L
      generated tokens, all layers): attention's share of a step.
   3. `choose` (top-k 40 + Gumbel over 40) and `log_softmax` over 49152;
      the 1024^3 f32 matmul peak of this CPU, measured in the same run; the
@@ -115,7 +115,8 @@ def _chunk_clock():
 
 def _workload(cfg, params, vocab, prefix, texts) -> dict:
   """The real loop on the bench's workload: tokens/s, useful row-steps."""
-  from lmsi.sampling import generation as sampling  # pylint: disable=g-import-not-at-top
+  from lmsi.sampling import (  # pylint: disable=g-import-not-at-top
+      generation as sampling)
   config = sampling.SamplingConfig(
       num_samples=32, temperature=0.7, top_k=40, max_decode_steps=256,
       stop_strings=(common.STOP,), seed=0)
@@ -145,16 +146,19 @@ def profile(rows_list: list[int], lengths: list[int],
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from lmsi.sampling import batching  # pylint: disable=g-import-not-at-top
-  from lmsi.model import decoder as decoder_lib  # pylint: disable=g-import-not-at-top
+  from lmsi.model import (  # pylint: disable=g-import-not-at-top
+      decoder as decoder_lib)
   from lmsi.data import exemplars  # pylint: disable=g-import-not-at-top
   from lmsi.interop import gguf_import  # pylint: disable=g-import-not-at-top
   from lmsi.model import layers  # pylint: disable=g-import-not-at-top
   from lmsi.data import prompts  # pylint: disable=g-import-not-at-top
-  from lmsi.sampling import generation as sampling  # pylint: disable=g-import-not-at-top
+  from lmsi.sampling import (  # pylint: disable=g-import-not-at-top
+      generation as sampling)
   from lmsi.sampling import kernels  # pylint: disable=g-import-not-at-top
   from lmsi.sampling import stops  # pylint: disable=g-import-not-at-top
   from lmsi.sampling import draw  # pylint: disable=g-import-not-at-top
-  from lmsi.vocab import simple as vocab_lib  # pylint: disable=g-import-not-at-top
+  from lmsi.vocab import (  # pylint: disable=g-import-not-at-top
+      simple as vocab_lib)
 
   gguf = common.smollm2_gguf()
   imported = gguf_import.import_gguf(gguf)

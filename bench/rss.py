@@ -42,7 +42,8 @@ def main() -> None:
     print(f'{name} =', os.environ.get(name, "unset (glibc's default)"))
   report('start')
   import jax  # pylint: disable=g-import-not-at-top
-  from lmsi.sampling import generation as sampling  # pylint: disable=g-import-not-at-top
+  from lmsi.sampling import (  # pylint: disable=g-import-not-at-top
+      generation as sampling)
   report('imports')
   cfg, params, vocab = common.model()
   report('gguf imported (f32 params)')

@@ -23,10 +23,10 @@ RSS is its own) on the same questions and the same prompt token ids:
 Prints generated tokens/s (tokens up to and including the stop, counted the
 same way for every engine), the ratios, peak RSS, each engine's whole
 subprocess time ('wall s': load, compile, all runs), whether lmsi bf16's
-majority votes (`lmsi.data.answers.extract_answer` + `lmsi.voting.majority_vote`)
-equal f32's, the compiled prompt-cache bytes for m = 1 and m = 32, and
-lmsi's share of the matmul peak measured in the same run (FLOPs per
-generated token x tokens/s / matmul GFLOP/s).
+majority votes (`lmsi.data.answers.extract_answer` +
+`lmsi.voting.majority_vote`) equal f32's, the compiled prompt-cache bytes for m
+= 1 and m = 32, and lmsi's share of the matmul peak measured in the same run
+(FLOPs per generated token x tokens/s / matmul GFLOP/s).
 
     python bench/sampling.py [--engines=transformers,llama_cpp,lmsi,lmsi_bf16]
         [--questions=2] [--transformers_questions=1] [--max_new_tokens=256]
@@ -58,8 +58,10 @@ def run_lmsi(args, param_dtype: str = 'float32') -> dict:
   if args.jax_cache:  # reruns skip XLA's compiles (not counted either way)
     jax.config.update('jax_compilation_cache_dir', args.jax_cache)
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
-  from lmsi.model import decoder as decoder_lib  # pylint: disable=g-import-not-at-top
-  from lmsi.sampling import generation as sampling  # pylint: disable=g-import-not-at-top
+  from lmsi.model import (  # pylint: disable=g-import-not-at-top
+      decoder as decoder_lib)
+  from lmsi.sampling import (  # pylint: disable=g-import-not-at-top
+      generation as sampling)
   cfg, params32, vocab = common.model(args.model)
   matmul_params = _matmul_params(params32)
   cfg, params = decoder_lib.with_dtype(cfg, params32, param_dtype)
@@ -181,7 +183,8 @@ def _cache_bytes(cfg, params, vocab, text, prefix, config) -> dict:
 def run_transformers(args) -> dict:
   import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
-  from lmsi.vocab import simple as vocab_lib  # pylint: disable=g-import-not-at-top
+  from lmsi.vocab import (  # pylint: disable=g-import-not-at-top
+      simple as vocab_lib)
   gguf = common.smollm2_gguf()
   vocab = vocab_lib.load(gguf)
   tok = transformers.AutoTokenizer.from_pretrained(
@@ -215,7 +218,8 @@ def run_transformers(args) -> dict:
 
 def run_llama_cpp(args) -> dict:
   from bench import llama_cpp_engine  # pylint: disable=g-import-not-at-top
-  from lmsi.vocab import simple as vocab_lib  # pylint: disable=g-import-not-at-top
+  from lmsi.vocab import (  # pylint: disable=g-import-not-at-top
+      simple as vocab_lib)
   gguf = common.smollm2_gguf()
   vocab = vocab_lib.load(gguf)
   texts = common.prompts(args.questions)

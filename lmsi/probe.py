@@ -1,19 +1,19 @@
-"""Binary: does a model have a self-consistency gap on a task?
+r"""Command: does a model have a self-consistency gap on a task?
 
-LMSI trains on the majority-voted paths of the model's own samples, so it
-can only help where voting beats greedy decoding: no gap, no gain. On N
-labeled questions this runs greedy CoT and m sampled CoT paths
-(`lmsi.evaluate`) and reports maj@k for k = 1, 2, 4, ... and m, the gap
-over greedy in points, the calibration curve (accuracy of the majority
-answer per vote-share bin) and a verdict. The model is an `lmsi.checkpoints.artifact`
-directory or an orbax model dir with a gin model config and vocabulary.
-Writes eval.json, predictions.jsonl, probe.json, probe.md, probe.png and
-probe_manifest.json to the output directory.
+    python -m lmsi.probe --gin_file=gin/models/artifact.gin \
+        --gin_file=gin/runs/probe.gin \
+        --gin.TASK=... --gin.OUTPUT_DIR=...
+
+The work is `lmsi.evaluation.gap_probe.probe_task`
+(its docstring says what it reads and writes);
+gin binds the names below as `probe.<name>`. Re-running resumes.
 """
 
 from lmsi.runtime import gin_flags
-# The entry and what gin files bind as `probe.<name>` (`from lmsi import probe`).
-from lmsi.evaluation.gap_probe import probe_task  # pylint: disable=unused-import
+# The entry and what gin files bind as `probe.<name>` (`from lmsi import
+# probe`).
+from lmsi.evaluation.gap_probe import (  # pylint: disable=unused-import
+    probe_task)
 
 __all__ = ['probe_task']
 

@@ -1,17 +1,17 @@
-"""Binary: sample reasoning paths for unlabeled questions (LMSI stage 3).
+r"""Command: sample m reasoning paths per unlabeled question (LMSI stage 3).
 
-Reads only `id` and `question` of a task split (gold answers never enter),
-renders the few-shot CoT prompt, samples m paths per question and writes
-`samples-SSSSS-of-NNNNN.jsonl` (`SampledPath` records) atomically with a
-`.COMPLETED` marker. A restarted job skips finished shards.
+    python -m lmsi.sample --gin_file=<model>.gin \
+        --gin_file=gin/runs/sample.gin \
+        --gin.TASK=... --gin.OUTPUT_DIR=...
 
-`python -m lmsi.sample --gin_file=<model>.gin --gin_file=gin/runs/sample.gin
---gin.TASK=...` runs `sample_task`: a benchmark task, pool or mixture by
-name, each member task with its own answer family and exemplars.
+The work is `lmsi.sampling.shard.sample_task`
+(its docstring says what it reads and writes);
+gin binds the names below as `sample.<name>`. Re-running resumes.
 """
 
 from lmsi.runtime import gin_flags
-# The entry and what gin files bind as `sample.<name>` (`from lmsi import sample`).
+# The entry and what gin files bind as `sample.<name>` (`from lmsi import
+# sample`).
 from lmsi.sampling.shard import sample_task  # pylint: disable=unused-import
 
 __all__ = ['sample_task']

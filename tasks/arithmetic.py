@@ -1,6 +1,7 @@
 """SeqIO tasks of the embedded arithmetic word-problem benchmark.
 
-`register(data_dir)` registers, over the JSONL files `lmsi.demo.arithmetic` writes:
+`register(data_dir)` registers, over the JSONL files `lmsi.demo.arithmetic`
+writes:
   * `lmsi_arith_v1`: splits seed, seed_dev, unlabeled, test; features id,
     question, answer (normalised gold; read only by evaluation).
   * `lmsi_arith_seed_<format>_v1` and mixture `lmsi_arith_seed_v1`: the

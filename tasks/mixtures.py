@@ -8,8 +8,8 @@ its unlabeled pool (`tasks.gsm8k`, `arc`, `openbookqa`, `anli`) and:
   * `lmsi_multitask_eval_v1`: the same datasets' evaluation tasks, split
     'test' (`EVAL_SPLIT`).
 The benchmark tasks are untokenized text, so these mixtures are read task by
-task (`lmsi.data.inputs.member_tasks`); `lmsi.sample` and `lmsi.aggregate` accept
-them and run each member with its own answer family and exemplars.
+task (`lmsi.data.inputs.member_tasks`); `lmsi.sample` and `lmsi.aggregate`
+accept them and run each member with its own answer family and exemplars.
 `register_selfgen` builds the multi-task fine-tuning mixture
 `lmsi_selfgen_multitask_r<k>` from the per-dataset self-generated files.
 
@@ -129,7 +129,8 @@ def _register_arithmetic(data_dir: str | None) -> None:
   if not data_dir:
     raise FileNotFoundError(
         f'task {arithmetic.TASK!r} needs its data directory: set DATA_DIR to '
-        'one that lmsi.demo.arithmetic.write_splits wrote (e.g. runs/demo/data)')
+        'one that lmsi.demo.arithmetic.write_splits wrote (e.g. '
+        'runs/demo/data)')
   missing = [f'{s}.jsonl' for s in arithmetic.SPLITS
              if not os.path.isfile(os.path.join(data_dir, f'{s}.jsonl'))]
   if missing:

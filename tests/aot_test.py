@@ -195,7 +195,8 @@ def test_tpu_topology_compiles():
              ALLOW_MULTIPLE_LIBTPU_LOAD='true',
              TPU_WORKER_HOSTNAMES='localhost')
   out = subprocess.run(
-      [sys.executable, '-m', 'lmsi.capacity.aot', '--gin_file=gin/testing/tiny.gin',
+      [sys.executable, '-m', 'lmsi.capacity.aot',
+       '--gin_file=gin/testing/tiny.gin',
        '--stage=train', '--topology=v5e-8', '--batch_size=8'],
       cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
       check=True).stdout

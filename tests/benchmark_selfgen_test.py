@@ -96,7 +96,8 @@ def test_sample_and_vote_on_benchmarks(trained_tiny, tmp_path):
 
 def test_letter_paths_become_four_formats(tmp_path):
   """ARC paths that do parse: labels written "(b)" in direct targets."""
-  from lmsi.voting import aggregation as aggregate  # pylint: disable=g-import-not-at-top
+  from lmsi.voting import (  # pylint: disable=g-import-not-at-top
+      aggregation as aggregate)
   from lmsi.data import taskspec  # pylint: disable=g-import-not-at-top
   from tasks import mixtures  # pylint: disable=g-import-not-at-top
   task = mixtures.registered('lmsi_arc_challenge_pool_v1', data_dir=DATA)
@@ -122,7 +123,8 @@ def test_letter_paths_become_four_formats(tmp_path):
 
 def test_mixture_members_get_their_own_directories(tmp_path):
   """A mixture name: each member task is voted in `<dir>/<task>/`."""
-  from lmsi.voting import aggregation as aggregate  # pylint: disable=g-import-not-at-top
+  from lmsi.voting import (  # pylint: disable=g-import-not-at-top
+      aggregation as aggregate)
   from lmsi.data import taskspec  # pylint: disable=g-import-not-at-top
   from tasks import mixtures  # pylint: disable=g-import-not-at-top
   from tasks import sources  # pylint: disable=g-import-not-at-top

@@ -84,8 +84,10 @@ def garbage_gold_copy(src_dir, dst_dir, split):
 def trained_tiny(tiny_cfg, tmp_path_factory):
   """A tiny model trained briefly on the seed split: it writes answers."""
   import tasks.arithmetic as arith_tasks  # pylint: disable=g-import-not-at-top
-  from lmsi.checkpoints import store as checkpoints  # pylint: disable=g-import-not-at-top
-  from lmsi.trainer import trainer as train  # pylint: disable=g-import-not-at-top
+  from lmsi.checkpoints import (  # pylint: disable=g-import-not-at-top
+      store as checkpoints)
+  from lmsi.trainer import (  # pylint: disable=g-import-not-at-top
+      trainer as train)
   root = tmp_path_factory.mktemp('trained_tiny')
   write_arith_data(root / 'data')
   arith_tasks.register(str(root / 'data'))

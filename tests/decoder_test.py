@@ -112,7 +112,8 @@ def test_config_rejects_bad_grouping():
 
 def test_decode_with_rotary_table_equals_computed_angles(tiny_cfg):
   """The decode loop gathers cos/sin rows from a table made once
-  (`lmsi.sampling.kernels`); the step's logits and cache equal computing them."""
+  (`lmsi.sampling.kernels`); the step's logits and cache equal computing
+  them."""
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from lmsi.model import layers  # pylint: disable=g-import-not-at-top
   params, _ = decoder_lib.init_params(tiny_cfg, seed=4)

@@ -166,7 +166,8 @@ def test_pipeline_starts_from_the_artifact(tiny_cfg, tiny_artifact, tmp_path):
   report = (tmp_path / 'demo' / 'report.md').read_text()
   assert '## Reasoning styles' in report and 'maj@2 - greedy' in report
   # (mix_seed_data: a 6-step model's paths rarely parse, and an empty
-  # self-generated mixture is refused.) A demo whose seed split differs from the base's is refused.
+  # self-generated mixture is refused.) A demo whose seed split differs from the
+  # base's is refused.
   other = {**kwargs, 'data': dataclasses.replace(kwargs['data'], split_sizes={
       **kwargs['data'].split_sizes, 'seed': 23})}
   with pytest.raises(ValueError, match='seed.jsonl.*not the file the base'):

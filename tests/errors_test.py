@@ -324,9 +324,12 @@ def run_dir(arith, tiny_cfg, tmp_path_factory):
   out to keep this file fast.)
   """
   import tasks.arithmetic as arith_tasks  # pylint: disable=g-import-not-at-top
-  from lmsi.voting import aggregation as aggregate  # pylint: disable=g-import-not-at-top
-  from lmsi.sampling import shard as sample  # pylint: disable=g-import-not-at-top
-  from lmsi.sampling import generation as sampling  # pylint: disable=g-import-not-at-top
+  from lmsi.voting import (  # pylint: disable=g-import-not-at-top
+      aggregation as aggregate)
+  from lmsi.sampling import (  # pylint: disable=g-import-not-at-top
+      shard as sample)
+  from lmsi.sampling import (  # pylint: disable=g-import-not-at-top
+      generation as sampling)
   out = tmp_path_factory.mktemp('run')
   train.train(model_config=tiny_cfg,
               mixture_or_task_name=arith_tasks.SEED_MIXTURE,

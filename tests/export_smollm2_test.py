@@ -59,10 +59,11 @@ def test_hf_export_loads_in_transformers_with_the_same_logits(
                                                     for p in prompts]
   assert tok.eos_token_id == 2 and '<|im_start|>' in tok.chat_template
   tokens, valid = ref.batch(vocab, prompts)  # pylint: disable=protected-access
-  from lmsi.model import decoder as decoder_lib  # pylint: disable=g-import-not-at-top
+  from lmsi.model import (  # pylint: disable=g-import-not-at-top
+      decoder as decoder_lib)
   got = np.asarray(decoder_lib.Decoder(ours.config).apply(
       {'params': ours.params}, tokens, valid))
-  want = ref.torch_logits(model, tokens, valid)  # pylint: disable=protected-access
+  want = ref.torch_logits(model, tokens, valid)
   diff = ref.max_diff(got, want, valid)  # pylint: disable=protected-access
   print(f'exported hf, transformers vs lmsi: 16 GSM8K prompts, float32 max '
         f'|logit diff| = {diff:.3g}')
@@ -72,7 +73,7 @@ def test_hf_export_loads_in_transformers_with_the_same_logits(
 def test_gguf_export_greedy_continuations(converted, ours, tmp_path):
   prompts = ref.parity_prompts(8)
   vocab = vocab_lib.load(GGUF)
-  want = ref.greedy_ours(ours.config, ours.params, vocab, prompts)  # pylint: disable=protected-access
+  want = ref.greedy_ours(ours.config, ours.params, vocab, prompts)
   lines = []
   for dtype in ('float32', 'q8_0'):
     out = str(tmp_path / dtype)
@@ -84,7 +85,7 @@ def test_gguf_export_greedy_continuations(converted, ours, tmp_path):
     exported_vocab = vocab_lib.load(path)
     assert [exported_vocab.encode(p) for p in prompts] == [
         vocab.encode(p) for p in prompts]
-    got = ref.greedy_ours(back.config, back.params, exported_vocab, prompts)  # pylint: disable=protected-access
+    got = ref.greedy_ours(back.config, back.params, exported_vocab, prompts)
     same = sum(a == b for a, b in zip(got, want))
     lines.append(f'gguf {dtype} export read back by the gguf reader: greedy '
                  f'64 tokens identical to lmsi on {same}/8 prompts')

@@ -115,7 +115,8 @@ def test_a_model_dir_exports_with_the_tokenizer_it_was_converted_with(
     tmp_path, tiny_cfg):
   """MODEL_DIR -> train_manifest's initial_checkpoint -> the converted dir's
   tokenizer.json and special ids (what a fine-tuned SmolLM2 run has)."""
-  from lmsi.vocab import pretrained as pretrained_vocab  # pylint: disable=g-import-not-at-top
+  from lmsi.vocab import (  # pylint: disable=g-import-not-at-top
+      pretrained as pretrained_vocab)
   cfg = _variant(tiny_cfg, 'tied')
   base = tmp_path / 'converted'
   _converted_dir(base, cfg)
@@ -260,9 +261,11 @@ def _lmsi_loglikelihood(cfg, params, vocab, context, continuation):
 def fine_tuned(tmp_path_factory, tiny_cfg):
   """The tiny model trained by lmsi's train step on byte-encoded arithmetic
   CoT, saved as a MODEL_DIR (orbax step dir + train_manifest.json)."""
-  from tests.conftest import write_arith_data  # pylint: disable=g-import-not-at-top
+  from tests.conftest import (  # pylint: disable=g-import-not-at-top
+      write_arith_data)
   from lmsi.data import inputs  # pylint: disable=g-import-not-at-top
-  from lmsi.trainer import step as train_step  # pylint: disable=g-import-not-at-top
+  from lmsi.trainer import (  # pylint: disable=g-import-not-at-top
+      step as train_step)
   root = tmp_path_factory.mktemp('fine_tuned')
   write_arith_data(root / 'data', {'seed': 64, 'test': 8})
   with open(root / 'data' / 'seed.jsonl', encoding='utf-8') as f:
@@ -301,8 +304,10 @@ def test_lm_eval_loglikelihoods_equal_lmsi_on_a_trained_model(
                   f'--from={root / "model"}', f'--to={out}', '--format=hf',
                   '--untie', '--tokenizer=bytes'], check=True, cwd=REPO,
                  capture_output=True)
-  from lm_eval.api.instance import Instance  # pylint: disable=g-import-not-at-top
-  from lm_eval.models.huggingface import HFLM  # pylint: disable=g-import-not-at-top
+  from lm_eval.api.instance import (  # pylint: disable=g-import-not-at-top
+      Instance)
+  from lm_eval.models.huggingface import (  # pylint: disable=g-import-not-at-top
+      HFLM)
   lm = HFLM(pretrained=out, device='cpu', batch_size=4, dtype='float32')
   with open(root / 'data' / 'test.jsonl', encoding='utf-8') as f:
     rows = [json.loads(line) for line in f][:6]

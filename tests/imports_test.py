@@ -93,7 +93,8 @@ def test_checker_passes_a_clean_package(tmp_path):
      'lmsi.runtime.fileio (layer 0, runtime) imports lmsi.sampling.kernels '
      '(layer 2, sampling): an upward import'),
     ('lmsi/data/records.py',  # under TYPE_CHECKING counts
-     'import typing\nif typing.TYPE_CHECKING:\n  import lmsi.sampling.kernels\n',
+     'import typing\nif typing.TYPE_CHECKING:\n'
+     '  import lmsi.sampling.kernels\n',
      'lmsi.data.records (layer 1, data) imports lmsi.sampling.kernels '
      '(layer 2, sampling): an upward import'),
     ('lmsi/sampling/kernels.py', 'from lmsi import sample\n',

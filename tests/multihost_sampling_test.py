@@ -97,11 +97,15 @@ def test_truncated_shard_is_redone_not_merged(trained_tiny, tmp_path):
 
 def test_early_stopped_voting_draws_fewer_samples(trained_tiny):
   from lmsi.data import answers  # pylint: disable=g-import-not-at-top
-  from lmsi.data import exemplars as exemplars_lib  # pylint: disable=g-import-not-at-top
+  from lmsi.data import (  # pylint: disable=g-import-not-at-top
+      exemplars as exemplars_lib)
   from lmsi.data import prompts  # pylint: disable=g-import-not-at-top
-  from lmsi.sampling import generation as sampling  # pylint: disable=g-import-not-at-top
-  from lmsi.vocab import simple as vocab_lib  # pylint: disable=g-import-not-at-top
-  from lmsi.voting import majority as voting  # pylint: disable=g-import-not-at-top
+  from lmsi.sampling import (  # pylint: disable=g-import-not-at-top
+      generation as sampling)
+  from lmsi.vocab import (  # pylint: disable=g-import-not-at-top
+      simple as vocab_lib)
+  from lmsi.voting import (  # pylint: disable=g-import-not-at-top
+      majority as voting)
   from tests.conftest import tiny_config  # pylint: disable=g-import-not-at-top
   root, params = trained_tiny
   vocab = vocab_lib.load(str(root / 'data' / 'vocab.json'))

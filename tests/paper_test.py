@@ -1,4 +1,4 @@
-"""lmsi.studies.paper: a run's settings against the paper's, as manifests list them."""
+"""lmsi.studies.paper: a run's settings against the paper's (manifests)."""
 
 import pytest
 

@@ -128,7 +128,8 @@ class ReportTest(absltest.TestCase):
                       report.format_markdown_table(_study(metrics)),
                       report.format_gap_markdown(_study(metrics))), plain)
     self.assertEqual(report.format_sweep_markdown(_study(metrics)), '')
-    self.assertEqual(report.headline_checks(_study({'rounds': metrics['rounds'][:1]})),
+    self.assertEqual(
+        report.headline_checks(_study({'rounds': metrics['rounds'][:1]})),
                      [])
     self.assertEqual(report.format_headline_markdown(_study({})), '')
 

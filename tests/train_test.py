@@ -102,7 +102,8 @@ def test_bad_optimizer_and_missing_checkpoint(tiny_cfg, tmp_path):
 
 def test_save_params_round_trip(tiny_cfg, tmp_path):
   # (A shape mismatch on restore: errors_test.test_checkpoint_shape_mismatch.)
-  from lmsi.checkpoints import store as checkpoints  # pylint: disable=g-import-not-at-top
+  from lmsi.checkpoints import (  # pylint: disable=g-import-not-at-top
+      store as checkpoints)
   from lmsi.model import decoder  # pylint: disable=g-import-not-at-top
   params, _ = decoder.init_params(tiny_cfg)
   checkpoints.save_params(str(tmp_path), params)

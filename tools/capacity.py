@@ -1,9 +1,9 @@
 """The capacity table of docs/capacity.md: model x TPU slice x stage, AOT.
 
 For each row, compiles the real sampling (prefill + decode chunk) or train
-step for the slice's libtpu topology (`lmsi.capacity.aot`), and prints a markdown row:
-per-chip memory vs HBM, compiled FLOPs, compile time and the roofline
-estimate of one LMSI round on GSM8K (`roofline.Round`). Rows are also
+step for the slice's libtpu topology (`lmsi.capacity.aot`), and prints a
+markdown row: per-chip memory vs HBM, compiled FLOPs, compile time and the
+roofline estimate of one LMSI round on GSM8K (`roofline.Round`). Rows are also
 appended as JSON lines to --out, to read while a long run goes on.
 
   PYTHONPATH=<dir with libtpu 0.0.42.*> TPU_SKIP_MDS_QUERY=1 \\

@@ -146,7 +146,8 @@ class Child:
     return wrapped
 
   def write_atomic(self, orig):
-    from lmsi.runtime.fileio import MARKER  # pylint: disable=g-import-not-at-top
+    from lmsi.runtime.fileio import (  # pylint: disable=g-import-not-at-top
+        MARKER)
 
     def wrapped(path, write, binary=False):
       mode, stage = self.plan.get('mode'), self.plan.get('stage')
@@ -288,7 +289,8 @@ def compare(clean: str, chaos: str) -> list[str]:
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  from lmsi.checkpoints import store as checkpoints  # pylint: disable=g-import-not-at-top
+  from lmsi.checkpoints import (  # pylint: disable=g-import-not-at-top
+      store as checkpoints)
   diffs, n_files = [], 0
   for pattern in COMPARED:
     for a in sorted(glob.glob(os.path.join(clean, pattern))):

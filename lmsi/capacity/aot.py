@@ -1,19 +1,21 @@
 """AOT compilation for a TPU slice: does a run fit, how fast (capacity).
 
 Compiles the real jitted functions of sampling (stage 3: `kernels.prefill`
-and `kernels.decode_chunk`, the continuous-batching decode loop) and of fine-tuning
-(stage 6: `train_step.make_train_step`, Adafactor) for a target without the
-hardware: every argument is a `jax.ShapeDtypeStruct` with its sharding on a
-('data', 'model') mesh laid out by `lmsi.model.sharding`'s one rules table. The
-target is a TPU topology (`jax.experimental.topologies.get_topology_desc`,
-needs the `libtpu` that `jax[tpu]` pins) or N fake CPU devices with the same
-mesh. Each program reports per-device memory, FLOPs and bytes and its
-compile time; `lmsi.capacity.estimates` turns them into step and round times. XLA's
-cost analysis counts a loop body ONCE: `_chunk`'s fori_loop reports one
-decode step; a train step with `scan_layers` or gradient accumulation one
-layer / micro-batch.
+and `kernels.decode_chunk`, the continuous-batching decode loop) and of
+fine-tuning (stage 6: `train_step.make_train_step`, Adafactor) for a target
+without the hardware: every argument is a `jax.ShapeDtypeStruct` with its
+sharding on a ('data', 'model') mesh laid out by `lmsi.model.sharding`'s one
+rules table. The target is a TPU topology
+(`jax.experimental.topologies.get_topology_desc`, needs the `libtpu` that
+`jax[tpu]` pins) or N fake CPU devices with the same mesh. Each program reports
+per-device memory, FLOPs and bytes and its compile time;
+`lmsi.capacity.estimates` turns them into step and round times. XLA's cost
+analysis counts a loop body ONCE: `_chunk`'s fori_loop reports one decode step;
+a train step with `scan_layers` or gradient accumulation one layer /
+micro-batch.
 
-Binary: python -m lmsi.capacity.aot --gin_file=gin/models/llama3_8b.gin --stage=train
+Binary: python -m lmsi.capacity.aot --gin_file=gin/models/llama3_8b.gin
+--stage=train
   --topology=v5e-256 [--model_axis=8 --remat=full --fake_cpu ...]
 """
 

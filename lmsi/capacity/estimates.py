@@ -1,11 +1,11 @@
 """Roofline estimates of step and round time (capacity, docs/capacity.md).
 
-From the per-device programs `lmsi.capacity.aot` compiles and a chip's stated peaks:
-step time = max(FLOPs / peak, bytes / HBM bandwidth) / efficiency. The
+From the per-device programs `lmsi.capacity.aot` compiles and a chip's stated
+peaks: step time = max(FLOPs / peak, bytes / HBM bandwidth) / efficiency. The
 efficiency (train MFU, fraction of the decode roofline) is an assumption the
-caller states; ICI communication is not modelled. FLOPs of the train step
-are analytic (`model_flops`), because XLA counts a loop body once (a scanned
-layer stack, gradient accumulation).
+caller states; ICI communication is not modelled. FLOPs of the train step are
+analytic (`model_flops`), because XLA counts a loop body once (a scanned layer
+stack, gradient accumulation).
 """
 
 from __future__ import annotations

@@ -118,6 +118,17 @@ def add_builder(kind: str, builder: Builder) -> None:
   BUILDERS[kind] = builder
 
 
+def arithmetic_defaults(task_name: str, exemplars: str | None,
+                        answer_family: str | None
+                        ) -> tuple[str | None, str | None]:
+  """(exemplars, answer_family): the arithmetic task's ('arithmetic',
+  'number') where not given; other tasks' as given."""
+  arith = BUILDERS.get(ARITHMETIC)
+  if arith is not None and task_name == arith.task:
+    return exemplars or 'arithmetic', answer_family or 'number'
+  return exemplars, answer_family
+
+
 def builder(kind: str) -> Builder:
   """The `Builder` of `kind`, which `tasks.<kind>` adds when imported.
 

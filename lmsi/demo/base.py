@@ -4,9 +4,9 @@ The paper starts from a pretrained LM; so does the demo. `make demo-base`
 runs `build`: it writes the embedded arithmetic task, trains the base model
 on the labeled seed split (all four formats) with warmup + cosine decay to
 zero, records its held-out (seed_dev) greedy-CoT accuracy along the way, and
-writes an `lmsi.checkpoints.artifact` directory (safetensors, config, vocabulary,
-manifest with digests) that is committed to the repo. `make demo` starts
-from that artifact (`lmsi.pipeline`, `base_artifact`).
+writes an `lmsi.checkpoints.artifact` directory (safetensors, config,
+vocabulary, manifest with digests) that is committed to the repo. `make demo`
+starts from that artifact (`lmsi.pipeline`, `base_artifact`).
 
 The data helpers here (`prepare_data`, `train_base`) are shared with the
 pipeline, which can still train a base itself (tests, the chaos bench).

@@ -5,10 +5,10 @@ can only help where voting beats greedy decoding: no gap, no gain. On N
 labeled questions this runs greedy CoT and m sampled CoT paths
 (`lmsi.evaluate`) and reports maj@k for k = 1, 2, 4, ... and m, the gap
 over greedy in points, the calibration curve (accuracy of the majority
-answer per vote-share bin) and a verdict. The model is an `lmsi.checkpoints.artifact`
-directory or an orbax model dir with a gin model config and vocabulary.
-Writes eval.json, predictions.jsonl, probe.json, probe.md, probe.png and
-probe_manifest.json to the output directory.
+answer per vote-share bin) and a verdict. The model is an
+`lmsi.checkpoints.artifact` directory or an orbax model dir with a gin model
+config and vocabulary. Writes eval.json, predictions.jsonl, probe.json,
+probe.md, probe.png and probe_manifest.json to the output directory.
 """
 
 from __future__ import annotations
@@ -94,7 +94,8 @@ def format_markdown(result: Mapping[str, Any]) -> str:
       f'N = {result["n"]} questions, m = {result["m"]} sampled paths '
       f'(T {result["temperature"]}, top-k {result["top_k"]}), '
       f'{result["seconds"]:.1f} s.', '',
-      tables.markdown_table(['method', 'accuracy (%)', 'vs greedy (points)'], rows),
+      tables.markdown_table(
+          ['method', 'accuracy (%)', 'vs greedy (points)'], rows),
       '', f'Calibration: majority answer of the {result["m"]} paths', '',
       tables.calibration_markdown(result.get('calibration', [])), '',
       f'**{result["verdict"]}** (threshold {result["threshold_points"]:g} '
@@ -206,10 +207,8 @@ def probe_task(*, checkpoint_path: str, task_name: str, output_dir: str,
   `data_dir` only adds that dir's `{split}.jsonl` to the manifest's inputs.
   """
   started = time.time()
-  arith = taskspec.BUILDERS.get(taskspec.ARITHMETIC)
-  if arith is not None and task_name == arith.task:
-    exemplars = exemplars or 'arithmetic'
-    answer_family = answer_family or 'number'
+  exemplars, answer_family = taskspec.arithmetic_defaults(
+      task_name, exemplars, answer_family)
   loaded = load.load_model(checkpoint_path, model_config, vocabulary,
                            param_dtype)
   model_config, params, vocab = loaded.config, loaded.params, loaded.vocab

@@ -1,4 +1,4 @@
-"""Markdown tables of evaluation results (the report and the probe print them)."""
+"""Markdown tables of evaluation results (the report's and the probe's)."""
 
 from __future__ import annotations
 

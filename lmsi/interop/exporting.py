@@ -11,7 +11,8 @@ comes from the run's `train_manifest.json` / `convert_manifest.json` /
 by following `initial_checkpoint` back to the converted model, or given with
 `--tokenizer`.
 
-  * hf: `lmsi.interop.hf_export` (config.json, safetensors, generation_config.json)
+  * hf: `lmsi.interop.hf_export` (config.json, safetensors,
+  generation_config.json)
     plus `tokenizer.json` and a `tokenizer_config.json` transformers reads.
   * gguf: `DIR/model.gguf` by `lmsi.interop.gguf_export` (llama.cpp loads it).
 
@@ -152,7 +153,8 @@ def resolve(path: str, tokenizer: str | None = None) -> Source:
 
 def _hf_facts(tokenizer_json: str) -> dict[str, Any]:
   """Special ids of a tokenizer.json (with its tokenizer_config.json)."""
-  from lmsi.vocab import simple as vocab_lib  # pylint: disable=g-import-not-at-top
+  from lmsi.vocab import (  # pylint: disable=g-import-not-at-top
+      simple as vocab_lib)
   vocab = vocab_lib.load(tokenizer_json)
   if not hasattr(vocab, 'tokenizer'):
     return {}

@@ -59,7 +59,7 @@ def config_gin(cfg: decoder_lib.DecoderConfig, comment: str = '') -> str:
   """A gin model file defining MODEL_CONFIG = `cfg` (like gin/models/)."""
   lines = [f'# {line}' for line in comment.splitlines()]
   lines += ['from __gin__ import dynamic_registration',
-            'from lmsi import decoder', '',
+            'from lmsi.model import decoder', '',
             'MODEL_CONFIG = @decoder.DecoderConfig()', 'decoder.DecoderConfig:']
   for field in dataclasses.fields(cfg):
     lines.append(f'  {field.name} = {getattr(cfg, field.name)!r}')

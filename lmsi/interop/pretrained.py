@@ -1,10 +1,10 @@
 """A pretrained checkpoint as lmsi imports it, from any source format.
 
-`Imported` is what `lmsi.interop.hf_import` and `lmsi.interop.gguf_import` return: a
-`DecoderConfig`, float32 numpy params in the decoder's tree and the
-tokenizer's facts. `assemble` builds that tree from tensors named by role
-([out, in] matrices, as Hugging Face stores them), checking every shape
-against the config; `ConversionError` names the file and tensor.
+`Imported` is what `lmsi.interop.hf_import` and `lmsi.interop.gguf_import`
+return: a `DecoderConfig`, float32 numpy params in the decoder's tree and the
+tokenizer's facts. `assemble` builds that tree from tensors named by role ([out,
+in] matrices, as Hugging Face stores them), checking every shape against the
+config; `ConversionError` names the file and tensor.
 """
 
 from __future__ import annotations

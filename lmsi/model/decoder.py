@@ -207,8 +207,8 @@ class Decoder(nn.Module):
     """One decoding step for N slots (paths), each with its own cache.
 
     Each slot feeds its newest token, or T tokens (the newest, then drafted
-    ones that `lmsi.sampling.kernels` verifies): int [N] or [N, T], and `positions`,
-    `write` and `key_valid` with the same leading axes.
+    ones that `lmsi.sampling.kernels` verifies): int [N] or [N, T], and
+    `positions`, `write` and `key_valid` with the same leading axes.
 
     Args:
       tokens: int [N] (or [N, T]) newest token(s) of each slot.

@@ -2,7 +2,8 @@
 (full, prefill, and one-token decode of N slots against their own caches
 and a shared prefix cache),
 the SwiGLU MLP and the pre-norm block. Every parameter carries logical axis
-names from `lmsi.model.sharding`; `lmsi.model.decoder` assembles them into the model.
+names from `lmsi.model.sharding`; `lmsi.model.decoder` assembles them into the
+model.
 """
 
 from __future__ import annotations
@@ -71,8 +72,8 @@ def rotary_angles(positions: jax.Array, head_dim: int, theta: float,
   """cos and sin of the rotary angles, each [..., L, 1, Dh/2].
 
   Computed once per forward pass and shared by every layer. The decode loop
-  goes further (`lmsi.sampling.kernels`): it computes them for every position once,
-  outside the loop, and gathers each step's rows; XLA fuses a cos computed
+  goes further (`lmsi.sampling.kernels`): it computes them for every position
+  once, outside the loop, and gathers each step's rows; XLA fuses a cos computed
   inside the loop into each layer's q and k (90 transcendental fusions in a
   30-layer SmolLM2 decode step), even behind an optimization barrier.
 
@@ -181,7 +182,7 @@ class Attention(nn.Module):
     return self.output(attended), (k, v)
 
   def decode(self, x, angles, cache, write, key_valid, prefix_kv=None):
-    """T new tokens per slot (see `lmsi.sampling.kernels`): the newest token, then any
+    """T new tokens per slot (`lmsi.sampling.kernels`): the newest, then any
     drafted ones, each attending to the cache and the tokens before it.
 
     Args:

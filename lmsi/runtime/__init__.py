@@ -13,7 +13,8 @@ with _epy.lazy_api_imports(globals()):
   # gin_flags
   from lmsi.runtime.gin_flags import main, parse, parse_args, resolve
   # distributed
-  from lmsi.runtime.distributed import initialize, process_count, process_index, barrier
+  from lmsi.runtime.distributed import (
+      initialize, process_count, process_index, barrier)
   # manifests
   from lmsi.runtime.manifests import (
       file_sha256,

@@ -12,7 +12,7 @@ reads the environment that the launchers in `launch/` set:
 
 With none of them set, a run is one process and nothing is initialised.
 
-`python -m lmsi.runtime.distributed` is a smoke test of the wiring: every process
+`python -m lmsi.runtime.distributed` is a smoke test of the wiring: each process
 prints its index, the device counts and an all-gather of the process indices.
 """
 

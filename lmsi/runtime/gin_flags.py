@@ -1,10 +1,11 @@
 """`--gin_file` / `--gin.X=...` parsing for lmsi binaries (T5X conventions).
 
 `main('lmsi.train', 'train', output_dir_arg='model_dir')` joins a
-multi-process run if the launcher set one up (`lmsi.runtime.distributed`), parses the
-flags, binds them, calls the gin-configured function and writes the config to
-`<output dir>/config.gin` (process 0 only). Library functions stay gin-free:
-gin files import `lmsi.*` with dynamic registration and bind by module path.
+multi-process run if the launcher set one up (`lmsi.runtime.distributed`),
+parses the flags, binds them, calls the gin-configured function and writes the
+config to `<output dir>/config.gin` (process 0 only). Library functions stay
+gin-free: gin files import `lmsi.*` with dynamic registration and bind by module
+path.
 
 The flags are absl flags, as in T5X: `--gin_file` and `--gin_bindings`
 (repeatable), `--gin_search_paths` (comma-separated, repeatable), and

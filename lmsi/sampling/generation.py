@@ -2,10 +2,10 @@
 
 `generate` maps B prompts to S sampled continuations each. The prompts are
 prefilled ONCE ([B, P], not [B*S, P]); the B*S paths are then decoded in a
-fixed number of slots with continuous batching (`lmsi.sampling.scheduler`). Randomness is
-keyed per (seed, question id, sample index, step), so outputs do not depend
-on batching, slots, sharding, host count or restarts. Temperature 0 is greedy
-decoding.
+fixed number of slots with continuous batching (`lmsi.sampling.scheduler`).
+Randomness is keyed per (seed, question id, sample index, step), so outputs do
+not depend on batching, slots, sharding, host count or restarts. Temperature 0
+is greedy decoding.
 """
 
 from __future__ import annotations
@@ -47,13 +47,13 @@ class SamplingConfig:
   max_decode_steps: int = 256
   stop_strings: tuple[str, ...] = ('\n\n',)  # [open] plus EOS.
   seed: int = 0
-  # Paths decoded at once (`lmsi.sampling.scheduler`); 0: min(B*S/2, DEFAULT_SLOTS).
-  # Tokens do not depend on it.
+  # Paths decoded at once (`lmsi.sampling.scheduler`); 0: min(B*S/2,
+  # DEFAULT_SLOTS). Tokens do not depend on it.
   num_slots: int = 0
   # Tokens drafted a step by prompt lookup, kept only where they are the
-  # tokens drawn anyway (`lmsi.sampling.scheduler`): speed only, tokens unchanged. At
-  # most `draft_tokens`, and slots x (drafts + 1) <= `draft_rows`: on a
-  # CPU, drafting pays only while few slots are live (docs/sampling.md).
+  # tokens drawn anyway (`lmsi.sampling.scheduler`): speed only, tokens
+  # unchanged. At most `draft_tokens`, and slots x (drafts + 1) <= `draft_rows`:
+  # on a CPU, drafting pays only while few slots are live (docs/sampling.md).
   draft_tokens: int = 3
   draft_rows: int = 32
 
@@ -222,7 +222,8 @@ def generate(
     return decided(q, texts)
 
   with _mesh_context(mesh):
-    last_logits, prompt_kv = kernels.prefill(cfg, params, tokens, valid, prefix_kv)
+    last_logits, prompt_kv = kernels.prefill(cfg, params, tokens, valid,
+                                             prefix_kv)
     # Only the real questions' paths are decoded: pad rows cost no steps.
     paths = scheduler.decode(
         cfg, params, last_logits=last_logits, prompt_kv=prompt_kv,

@@ -1,11 +1,12 @@
 """The host loop of continuous batching: paths decoded in N slots (stage 3).
 
 `sampling.generate` prefills each question's prompt once; `decode` draws its
-paths with the kernels of `lmsi.sampling.kernels`. Each of N slots holds one (question, sample) path: a KV cache per
-layer of [question prompt | generated tokens], the next token's logits and
-the path's position. Steps run `CHUNK` at a time inside jit; between chunks
-the host gives every finished slot the next pending path (its question's
-prompt cache copied from the prefill), so no slot idles while paths wait.
+paths with the kernels of `lmsi.sampling.kernels`. Each of N slots holds one
+(question, sample) path: a KV cache per layer of [question prompt | generated
+tokens], the next token's logits and the path's position. Steps run `CHUNK` at a
+time inside jit; between chunks the host gives every finished slot the next
+pending path (its question's prompt cache copied from the prefill), so no slot
+idles while paths wait.
 
 Attention reads what is filled: the generated part of the cache is a bucket
 just long enough for the longest live path (32, 64, 128, ...), not

@@ -278,16 +278,14 @@ def generate_pool_task(
 ) -> list[records.Question]:
   """Binary body: a pool from the first seeds of a task split.
 
-  The model is an artifact dir or an orbax dir (`lmsi.checkpoints.load_model`); the
-  seeds are `split`'s first `config.num_seed_questions` questions (no gold);
-  answers use the task's exemplars, or those `lmsi.self_inputs.exemplar_gen` wrote to
-  `exemplars_dir`. The pool's questions carry `pool_task` (default
+  The model is an artifact dir or an orbax dir (`lmsi.checkpoints.load_model`);
+  the seeds are `split`'s first `config.num_seed_questions` questions (no gold);
+  answers use the task's exemplars, or those `lmsi.self_inputs.exemplar_gen`
+  wrote to `exemplars_dir`. The pool's questions carry `pool_task` (default
   `task_name`).
   """
-  arith = taskspec.BUILDERS.get(taskspec.ARITHMETIC)
-  if arith is not None and task_name == arith.task:
-    exemplars = exemplars or 'arithmetic'
-    answer_family = answer_family or 'number'
+  exemplars, answer_family = taskspec.arithmetic_defaults(
+      task_name, exemplars, answer_family)
   loaded = load.load_model(checkpoint_path, model_config, vocabulary,
                            param_dtype)
   model_config, params, vocab = loaded.config, loaded.params, loaded.vocab

@@ -74,7 +74,7 @@ def update_readme(readme: str, run_dir: str,
 
 
 def main(argv: Sequence[str]) -> None:
-  """python -m lmsi.studies.readme RUN_DIR README: RUN_DIR's result in README."""
+  """python -m lmsi.studies.readme RUN_DIR README: the run's table in README."""
   if len(argv) != 3:
     raise SystemExit('usage: python -m lmsi.studies.readme RUN_DIR README.md')
   update_readme(argv[2], argv[1])

@@ -4,9 +4,9 @@ The input is a study's `results.StudyResult` (what metrics.json holds): the
 per-round results plus optional ``control`` and ``no_vote`` arms, ``arms``
 (ablations) and ``students`` (before, after), each an `ArmResult` with its
 ``accuracy`` ({``direct``, ``greedy_cot``, ``maj@k``}), ``calibration``
-vote-share bins and, optionally, a temperature ``sweep``. The headline checks are the paper's
-two claims (§4): LMSI's greedy CoT vs the base's self-consistency, and
-LMSI's maj@5 vs the base's maj@32.
+vote-share bins and, optionally, a temperature ``sweep``. The headline checks
+are the paper's two claims (§4): LMSI's greedy CoT vs the base's
+self-consistency, and LMSI's maj@5 vs the base's maj@32.
 """
 
 import os
@@ -118,7 +118,8 @@ def format_gap_markdown(study: results.StudyResult) -> str:
     rows.append([name] + [
         points(None if greedy is None or acc.get(f'maj@{k}') is None
                 else acc[f'maj@{k}'] - greedy) for k in ks])
-  return tables.markdown_table(['arm'] + [f'maj@{k} - greedy' for k in ks], rows)
+  return tables.markdown_table(
+      ['arm'] + [f'maj@{k} - greedy' for k in ks], rows)
 
 
 def headline_checks(study: results.StudyResult) -> list[dict[str, Any]]:

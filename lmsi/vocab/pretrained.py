@@ -179,7 +179,8 @@ def byte_tokenizer_json(pad: str = '<pad>', eos: str = '</s>',
   transformers, lm-evaluation-harness and llama.cpp read.
   """
   import tokenizers  # pylint: disable=g-import-not-at-top
-  from tokenizers import decoders, models, pre_tokenizers  # pylint: disable=g-import-not-at-top
+  from tokenizers import (  # pylint: disable=g-import-not-at-top
+      decoders, models, pre_tokenizers)
   table = _bytes_to_unicode()
   vocab = {pad: 0, eos: 1, unk: 2, **{table[b]: b + 3 for b in range(256)}}
   tok = tokenizers.Tokenizer(models.BPE(vocab=vocab, merges=[]))

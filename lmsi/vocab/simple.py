@@ -55,7 +55,8 @@ class ByteVocab:
                                                         errors='ignore')
 
   def to_seqio(self):
-    import seqio  # pylint: disable=g-import-not-at-top  # TF only where data enters.
+    # TF only where data enters.
+    import seqio  # pylint: disable=g-import-not-at-top
     return seqio.ByteVocabulary()
 
   def token_bytes(self) -> list[bytes]:
