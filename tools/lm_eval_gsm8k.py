@@ -4,7 +4,7 @@ lm-eval reads GSM8K from the Hugging Face hub; this runs the same task
 config (its 8-shot CoT prompt, greedy decoding, strict-match and
 flexible-extract filters, exact_match metric), read from the installed
 lm_eval package, with the dataset pointed at the local official test file
-(`$LMSI_DATA_DIR/gsm8k/test.jsonl`, default ../shared/data), through lm-eval's
+(`$LMSI_DATA_DIR/gsm8k/test.jsonl`), through lm-eval's
 HF backend on a directory `python -m lmsi.export --format=hf` wrote:
 
     python tools/lm_eval_gsm8k.py --model_dir=DIR [--limit=8]
