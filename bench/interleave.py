@@ -28,14 +28,14 @@ import tempfile
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-# The data this checkout's bench reads, given to each worktree's (their
-# own '../shared/data' would not exist).
 from bench import common  # pylint: disable=wrong-import-position
 ROW = re.compile(r'^lmsi f32\s+\d+\s+(\d+)\s+([\d.]+)\s+([\d.]+)', re.M)
 
 
 def _run(checkout: str, cache: str, extra: str) -> tuple[int, float, float]:
   """(tokens, seconds, tokens/s) of one lmsi f32 run in `checkout`."""
+  # The data this checkout's bench reads, given to each worktree's (their
+  # own '../shared/data' would not exist).
   env = dict(os.environ, LMSI_DATA_DIR=os.path.abspath(common.data_dir()))
   cmd = [sys.executable, os.path.join(checkout, 'bench', 'sampling.py'),
          '--engines=lmsi', f'--jax_cache={cache}', *shlex.split(extra)]

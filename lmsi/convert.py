@@ -15,6 +15,7 @@ from absl import app
 from absl import flags
 
 from lmsi.interop import importing
+from lmsi.interop import weights
 from lmsi.runtime import gin_flags
 
 _FROM = flags.DEFINE_string(
@@ -29,7 +30,7 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError(f'unexpected arguments {list(argv[1:])}; usage: '
                          'python -m lmsi.convert --from=PATH|smollm2 --to=DIR')
   gin_flags.quiet_libraries()
-  source = importing.smollm2_gguf() if _FROM.value == 'smollm2' else _FROM.value
+  source = weights.smollm2_gguf() if _FROM.value == 'smollm2' else _FROM.value
   manifest = importing.convert(source, _TO.value)
   print(json.dumps({k: manifest[k] for k in ('checkpoint', 'num_params',
                                              'tensor_types')}, indent=1))

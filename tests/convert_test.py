@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from lmsi.interop import importing as convert
+from lmsi.interop import weights
 from lmsi.model import decoder as decoder_lib
 from lmsi.interop import gguf_import
 from lmsi.interop import hf_import
@@ -257,7 +258,7 @@ def test_convert_refuses_a_tokenizer_larger_than_the_model(tmp_path):
   """A 49152-token tokenizer.json beside a 256-token model is an error."""
   model = _hf_model('llama', True)
   model.save_pretrained(tmp_path / 'hf')
-  vocab_lib.load(convert.smollm2_gguf()).save(str(tmp_path / 'hf'))
+  vocab_lib.load(weights.smollm2_gguf()).save(str(tmp_path / 'hf'))
   with pytest.raises(ValueError, match='tokenizer has 49152 tokens but the '
                                        'model config has vocab_size=256'):
     convert.convert(str(tmp_path / 'hf'), str(tmp_path / 'out'))

@@ -21,7 +21,7 @@ import pytest
 
 from lmsi.sampling import batching
 from lmsi.checkpoints import store as checkpoints
-from lmsi.interop import importing as convert
+from lmsi.interop import weights
 from lmsi.model import decoder as decoder_lib
 from lmsi.interop import gguf_import
 from lmsi.sampling import generation as sampling
@@ -34,7 +34,7 @@ pytestmark = pytest.mark.slow
 torch = pytest.importorskip('torch')
 transformers = pytest.importorskip('transformers')
 try:
-  GGUF = convert.smollm2_gguf()
+  GGUF = weights.smollm2_gguf()
 except FileNotFoundError as e:
   pytest.skip(str(e), allow_module_level=True)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -40,8 +40,7 @@ def ctx(tiny_cfg, tmp_path_factory):
       formats=('cot_fewshot', 'direct_fewshot', 'cot_zeroshot',
                'direct_zeroshot'),
       min_vote_share=0.0, mix_seed_data=True, sample_shards=1,
-      base_plateau=trainer.Plateau(eval_period=2, patience=1),
-      max_decode_steps=24)
+      base_plateau=trainer.Plateau(eval_period=2, patience=1))
   data = arithmetic.DataConfig(
       split_sizes={'seed': 16, 'seed_dev': 4, 'unlabeled': 4, 'test': 4},
       seed_difficulty=arithmetic.Difficulty(**EASY),

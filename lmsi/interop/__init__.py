@@ -9,7 +9,9 @@ with _epy.lazy_api_imports(globals()):
   # pretrained
   from lmsi.interop.pretrained import Imported, ConversionError
   # importing
-  from lmsi.interop.importing import convert, import_checkpoint, smollm2_gguf
+  from lmsi.interop.importing import convert, import_checkpoint
+  # weights
+  from lmsi.interop.weights import smollm2_gguf
   # exporting
   from lmsi.interop.exporting import export, ExportError
   # hf_import

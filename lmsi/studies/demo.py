@@ -58,7 +58,6 @@ from lmsi.trainer import trainer as train_lib
 from lmsi.voting import aggregation as aggregate_lib
 from lmsi.vocab import simple as vocab_lib
 
-FINETUNE_FROM = common.FINETUNE_FROM
 TASK = 'arith'  # the demo's one eval task
 # What an arm's result keeps of an evaluation (metrics.json).
 KEPT_KEYS = ('accuracy', 'calibration', 'num_questions', 'temperature',
@@ -81,7 +80,6 @@ class DemoSettings:
   mix_seed_data: bool
   sample_shards: int
   base_plateau: train_lib.Plateau | None
-  max_decode_steps: int  # the base's plateau checks' greedy CoT
 
 
 class DemoContext(common.RunContext):
@@ -232,7 +230,8 @@ class DemoContext(common.RunContext):
         plateau=self.settings.base_plateau,
         task_feature_lengths=self.settings.task_feature_lengths,
         seed=train_seed, num_exemplars=self.data.num_exemplars,
-        max_decode_steps=self.settings.max_decode_steps)
+        # The plateau checks' greedy CoT decodes as far as evaluation does.
+        max_decode_steps=self.settings.eval_before.sampling.max_decode_steps)
     return common.Model(model_dir, checkpoints.restore_params(config,
                                                               model_dir),
                         config)
@@ -305,8 +304,7 @@ def run_pipeline(
       eval_after=eval_after, task_feature_lengths=task_feature_lengths,
       formats=formats, min_vote_share=min_vote_share,
       mix_seed_data=mix_seed_data, sample_shards=sample_shards,
-      base_plateau=base_plateau,
-      max_decode_steps=eval_before.sampling.max_decode_steps)
+      base_plateau=base_plateau)
   ctx = DemoContext(output_dir, settings, data, common.Model(d('base')))
   ctx.base = _base_model(ctx, base_artifact, base_meta, base_train)
   study = common.run_arms(ctx, arms)[TASK]

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -100,6 +101,12 @@ class HFVocab:
     return 'tokenizer.json'
 
   def fingerprint(self) -> str:
+    return self._fingerprint
+
+  @functools.cached_property
+  def _fingerprint(self) -> str:
+    # Hashing the serialized tokenizer takes ~17 ms (SmolLM2's), and the
+    # sampler asks for it once per batch (its stop tables' cache key).
     text = self.tokenizer.to_str().encode('utf-8')
     return 'hf:' + hashlib.sha256(text).hexdigest()
 
@@ -147,6 +154,10 @@ class SentencePieceVocab:
     return 'tokenizer.model'
 
   def fingerprint(self) -> str:
+    return self._fingerprint
+
+  @functools.cached_property
+  def _fingerprint(self) -> str:
     model = self.sp.serialized_model_proto()
     return 'sp:' + hashlib.sha256(model).hexdigest()
 
