@@ -178,7 +178,7 @@ def profile(rows_list: list[int], lengths: list[int],
   last, prompt_kv = kernels.prefill(
       cfg, params, tokens[:1], valid[:1], prefix.kv)
   nxt, hit = stops.stop_tables(vocab.token_bytes(), (), cfg.vocab_size)
-  sampler = kernels.Sampler(temperature=0.7, top_k=40, top_p=1.0, eos_id=-1,
+  sampler = kernels.Sampler(temperature=0.7, top_k=40, top_p=1.0, eos_ids=(),
                             max_steps=10**6)
   dense, dense_w, head, dense_flops = _dense_fn(cfg)
   attend = _attention_fn(cfg, prefix.kv)

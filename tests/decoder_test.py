@@ -128,8 +128,7 @@ def test_decode_with_rotary_table_equals_computed_angles(tiny_cfg):
   positions = jnp.asarray([3, 9, 30], jnp.int32)
   write = jnp.asarray([3, 9, 11], jnp.int32)
   valid = jnp.arange(length)[None] <= write[:, None]
-  table = layers.rotary_angles(jnp.arange(31), tiny_cfg.head_dim,
-                               tiny_cfg.rope_theta, tiny_cfg.dtype)
+  table = layers.rotary_angles(jnp.arange(31), tiny_cfg)
   step = jax.jit(lambda table: model.apply(
       {'params': params}, tokens, positions, cache, write, valid, None,
       table, method=decoder_lib.Decoder.decode))

@@ -254,3 +254,62 @@ def test_loop_stops_on_nan_keeping_the_last_good_checkpoint(tmp_path):
   assert str(e.value).startswith(f'loss is nan at step 4 in {tmp_path}; ')
   assert 'the last good checkpoint, step 2, is kept' in str(e.value)
   assert checkpoints.manager(str(tmp_path)).all_steps() == [2]
+
+
+@pytest.mark.parametrize('optimizer', ['adafactor', 'adamw'])
+def test_optimizer_state_is_sharded_like_its_params(tiny_cfg, optimizer):
+  """Every optimizer-state leaf follows its parameter's axes on a 2x4 mesh:
+  Adam's mu/nu take the param's sharding, Adafactor's factored row/column
+  statistics the param's without the factored dimension; only counts and
+  Adafactor's (1,) placeholders stay replicated. The state bytes on one
+  device are the state's bytes over the mesh size, up to those."""
+  if jax.device_count() != 8:
+    pytest.skip('needs the 8 fake devices of conftest.py')
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  # heads (8), kv heads (4), mlp and vocab divisible by the model axis (4);
+  # embed_dim by the data axis (2); two dims >= 128, or optax's Adafactor
+  # does not factor.
+  cfg = dataclasses.replace(tiny_cfg, num_heads=8, num_kv_heads=4,
+                            head_dim=128, embed_dim=256, mlp_dim=512,
+                            vocab_size=260)
+  params, specs = decoder.init_params(cfg, 0)
+  mesh = sharding.create_mesh(2, 4)
+  rules = sharding.logical_axis_rules()
+  placed = jax.device_put(params, sharding.shardings_for(specs, mesh, rules))
+  tx = train_step.make_optimizer(optimizer, 1e-3)
+  state = train_state.init_optimizer(tx, placed, specs, mesh, rules)
+  want = train_state.optimizer_state_specs(tx, params, specs)
+  replicated = total = per_device = expected = 0
+  for leaf, spec in zip(jax.tree_util.tree_leaves(state),
+                        jax.tree_util.tree_leaves(
+                            want, is_leaf=lambda x: isinstance(
+                                x, jax.sharding.PartitionSpec))):
+    total += leaf.nbytes
+    per_device += leaf.addressable_shards[0].data.nbytes
+    axes = [dict(rules)[a] for a in spec if a is not None]
+    expected += leaf.nbytes // int(np.prod([mesh.shape[a] for a in axes
+                                            if a is not None]))
+    if all(a is None for a in spec):
+      replicated += leaf.nbytes
+  q = params['layer_0']['attn']['q']  # [D, H, Dh]: (embed, heads, kv)
+  if optimizer == 'adamw':
+    mu = state[1][0].mu['layer_0']['attn']['q']
+    assert mu.sharding.spec == jax.sharding.PartitionSpec(
+        sharding.DATA, sharding.MODEL, None)
+    assert replicated <= 8  # the step counts
+  else:
+    factored = state[0]
+    v_row = factored.v_row['layer_0']['attn']['q']  # D (largest) dropped
+    v_col = factored.v_col['layer_0']['attn']['q']  # Dh dropped
+    assert v_row.shape == q.shape[1:] and v_col.shape == q.shape[:2]
+    assert v_row.sharding.spec == jax.sharding.PartitionSpec(
+        sharding.MODEL, None)
+    assert v_col.sharding.spec == jax.sharding.PartitionSpec(
+        sharding.DATA, sharding.MODEL)
+    assert replicated < 0.02 * total
+  # A device holds each leaf over the mesh axes of its spec (a factored
+  # statistic is a vector: split over one axis, whole over the other).
+  assert per_device == expected
+  # AdamW: all but the norms (over 'data' only) split 8 ways.
+  assert per_device < (total / 8 * 1.01 if optimizer == 'adamw'
+                       else total / 4)

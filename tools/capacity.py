@@ -31,7 +31,8 @@ from lmsi.capacity import estimates as roofline
 
 BF16 = dict(param_dtype='bfloat16', dtype='bfloat16')
 SCAN_REMAT = dict(remat_policy='full', scan_layers=True)
-# (model file, slice, stage, model axis, config overrides, sample slots)
+# (model file, slice, stage, model axis, config overrides, sample slots[,
+# optimizer])
 ROWS = (
     ('smollm2_135m', 'v5e-16', 'train', 1, {}, 0),
     ('smollm2_135m', 'v5e-16', 'sample', 1, BF16, 512),
@@ -56,6 +57,18 @@ ROWS = (
     ('llama3_8b', 'v4-32', 'sample', 2, BF16, 1024),
     ('gemma_2b_shapes', 'v5e-16', 'train', 4, dict(remat_policy='full'), 0),
     ('gemma_2b_shapes', 'v5e-16', 'sample', 1, BF16, 512),
+    # Optimizer state sharded like the params: Adafactor's factored
+    # statistics, and AdamW's mu and nu (2x the params).
+    ('llama3_8b', 'v5e-256', 'train', 8, SCAN_REMAT, 0, 'adamw'),
+    # The families researchers bring (docs/models.md).
+    ('llama3_1_8b', 'v5e-256', 'sample', 8, BF16, 2048),
+    ('llama3_1_8b', 'v5e-256', 'train', 8, SCAN_REMAT, 0),
+    ('llama3_1_8b', 'v5p-128', 'sample', 2, BF16, 2048),
+    ('llama3_1_8b', 'v5p-128', 'train', 2, SCAN_REMAT, 0),
+    ('qwen3_8b', 'v5e-256', 'sample', 8, BF16, 2048),
+    ('qwen3_8b', 'v5e-256', 'train', 8, SCAN_REMAT, 0),
+    ('qwen3_8b', 'v5p-128', 'sample', 2, BF16, 2048),
+    ('qwen3_8b', 'v5p-128', 'train', 2, SCAN_REMAT, 0),
 )
 
 
@@ -67,7 +80,8 @@ def model_config(name: str):
   return cfg
 
 
-def run_row(name, slice_name, stage, model_axis, over, num_slots) -> dict:
+def run_row(name, slice_name, stage, model_axis, over, num_slots,
+            optimizer='adafactor') -> dict:
   cfg = dataclasses.replace(model_config(name), **over)
   tgt = aot.target(slice_name)
   mesh = aot.mesh_for(tgt, model_axis)
@@ -78,13 +92,15 @@ def run_row(name, slice_name, stage, model_axis, over, num_slots) -> dict:
     times = roofline.sample_seconds(cfg, programs, shape, tgt, 0.5, rnd)
     hours = times['round_sample_s'] / 3600
   else:
-    shape = aot.TrainShape()
+    shape = aot.TrainShape(optimizer=optimizer)
     programs = aot.compile_train(cfg, mesh, shape)
     times = roofline.train_seconds(cfg, shape, tgt, 0.4, rnd)
     hours = times['round_train_s'] / 3600
   worst = max(programs, key=lambda p: p.total_bytes)
   return dict(model=name, slice=slice_name, stage=stage,
               mesh=dict(mesh.shape), overrides=over, slots=num_slots,
+              optimizer=optimizer if stage == 'train' else None,
+              argument_bytes=[p.argument_bytes for p in programs],
               gib=worst.total_bytes / aot.GiB,
               hbm_gib=tgt.chip.hbm_bytes / aot.GiB,
               fits=worst.total_bytes <= tgt.chip.hbm_bytes,
@@ -95,6 +111,8 @@ def run_row(name, slice_name, stage, model_axis, over, num_slots) -> dict:
 
 def markdown(r: dict) -> str:
   over = ', '.join(f'{k}={v}' for k, v in r['overrides'].items()) or 'f32'
+  if r.get('optimizer') and r['optimizer'] != 'adafactor':
+    over += f", {r['optimizer']}"
   return (f"| {r['model']} | {r['slice']} | {r['stage']} | "
           f"{r['mesh']['data']}x{r['mesh']['model']} | {over} | "
           f"{r['gib']:.2f} / {r['hbm_gib']:.0f} | "
@@ -109,10 +127,15 @@ def main():
   ap.add_argument('--slices', default='',
                   help='comma-separated slices to keep (default: all)')
   ap.add_argument('--out', default='/tmp/capacity.jsonl')
+  ap.add_argument('--rows', default='',
+                  help='comma-separated row indices into ROWS (default: all)')
   args = ap.parse_args()
   print('| model | slice | stage | mesh | dtype/remat | GiB/chip vs HBM | '
         'fits | FLOPs/chip | compile s | round h |')
-  for row in ROWS:
+  keep = {int(i) for i in args.rows.split(',') if i}
+  for index, row in enumerate(ROWS):
+    if keep and index not in keep:
+      continue
     if args.only not in row[0] or (
         args.slices and row[1] not in args.slices.split(',')):
       continue

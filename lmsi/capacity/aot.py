@@ -31,12 +31,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh, PartitionSpec
 
 from lmsi.model import decoder as decoder_lib
 from lmsi.capacity import estimates as roofline_lib
 from lmsi.sampling import kernels
 from lmsi.model import sharding
+from lmsi.trainer import state as train_state
 from lmsi.trainer import step as step_lib
 from lmsi.model.sharding import CACHE_HEADS, CACHE_LENGTH, KV
 
@@ -218,7 +219,7 @@ def compile_sample(cfg: decoder_lib.DecoderConfig, mesh: Mesh,
                    kernels.state_specs(state_shape))
   stop = sds((shape.num_stops, 2, cfg.vocab_size), jnp.int32,
              sharding=sharding.replicated(mesh))
-  sampler = kernels.Sampler(temperature=0.7, top_k=40, top_p=1.0, eos_id=2,
+  sampler = kernels.Sampler(temperature=0.7, top_k=40, top_p=1.0, eos_ids=(2,),
                             max_steps=shape.max_decode_steps)
   with mesh, nn.logical_axis_rules(rules):
     prefill = kernels.prefill.lower(
@@ -241,7 +242,8 @@ class TrainShape:
 
 def compile_train(cfg: decoder_lib.DecoderConfig, mesh: Mesh,
                   shape: TrainShape) -> list[Program]:
-  """Compiles the optimizer init and the train step on `mesh`."""
+  """Compiles the train step on `mesh` (optimizer state sharded as
+  `train_state.init_or_restore` places it)."""
   rules = sharding.logical_axis_rules(for_sampling=False)
   params = abstract_params(cfg, mesh, rules)
   tx = step_lib.make_optimizer(shape.optimizer, 5e-5)
@@ -250,15 +252,12 @@ def compile_train(cfg: decoder_lib.DecoderConfig, mesh: Mesh,
   batch = {k: jax.ShapeDtypeStruct(rows, dt, sharding=batch_sh) for k, dt in
            (('tokens', jnp.int32), ('valid', jnp.bool_),
             ('labels', jnp.int32), ('weights', jnp.float32))}
+  # As `train_state.init_or_restore`: every optimizer-state leaf sharded
+  # like its parameter (Adafactor's factored statistics included).
+  specs = train_state.optimizer_state_specs(
+      tx, params, decoder_lib.logical_param_specs(cfg))
+  opt_state = _sharded(mesh, rules, jax.eval_shape(tx.init, params), specs)
   with mesh, nn.logical_axis_rules(rules):
-    # As `train_state.init_or_restore`: jit(tx.init) over placed params
-    # decides the optimizer state's sharding
-    init = jax.jit(tx.init).lower(params).compile()
-    # (as its restore does, state it did not place is replicated).
-    opt_state = jax.tree_util.tree_map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=(
-            s if isinstance(s, NamedSharding) else sharding.replicated(mesh))),
-        jax.eval_shape(tx.init, params), init.output_shardings)
     step = step_lib.make_train_step(cfg, tx, shape.grad_accum_steps)
     return [_program('train_step', step.lower(params, opt_state, batch))]
 
@@ -270,7 +269,7 @@ def describe(p: Program, chip: Chip) -> str:
           f'{g(p.temp_bytes)} + code {g(p.code_bytes)} = '
           f'{g(p.total_bytes)} GiB of {g(chip.hbm_bytes)} GiB HBM '
           f'({"fits" if p.total_bytes <= chip.hbm_bytes else "DOES NOT FIT"})'
-          f'; {p.flops:.3e} FLOPs, {p.bytes_accessed:.3e} bytes accessed '
+          f'; argument {p.argument_bytes:,} bytes exactly; {p.flops:.3e} FLOPs, {p.bytes_accessed:.3e} bytes accessed '
           f'(loop bodies once); compiled in {p.compile_s:.1f} s')
 
 
@@ -294,6 +293,8 @@ def _main(argv) -> None:
       (flags.DEFINE_integer, 'batch_size', 32, 'Train rows per step.'),
       (flags.DEFINE_integer, 'length', 1280, 'Train row length.'),
       (flags.DEFINE_integer, 'grad_accum_steps', 1, 'Micro-batches.'),
+      (flags.DEFINE_string, 'optimizer', 'adafactor', "Train optimizer: "
+       "'adafactor' (the paper's) or 'adamw'."),
       (flags.DEFINE_integer, 'num_slots', 512, 'Sampling slots.'),
       (flags.DEFINE_integer, 'questions', 64, 'Prompts per prefill call.'),
       (flags.DEFINE_float, 'mfu', 0.4, 'Assumed train MFU.'),
@@ -327,7 +328,8 @@ def _main(argv) -> None:
         cfg, shape.num_slots, context) / chips
   else:
     shape = TrainShape(batch_size=fv.batch_size, length=fv.length,
-                       grad_accum_steps=fv.grad_accum_steps)
+                       grad_accum_steps=fv.grad_accum_steps,
+                       optimizer=fv.optimizer)
     programs = compile_train(cfg, mesh, shape)
     times = roofline_lib.train_seconds(cfg, shape, tgt, fv.mfu, rnd)
   for p in programs:

@@ -103,7 +103,8 @@ def _lineage(path: str, tokenizer: str | None) -> tuple[str | None, dict,
     home, man = found if found else (path, {})
     if 'tokenizer' in man:  # convert_manifest.json
       facts = {k: man['tokenizer'].get(k) for k in (
-          'bos_id', 'eos_id', 'pad_id', 'add_bos', 'chat_template', 'pre')}
+          'bos_id', 'eos_id', 'eos_ids', 'pad_id', 'add_bos', 'chat_template',
+          'pre')}
       context = _origin_context_length(man.get('source'))
     if tokenizer is None:
       tokenizer = next((os.path.join(home, n) for n in _TOKENIZER_FILES
@@ -159,7 +160,7 @@ def _hf_facts(tokenizer_json: str) -> dict[str, Any]:
   if not hasattr(vocab, 'tokenizer'):
     return {}
   return {'bos_id': vocab.bos_id, 'eos_id': vocab.eos_id,
-          'pad_id': vocab.pad_id}
+          'eos_ids': list(vocab.eos_ids), 'pad_id': vocab.pad_id}
 
 
 def params_sha256(params: Any) -> str:

@@ -117,6 +117,11 @@ def write(path: str, cfg: decoder_lib.DecoderConfig, params: dict[str, Any],
   """
   import gguf  # pylint: disable=g-import-not-at-top
   pretrained.check_expressible(cfg, path)
+  if cfg.qk_norm or cfg.rope_scaling != 'none':
+    raise pretrained.ConversionError(
+        f'{path}: GGUF export of qk_norm={cfg.qk_norm}, rope_scaling='
+        f'{cfg.rope_scaling!r} is not supported (llama / qwen2 with plain '
+        'RoPE only); export with --format=hf')
   if dtype not in DTYPES:
     raise pretrained.ConversionError(
         f'dtype {dtype!r} is not one of {list(DTYPES)}')

@@ -66,6 +66,16 @@ def import_gguf(path: str) -> pretrained.Imported:
         f'{path}: architecture {arch!r} is not supported; lmsi imports '
         f'{list(SUPPORTED_GGUF)}')
   tensors = {t.name: t for t in reader.tensors}
+  # Llama 3.1-style GGUFs carry their RoPE scaling as a rope_freqs tensor
+  # (or a scaling type): importing them as plain RoPE would be silently
+  # wrong, so they are refused until GGUF RoPE scaling is read.
+  scaling = _field(reader, f'{arch}.rope.scaling.type')
+  if 'rope_freqs.weight' in tensors or scaling not in (None, 'none'):
+    what = ('tensor rope_freqs.weight' if 'rope_freqs.weight' in tensors
+            else f'{arch}.rope.scaling.type {scaling!r}')
+    raise pretrained.ConversionError(
+        f'{path}: {what}: GGUF RoPE scaling is not supported; import the '
+        'Hugging Face checkpoint (config.json rope_scaling) instead')
   heads = int(_field(reader, f'{arch}.attention.head_count'))
   kv_heads = int(_field(reader, f'{arch}.attention.head_count_kv', heads))
   embed = int(_field(reader, f'{arch}.embedding_length'))

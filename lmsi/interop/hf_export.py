@@ -1,8 +1,10 @@
 """Write a decoder as a Hugging Face checkpoint directory (the inverse of
 `lmsi.interop.hf_import`).
 
-`config.json` (`LlamaForCausalLM`, or `Qwen2ForCausalLM` for a decoder with
-q/k/v biases; tied embeddings, RoPE theta and RMSNorm eps as configured),
+`config.json` (`LlamaForCausalLM`, `Qwen2ForCausalLM` for a decoder with
+q/k/v biases, `Qwen3ForCausalLM` for one with q/k norms; tied embeddings,
+RoPE theta and scaling and RMSNorm eps as configured, in the Hub's
+transformers-4 keys, which transformers 4 and 5 both read),
 `model.safetensors` written with the `safetensors` library (sharded into
 `model-0000i-of-0000n.safetensors` with a `model.safetensors.index.json`
 above `max_shard_bytes`) and `generation_config.json`, so that
@@ -30,13 +32,38 @@ _TORCH_DTYPE = {'float32': 'float32', 'float16': 'float16',
                 'bfloat16': 'bfloat16'}
 
 
+def model_type(cfg: decoder_lib.DecoderConfig) -> str:
+  """The HF family that expresses `cfg`: qwen3 (q/k norms), qwen2 (q/k/v
+  biases) or llama."""
+  if cfg.qk_norm:
+    return 'qwen3'
+  return 'qwen2' if cfg.attention_bias else 'llama'
+
+
+_ARCHITECTURES = {'llama': 'LlamaForCausalLM', 'qwen2': 'Qwen2ForCausalLM',
+                  'qwen3': 'Qwen3ForCausalLM'}
+
+
+def rope_scaling_json(cfg: decoder_lib.DecoderConfig) -> dict | None:
+  """`rope_scaling` of `cfg` as the Hub writes it (None for plain RoPE)."""
+  if cfg.rope_scaling == 'none':
+    return None
+  out = {'rope_type': cfg.rope_scaling, 'factor': cfg.rope_factor}
+  if cfg.rope_scaling == 'llama3':
+    out.update(low_freq_factor=cfg.rope_low_freq_factor,
+               high_freq_factor=cfg.rope_high_freq_factor,
+               original_max_position_embeddings=(
+                   cfg.rope_original_max_position))
+  return out
+
+
 def config_json(cfg: decoder_lib.DecoderConfig, *, dtype: str,
                 special: dict[str, Any], context_length: int) -> dict:
-  """The `config.json` of `cfg` (Llama, or Qwen2 when it has q/k/v biases)."""
-  qwen = cfg.attention_bias
+  """The `config.json` of `cfg` (its family: `model_type`)."""
+  family = model_type(cfg)
   out = {
-      'architectures': ['Qwen2ForCausalLM' if qwen else 'LlamaForCausalLM'],
-      'model_type': 'qwen2' if qwen else 'llama',
+      'architectures': [_ARCHITECTURES[family]],
+      'model_type': family,
       'vocab_size': cfg.vocab_size, 'hidden_size': cfg.embed_dim,
       'intermediate_size': cfg.mlp_dim,
       'num_hidden_layers': cfg.num_layers,
@@ -44,14 +71,17 @@ def config_json(cfg: decoder_lib.DecoderConfig, *, dtype: str,
       'num_key_value_heads': cfg.num_kv_heads, 'head_dim': cfg.head_dim,
       'hidden_act': 'silu', 'max_position_embeddings': context_length,
       'rms_norm_eps': cfg.norm_eps, 'rope_theta': cfg.rope_theta,
-      'rope_scaling': None, 'tie_word_embeddings': cfg.tie_embeddings,
+      'rope_scaling': rope_scaling_json(cfg),
+      'tie_word_embeddings': cfg.tie_embeddings,
       'torch_dtype': _TORCH_DTYPE[dtype], 'use_cache': True,
       **{f'{k}_token_id': special.get(f'{k}_id') for k in ('bos', 'eos',
                                                           'pad')}}
-  if qwen:
-    out['use_sliding_window'] = False
-  else:
+  if family == 'llama':
     out.update(attention_bias=False, mlp_bias=False)
+  else:
+    out['use_sliding_window'] = False
+    if family == 'qwen3':
+      out['attention_bias'] = cfg.attention_bias
   return out
 
 
@@ -115,9 +145,12 @@ def write(out_dir: str, cfg: decoder_lib.DecoderConfig,
     files.append('model.safetensors.index.json')
   _write_json(out_dir, 'config.json', config_json(
       cfg, dtype=dtype, special=special, context_length=context_length))
-  _write_json(out_dir, 'generation_config.json', {
-      f'{k}_token_id': special.get(f'{k}_id') for k in ('bos', 'eos', 'pad')
-      if special.get(f'{k}_id') is not None})
+  generation = {f'{k}_token_id': special.get(f'{k}_id')
+                for k in ('bos', 'eos', 'pad')
+                if special.get(f'{k}_id') is not None}
+  if len(special.get('eos_ids') or ()) > 1:  # Llama 3.1 stops on several
+    generation['eos_token_id'] = list(special['eos_ids'])
+  _write_json(out_dir, 'generation_config.json', generation)
   return files + ['config.json', 'generation_config.json']
 
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from lmsi.checkpoints import store as checkpoints
 from lmsi.model import decoder as decoder_lib
+from lmsi.model import sharding
 from lmsi.interop import gguf_import
 from lmsi.interop import hf_import
 from lmsi.runtime import manifests
@@ -31,10 +32,16 @@ from lmsi.runtime import fileio
 from lmsi.vocab import simple as vocab_lib
 
 
-def import_checkpoint(path: str) -> pretrained.Imported:
-  """A GGUF file or a Hugging Face directory, by what `path` is."""
+def import_checkpoint(path: str, mesh: jax.sharding.Mesh | None = None
+                      ) -> pretrained.Imported:
+  """A GGUF file or a Hugging Face directory, by what `path` is.
+
+  A Hugging Face directory's parameters stream onto `mesh` when one is
+  given (`hf_import.import_hf`); a GGUF file (quantized, small) is read
+  whole.
+  """
   if os.path.isdir(path):
-    return hf_import.import_hf(path)
+    return hf_import.import_hf(path, mesh)
   if not os.path.exists(path):
     raise pretrained.ConversionError(f'{path}: no such file or directory')
   return gguf_import.import_gguf(path)
@@ -61,7 +68,9 @@ def convert(source: str, output_dir: str) -> dict[str, Any]:
   if os.path.exists(manifest_path):
     with open(manifest_path, encoding='utf-8') as f:
       return json.load(f)
-  imp = import_checkpoint(source)
+  # Every local device on 'data': each parameter is sharded over them as it
+  # is read, and orbax writes the shards.
+  imp = import_checkpoint(source, sharding.create_mesh())
   vocab = vocab_lib.load(source)
   vocab_lib.check_model_vocab(vocab, imp.config.vocab_size, source)
   os.makedirs(output_dir, exist_ok=True)

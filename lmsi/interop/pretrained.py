@@ -13,9 +13,11 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+import jax
 import numpy as np
 
 from lmsi.model import decoder as decoder_lib
+from lmsi.model import sharding
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,15 +36,21 @@ class ConversionError(ValueError):
 
 
 def assemble(cfg: decoder_lib.DecoderConfig,
-             get: Callable[[str], np.ndarray | None], where: str) -> dict:
+             get: Callable[[str], np.ndarray | None], where: str,
+             place: Callable[[tuple[str, ...], np.ndarray], Any] | None = None
+             ) -> dict:
   """Builds the decoder tree from `get(role)` ([out, in] matrices, as HF).
 
   Roles: 'embed', 'final_norm', 'lm_head', and per layer 'L.q', 'L.k', 'L.v',
-  'L.o', 'L.q_bias', ..., 'L.gate', 'L.up', 'L.down', 'L.attn_norm',
-  'L.mlp_norm'.
+  'L.o', 'L.q_bias', ..., 'L.q_norm', 'L.k_norm', 'L.gate', 'L.up',
+  'L.down', 'L.attn_norm', 'L.mlp_norm'. Each leaf is passed to
+  `place(path in the tree, float32 array)` as soon as it is built, and the
+  tree keeps what it returns (default: the array), so a caller can put it on
+  devices before the next tensor is read.
   """
   d, h, kvh, dh, f = (cfg.embed_dim, cfg.num_heads, cfg.num_kv_heads,
                       cfg.head_dim, cfg.mlp_dim)
+  place = place or (lambda _, w: w)
 
   def need(role: str, shape: tuple[int, ...]) -> np.ndarray:
     w = get(role)
@@ -53,28 +61,64 @@ def assemble(cfg: decoder_lib.DecoderConfig,
                             f'{tuple(w.shape)}, the config implies {shape}')
     return np.asarray(w, np.float32)
 
-  params: dict[str, Any] = {
-      'embedding': need('embed', (cfg.vocab_size, d)),
-      'final_norm': {'scale': need('final_norm', (d,))}}
+  def put(tree: dict, path: tuple[str, ...], w: np.ndarray) -> None:
+    # tree[path[0]]...[path[-1]] = place(path, w), one leaf at a time.
+    node = tree
+    for key in path[:-1]:
+      node = node.setdefault(key, {})
+    node[path[-1]] = place(path, np.ascontiguousarray(w))
+
+  params: dict[str, Any] = {}
+  put(params, ('embedding',), need('embed', (cfg.vocab_size, d)))
+  put(params, ('final_norm', 'scale'), need('final_norm', (d,)))
   if not cfg.tie_embeddings:
-    params['lm_head'] = need('lm_head', (cfg.vocab_size, d)).T
+    put(params, ('lm_head',), need('lm_head', (cfg.vocab_size, d)).T)
   for i in range(cfg.num_layers):
-    attn = {'q': need(f'{i}.q', (h * dh, d)).T.reshape(d, h, dh),
-            'k': need(f'{i}.k', (kvh * dh, d)).T.reshape(d, kvh, dh),
-            'v': need(f'{i}.v', (kvh * dh, d)).T.reshape(d, kvh, dh),
-            'o': need(f'{i}.o', (d, h * dh)).T.reshape(h, dh, d)}
+    layer = f'layer_{i}'
+    # HF's [out, in] projections -> the decoder's [D, heads, Dh] / [H, Dh, D].
+    for name, stored, shape in (('q', (h * dh, d), (d, h, dh)),
+                                ('k', (kvh * dh, d), (d, kvh, dh)),
+                                ('v', (kvh * dh, d), (d, kvh, dh)),
+                                ('o', (d, h * dh), (h, dh, d))):
+      put(params, (layer, 'attn', name),
+          need(f'{i}.{name}', stored).T.reshape(shape))
     if cfg.attention_bias:
-      attn['q_bias'] = need(f'{i}.q_bias', (h * dh,)).reshape(h, dh)
-      attn['k_bias'] = need(f'{i}.k_bias', (kvh * dh,)).reshape(kvh, dh)
-      attn['v_bias'] = need(f'{i}.v_bias', (kvh * dh,)).reshape(kvh, dh)
-    params[f'layer_{i}'] = {
-        'attn_norm': {'scale': need(f'{i}.attn_norm', (d,))},
-        'attn': attn,
-        'mlp_norm': {'scale': need(f'{i}.mlp_norm', (d,))},
-        'mlp': {'gate': need(f'{i}.gate', (f, d)).T,
-                'up': need(f'{i}.up', (f, d)).T,
-                'down': need(f'{i}.down', (d, f)).T}}
+      for name, heads in (('q', h), ('k', kvh), ('v', kvh)):
+        put(params, (layer, 'attn', f'{name}_bias'),
+            need(f'{i}.{name}_bias', (heads * dh,)).reshape(heads, dh))
+    if cfg.qk_norm:
+      for kind in ('q_norm', 'k_norm'):
+        put(params, (layer, 'attn', kind, 'scale'),
+            need(f'{i}.{kind}', (dh,)))
+    put(params, (layer, 'attn_norm', 'scale'), need(f'{i}.attn_norm', (d,)))
+    put(params, (layer, 'mlp_norm', 'scale'), need(f'{i}.mlp_norm', (d,)))
+    for kind, shape in (('gate', (f, d)), ('up', (f, d)), ('down', (d, f))):
+      put(params, (layer, 'mlp', kind), need(f'{i}.{kind}', shape).T)
   return params
+
+
+def mesh_placer(cfg: decoder_lib.DecoderConfig, mesh: jax.sharding.Mesh
+                ) -> Callable[[tuple[str, ...], np.ndarray], jax.Array]:
+  """An `assemble` `place` that puts each parameter straight onto `mesh`.
+
+  Sharded by the training column of the logical-axis table (the embedding
+  dimension over 'data', heads and MLP over 'model'); only the shards this
+  process addresses are copied to its devices, and the host array is
+  dropped before the next tensor is read, so importing an 8B checkpoint
+  never holds it whole in float32 on one host.
+  """
+  specs = decoder_lib.logical_param_specs(cfg)
+  rules = sharding.logical_axis_rules(for_sampling=False)
+
+  def place(path: tuple[str, ...], w: np.ndarray) -> jax.Array:
+    spec = specs
+    for key in path:
+      spec = spec[key]
+    named = sharding.shardings_for({'w': spec}, mesh, rules,
+                                   shapes={'w': w})['w']
+    return jax.make_array_from_callback(w.shape, named, lambda idx: w[idx])
+
+  return place
 
 
 def tensor_name(role: str, names: dict[str, str]) -> tuple[str, str]:
@@ -115,6 +159,9 @@ def disassemble(cfg: decoder_lib.DecoderConfig,
     if cfg.attention_bias:
       for kind in ('q', 'k', 'v'):
         out[f'{i}.{kind}_bias'] = host(attn[f'{kind}_bias']).reshape(-1)
+    if cfg.qk_norm:
+      for kind in ('q_norm', 'k_norm'):
+        out[f'{i}.{kind}'] = host(attn[kind]['scale'])
   return out
 
 

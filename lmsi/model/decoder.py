@@ -1,7 +1,9 @@
 """Llama-family decoder-only transformer in Flax (the model of every stage).
 
-RMSNorm, rotary position embeddings, SwiGLU MLP, grouped-query attention and
-optionally tied embeddings, configured by one frozen `DecoderConfig`. Every
+RMSNorm, rotary position embeddings (plain, or scaled 'linear' / 'llama3'),
+SwiGLU MLP, grouped-query attention (optionally with Qwen2's q/k/v biases or
+Qwen3's per-head q/k RMSNorm) and optionally tied embeddings, configured by
+one frozen `DecoderConfig`. Every
 parameter and activation carries logical axis names from `lmsi.model.sharding`;
 the mesh mapping lives only there.
 
@@ -58,6 +60,18 @@ class DecoderConfig:
   norm_eps: float = 1e-5
   tie_embeddings: bool = True
   attention_bias: bool = False  # Qwen2-style q/k/v biases.
+  # RoPE scaling (`layers.ROPE_SCALINGS`): 'none' (plain RoPE), 'linear'
+  # (every frequency / rope_factor) or 'llama3' (Llama 3.1/3.2: low
+  # frequencies / rope_factor, the band between original / low_freq_factor
+  # and original / high_freq_factor wavelengths interpolated).
+  rope_scaling: str = 'none'
+  rope_factor: float = 1.0
+  rope_low_freq_factor: float = 1.0  # 'llama3' only
+  rope_high_freq_factor: float = 4.0  # 'llama3' only
+  rope_original_max_position: int = 8192  # 'llama3' only
+  # RMSNorm of each query and key head over head_dim before RoPE (Qwen3;
+  # Gemma 3): params attn/q_norm and attn/k_norm, [head_dim] each.
+  qk_norm: bool = False
   # Tied logits are x @ E^T / sqrt(D) when True (the tiny models' choice, so
   # a unit-variance embedding gives unit-scale logits); imported Llama-family
   # checkpoints use the plain x @ E^T.
@@ -74,6 +88,16 @@ class DecoderConfig:
   scan_layers: bool = False
 
   def __post_init__(self):
+    if self.rope_scaling not in layers.ROPE_SCALINGS:
+      raise ValueError(f'rope_scaling={self.rope_scaling!r}; use one of '
+                       f'{list(layers.ROPE_SCALINGS)}')
+    if self.rope_scaling != 'none' and self.rope_factor <= 0:
+      raise ValueError(f'rope_factor={self.rope_factor} must be > 0')
+    if (self.rope_scaling == 'llama3'
+        and self.rope_high_freq_factor <= self.rope_low_freq_factor):
+      raise ValueError(
+          f'rope_high_freq_factor={self.rope_high_freq_factor} must exceed '
+          f'rope_low_freq_factor={self.rope_low_freq_factor}')
     if self.remat_policy not in REMAT_POLICIES:
       raise ValueError(f'remat_policy={self.remat_policy!r}; use one of '
                        f'{sorted(REMAT_POLICIES)}')
@@ -104,8 +128,7 @@ class Decoder(nn.Module):
 
   def _angles(self, positions):
     # Rotary cos/sin once for all layers (`layers.rotary_angles`).
-    c = self.cfg
-    return layers.rotary_angles(positions, c.head_dim, c.rope_theta, c.dtype)
+    return layers.rotary_angles(positions, self.cfg)
 
   def _embed(self, tokens):
     return self.embedding.astype(self.cfg.dtype)[tokens]
@@ -249,8 +272,7 @@ def _block_specs(cfg: DecoderConfig):
   # A layer's logical PartitionSpecs, from an abstract init of one Block
   # (parent=None: it may be called inside another module's method).
   x = jnp.zeros((1, 1, cfg.embed_dim), jnp.dtype(cfg.dtype))
-  angles = layers.rotary_angles(jnp.zeros((1, 1), jnp.int32), cfg.head_dim,
-                                cfg.rope_theta, cfg.dtype)
+  angles = layers.rotary_angles(jnp.zeros((1, 1), jnp.int32), cfg)
   boxed = jax.eval_shape(lambda: layers.Block(cfg, parent=None).init(
       jax.random.PRNGKey(0), x, angles, jnp.ones((1, 1, 1), bool)))
   return nn.get_partition_spec(boxed['params'])

@@ -1,4 +1,5 @@
-"""The decoder's layers: RMSNorm, rotary embeddings, grouped-query attention
+"""The decoder's layers: RMSNorm, rotary embeddings (with their scalings),
+grouped-query attention (optional q/k biases and q/k norms)
 (full, prefill, and one-token decode of N slots against their own caches
 and a shared prefix cache),
 the SwiGLU MLP and the pre-norm block. Every parameter carries logical axis
@@ -12,6 +13,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import linen as nn
 
 from lmsi.model.sharding import (BATCH, CACHE_BATCH, CACHE_HEADS, CACHE_LENGTH,
@@ -52,13 +54,18 @@ def param(module: nn.Module, name: str, shape, axes, init, dtype):
 
 
 class RMSNorm(nn.Module):
-  """Root-mean-square layer norm, computed in at least float32."""
+  """Root-mean-square norm over the last axis, computed in at least float32.
+
+  `axis`: the logical name of that axis (EMBED for the blocks' norms, KV for
+  the per-head q/k norms).
+  """
 
   cfg: Any  # a decoder.DecoderConfig
+  axis: str = EMBED
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    scale = param(self, 'scale', (x.shape[-1],), (EMBED,),
+    scale = param(self, 'scale', (x.shape[-1],), (self.axis,),
                    nn.initializers.ones, self.cfg.param_dtype)
     acc = acc_dtype(self.cfg.dtype)
     xa = x.astype(acc)
@@ -67,8 +74,46 @@ class RMSNorm(nn.Module):
     return (xa * scale.astype(acc)).astype(self.cfg.dtype)
 
 
-def rotary_angles(positions: jax.Array, head_dim: int, theta: float,
-                  dtype) -> tuple[jax.Array, jax.Array]:
+# RoPE scalings `DecoderConfig.rope_scaling` may name ('none': plain RoPE).
+# 'linear' divides every frequency by the factor (position interpolation;
+# Gemma 3's global layers); 'llama3' divides the low frequencies by it and
+# interpolates the middle band (Llama 3.1 / 3.2). Both scale the inverse
+# frequencies only, as transformers' `modeling_rope_utils` does.
+ROPE_SCALINGS = ('none', 'linear', 'llama3')
+
+
+def inverse_frequencies(cfg: Any, dtype=None) -> jax.Array:
+  """RoPE's Dh/2 inverse frequencies after `cfg.rope_scaling`.
+
+  Args:
+    cfg: a decoder.DecoderConfig (head_dim, rope_theta, rope_scaling and its
+      factors).
+    dtype: the dtype they are computed in (default: `acc_dtype(cfg.dtype)`).
+  """
+  acc = acc_dtype(cfg.dtype) if dtype is None else dtype
+  dim = cfg.head_dim
+  inv_freq = 1.0 / (cfg.rope_theta ** (jnp.arange(0, dim, 2, dtype=acc)
+                                       / dim))
+  kind, factor = cfg.rope_scaling, cfg.rope_factor
+  if kind == 'linear':
+    return inv_freq / factor
+  if kind != 'llama3':
+    return inv_freq
+  # Llama 3.1: wavelengths longer than original / low_freq_factor are
+  # stretched by `factor`, shorter than original / high_freq_factor kept,
+  # and the band between interpolated linearly in original / wavelength.
+  low, high = cfg.rope_low_freq_factor, cfg.rope_high_freq_factor
+  original = cfg.rope_original_max_position
+  wavelen = 2 * np.pi / inv_freq
+  scaled = jnp.where(wavelen > original / low, inv_freq / factor, inv_freq)
+  smooth = (original / wavelen - low) / (high - low)
+  smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+  medium = (wavelen >= original / high) & (wavelen <= original / low)
+  return jnp.where(medium, smoothed, scaled)
+
+
+def rotary_angles(positions: jax.Array,
+                  cfg: Any) -> tuple[jax.Array, jax.Array]:
   """cos and sin of the rotary angles, each [..., L, 1, Dh/2].
 
   Computed once per forward pass and shared by every layer. The decode loop
@@ -79,15 +124,12 @@ def rotary_angles(positions: jax.Array, head_dim: int, theta: float,
 
   Args:
     positions: int [..., L] absolute positions.
-    head_dim: Dh.
-    theta: rotary base.
-    dtype: the dtype of the q/k they rotate; angles run in at least float32
-      (float64 for float64).
+    cfg: a decoder.DecoderConfig: `inverse_frequencies`' fields, and the
+      dtype of the q/k they rotate; angles run in at least float32 (float64
+      for float64).
   """
-  acc = acc_dtype(dtype)
-  inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=acc)
-                              / head_dim))
-  freqs = positions.astype(acc)[..., None] * inv_freq  # [..., L, Dh/2]
+  acc = acc_dtype(cfg.dtype)
+  freqs = positions.astype(acc)[..., None] * inverse_frequencies(cfg, acc)
   return jnp.cos(freqs)[..., None, :], jnp.sin(freqs)[..., None, :]
 
 
@@ -133,6 +175,9 @@ class Attention(nn.Module):
                        (KV_HEADS, KV), zeros, c.param_dtype)
       self.bv = param(self, 'v_bias', (c.num_kv_heads, c.head_dim),
                        (KV_HEADS, KV), zeros, c.param_dtype)
+    if c.qk_norm:  # one [Dh] scale each, shared by all heads (Qwen3)
+      self.q_norm = RMSNorm(c, KV)
+      self.k_norm = RMSNorm(c, KV)
 
   def project(self, x: jax.Array, angles: tuple[jax.Array, jax.Array]):
     """x: [..., L, D], `angles` of its positions -> rotated q [..., L, H,
@@ -145,6 +190,8 @@ class Attention(nn.Module):
     if c.attention_bias:
       q, k, v = (q + self.bq.astype(dt), k + self.bk.astype(dt),
                  v + self.bv.astype(dt))
+    if c.qk_norm:
+      q, k = self.q_norm(q), self.k_norm(k)
     return rotary(q, angles), rotary(k, angles), v
 
   def _group(self, q: jax.Array) -> jax.Array:

@@ -204,7 +204,7 @@ def generate(
                      for x in (tokens, valid))
   sampler = kernels.Sampler(
       temperature=float(config.temperature), top_k=int(config.top_k),
-      top_p=float(config.top_p), eos_id=vocab.eos_id,
+      top_p=float(config.top_p), eos_ids=vocab_base.stop_ids(vocab),
       max_steps=config.max_decode_steps, draft=int(config.draft_tokens),
       draft_rows=int(config.draft_rows))
   paths = real * config.num_samples

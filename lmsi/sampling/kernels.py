@@ -39,7 +39,7 @@ class Sampler:
   temperature: float
   top_k: int
   top_p: float
-  eos_id: int
+  eos_ids: tuple[int, ...]  # a path ends at any of them (or none: ())
   max_steps: int
   draft: int = 0  # most tokens drafted a step by prompt lookup (0: none)
   draft_rows: int = 32  # rows a step may reach by drafting (N (D + 1))
@@ -123,8 +123,7 @@ def decode_chunk(cfg, sampler, prompt_pad, params, state, prefix_kv,
   width = CHUNK * (sampler.draft + 1)
   first = state.step  # out[:, j] is the token at position first + j
   # Positions stay below offset + length: cos/sin once, outside the loop.
-  table = layers.rotary_angles(jnp.arange(offset + length), cfg.head_dim,
-                               cfg.rope_theta, cfg.dtype)
+  table = layers.rotary_angles(jnp.arange(offset + length), cfg)
 
   def pick(logits, keys, t):
     keys = jax.vmap(jax.random.fold_in)(keys, t)
@@ -134,7 +133,10 @@ def decode_chunk(cfg, sampler, prompt_pad, params, state, prefix_kv,
   def ends(stop_state, token, t):
     """(the path ends with `token` at position t, the next stop state)."""
     hit = stop_hit[which, stop_state, token[:, None]]  # [N, stops]
-    return ((token == sampler.eos_id) | jnp.any(hit, axis=-1)
+    eos = functools.reduce(jnp.logical_or,
+                           [token == e for e in sampler.eos_ids],
+                           jnp.zeros(token.shape, bool))
+    return (eos | jnp.any(hit, axis=-1)
             | (t + 1 >= sampler.max_steps),
             stop_next[which, stop_state, token[:, None]])
 

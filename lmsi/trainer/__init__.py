@@ -13,7 +13,8 @@ with _epy.lazy_api_imports(globals()):
   # step
   from lmsi.trainer.step import make_optimizer, make_train_step
   # state
-  from lmsi.trainer.state import TrainState, init_or_restore
+  from lmsi.trainer.state import (TrainState, init_or_restore,
+                                  optimizer_state_specs)
 
 __all__ = [
     'TrainSettings',
@@ -25,4 +26,5 @@ __all__ = [
     'make_train_step',
     'TrainState',
     'init_or_restore',
+    'optimizer_state_specs',
 ]

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import optax
 import orbax.checkpoint as ocp
 from flax import linen as nn
+from jax.sharding import PartitionSpec
 
 from lmsi.checkpoints import store as checkpoints
 from lmsi.model import decoder as decoder_lib
@@ -38,6 +39,66 @@ class TrainState:
   step: int  # steps done: 0 fresh, else the restored checkpoint's
   evals: list[dict]  # [{'step': s, 'metric': m}, ...] up to `step`
   resumed: bool = False  # restored from a checkpoint in MODEL_DIR
+
+
+def optimizer_state_specs(tx: optax.GradientTransformation, params: Any,
+                          param_specs: Any) -> Any:
+  """Logical PartitionSpecs of `tx`'s state: each leaf follows its
+  parameter's axes.
+
+  optax states mirror the params tree (Adam's mu and nu, Adafactor's v_row,
+  v_col and v), so a state leaf belongs to the parameter whose path ends
+  its own. A leaf of the parameter's shape takes its spec; a leaf with one
+  dimension fewer (Adafactor's factored row / column statistics) takes the
+  spec without that dimension, when only one dimension fits; anything else
+  (step counts, Adafactor's (1,) placeholders) is replicated. Without this,
+  `jit(tx.init)` left the factored statistics replicated on every chip.
+
+  Args:
+    tx: the optimizer.
+    params: the params (arrays or ShapeDtypeStructs).
+    param_specs: their logical PartitionSpecs (`decoder.logical_param_specs`).
+
+  Returns:
+    A pytree of PartitionSpecs matching `jax.eval_shape(tx.init, params)`.
+  """
+  names = lambda path: tuple(k.key for k in path
+                             if isinstance(k, jax.tree_util.DictKey))
+  owners = {}
+  for (path, leaf), spec in zip(
+      jax.tree_util.tree_flatten_with_path(params)[0],
+      jax.tree_util.tree_leaves(
+          param_specs, is_leaf=lambda x: isinstance(x, PartitionSpec))):
+    axes = tuple(spec) + (None,) * (len(leaf.shape) - len(spec))
+    owners[names(path)] = (tuple(leaf.shape), axes)
+
+  def spec_for(path, leaf) -> PartitionSpec:
+    keys = names(path)
+    owner = next((owners[keys[i:]] for i in range(len(keys))
+                  if keys[i:] in owners), None)
+    if owner is None:
+      return PartitionSpec()
+    shape, axes = owner
+    if tuple(leaf.shape) == shape:
+      return PartitionSpec(*axes)
+    fits = {axes[:i] + axes[i + 1:] for i in range(len(shape))
+            if shape[:i] + shape[i + 1:] == tuple(leaf.shape)}
+    return PartitionSpec(*fits.pop()) if len(fits) == 1 else PartitionSpec()
+
+  return jax.tree_util.tree_map_with_path(spec_for,
+                                          jax.eval_shape(tx.init, params))
+
+
+def init_optimizer(tx: optax.GradientTransformation, params: Any,
+                   param_specs: Any, mesh: jax.sharding.Mesh,
+                   rules: Any) -> Any:
+  """`tx.init(params)` with every state leaf sharded like its parameter
+  (`optimizer_state_specs`) on `mesh`."""
+  specs = optimizer_state_specs(tx, params, param_specs)
+  shapes = jax.eval_shape(tx.init, params)
+  out = sharding.shardings_for(specs, mesh, rules, shapes=shapes)
+  with mesh, nn.logical_axis_rules(rules):
+    return jax.jit(tx.init, out_shardings=out)(params)
 
 
 def init_or_restore(*, model_config: decoder_lib.DecoderConfig,
@@ -65,8 +126,8 @@ def init_or_restore(*, model_config: decoder_lib.DecoderConfig,
   abstract_params = jax.tree_util.tree_map(
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
       init_params, param_sh)
-  with mesh, nn.logical_axis_rules(rules):
-    init_opt = jax.jit(tx.init)(jax.device_put(init_params, param_sh))
+  init_opt = init_optimizer(tx, jax.device_put(init_params, param_sh),
+                            specs, mesh, rules)
 
   latest = mngr.latest_step()
   if latest is None:

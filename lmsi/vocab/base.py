@@ -9,7 +9,7 @@ training (TensorFlow is imported only when it is called).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -19,7 +19,8 @@ import numpy as np
 class Vocabulary(Protocol):
   """Text <-> token ids, as every lmsi tokenizer provides them.
 
-  `decode` stops at the first `eos_id`; `token_bytes()[i]` is the bytes id
+  `decode` stops at the first `eos_id` (or any of `eos_ids`, where a
+  vocabulary has several: `stop_ids`); `token_bytes()[i]` is the bytes id
   `i` decodes to (the sampler's stop-string tables); `fingerprint()` is a
   digest stable across processes that names the tokenization (two
   vocabularies with equal fingerprints tokenize alike); `to_seqio()` is the
@@ -47,17 +48,27 @@ class Vocabulary(Protocol):
     ...
 
 
-def ids_before_eos(ids: Iterable[int], eos_id: int,
-                   keep: Callable[[int], bool] | None = None) -> list[int]:
-  """The ids before the first `eos_id` (as ints) that `keep` accepts.
+def stop_ids(vocab: Vocabulary) -> tuple[int, ...]:
+  """Every id a path ends at: `vocab.eos_ids` where the vocabulary has a
+  list (Llama 3.1's generation config: <|end_of_text|>, <|eom_id|>,
+  <|eot_id|>), else its one `eos_id`."""
+  return tuple(int(i) for i in getattr(vocab, 'eos_ids', None)
+               or (vocab.eos_id,))
 
-  The decode loop every vocabulary shares: decoding stops at EOS and drops
-  the ids (pad, out of range) the tokenizer cannot turn into text.
+
+def ids_before_eos(ids: Iterable[int], eos: int | Collection[int],
+                   keep: Callable[[int], bool] | None = None) -> list[int]:
+  """The ids before the first EOS (as ints) that `keep` accepts.
+
+  The decode loop every vocabulary shares: decoding stops at EOS (`eos`: one
+  id or several) and drops the ids (pad, out of range) the tokenizer cannot
+  turn into text.
   """
+  ends = {int(eos)} if isinstance(eos, (int, np.integer)) else set(eos)
   out = []
   for i in ids:
     i = int(i)
-    if i == eos_id:
+    if i in ends:
       break
     if keep is None or keep(i):
       out.append(i)

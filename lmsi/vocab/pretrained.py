@@ -26,15 +26,19 @@ class HFVocab:
   `encode` adds no BOS/EOS (SmolLM2 and Qwen2 use none; `add_bos` is kept
   in the conversion manifest for checkpoints that do). `decode` stops at the
   first EOS and keeps other special tokens as text, like transformers'
-  `decode`.
+  `decode`. `eos_ids`: every id a path ends at, `eos_id` first (Llama 3.1's
+  `generation_config.json` lists three; the sampler stops at each).
   """
 
   unk_id = None
 
   def __init__(self, tokenizer, *, eos_id: int, pad_id: int | None = None,
-               bos_id: int | None = None, source: str = ''):
+               bos_id: int | None = None, source: str = '',
+               eos_ids: Iterable[int] = ()):
     self.tokenizer = tokenizer
     self.eos_id = int(eos_id)
+    self.eos_ids = tuple(dict.fromkeys([self.eos_id,
+                                        *(int(i) for i in eos_ids)]))
     self.pad_id = int(self.eos_id if pad_id is None else pad_id)
     self.bos_id = bos_id
     self.vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
@@ -42,7 +46,8 @@ class HFVocab:
 
   @classmethod
   def from_file(cls, path: str) -> HFVocab:
-    """tokenizer.json (+ the special ids from its tokenizer_config.json)."""
+    """tokenizer.json (+ the special ids from its tokenizer_config.json, and
+    the list of EOS ids a generation_config.json beside it may give)."""
     import tokenizers  # pylint: disable=g-import-not-at-top
     tok = tokenizers.Tokenizer.from_file(path)
     config = os.path.join(os.path.dirname(path), 'tokenizer_config.json')
@@ -65,13 +70,13 @@ class HFVocab:
         raise ValueError(f'{path}: no EOS token (set eos_token in '
                          f'{config})')
     return cls(tok, eos_id=ids['eos'], pad_id=ids['pad'], bos_id=ids['bos'],
-               source=path)
+               source=path, eos_ids=generation_eos_ids(os.path.dirname(path)))
 
   def encode(self, text: str) -> list[int]:
     return self.tokenizer.encode(text, add_special_tokens=False).ids
 
   def decode(self, ids: Iterable[int]) -> str:
-    kept = vocab_base.ids_before_eos(ids, self.eos_id,
+    kept = vocab_base.ids_before_eos(ids, self.eos_ids,
                                      lambda i: 0 <= i < self.vocab_size)
     return self.tokenizer.decode(kept, skip_special_tokens=False)
 
@@ -98,6 +103,10 @@ class HFVocab:
     fileio.write_text_atomic(
         os.path.join(output_dir, 'tokenizer_config.json'),
         json.dumps(names, indent=1) + '\n')
+    if len(self.eos_ids) > 1:
+      fileio.write_text_atomic(
+          os.path.join(output_dir, GENERATION_CONFIG),
+          json.dumps({'eos_token_id': list(self.eos_ids)}, indent=1) + '\n')
     return 'tokenizer.json'
 
   def fingerprint(self) -> str:
@@ -164,6 +173,31 @@ class SentencePieceVocab:
   def to_seqio(self):
     import seqio  # pylint: disable=g-import-not-at-top
     return seqio.SentencePieceVocabulary(self.path)
+
+
+GENERATION_CONFIG = 'generation_config.json'
+
+
+def generation_eos_ids(directory: str) -> tuple[int, ...]:
+  """`eos_token_id` of `directory`/generation_config.json, as a tuple (the
+  Hub writes one id or a list); () without the file or the key.
+
+  Raises:
+    ValueError: naming the file if the key is neither an int nor a list of
+      ints.
+  """
+  path = os.path.join(directory, GENERATION_CONFIG)
+  if not os.path.exists(path):
+    return ()
+  with open(path, encoding='utf-8') as f:
+    value = json.load(f).get('eos_token_id')
+  if value is None:
+    return ()
+  ids = value if isinstance(value, list) else [value]
+  if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+    raise ValueError(f'{path}: eos_token_id is {value!r}; expected an int '
+                     'or a list of ints')
+  return tuple(ids)
 
 
 def _bytes_to_unicode() -> dict[int, str]:

@@ -50,7 +50,8 @@ class ByteVocab:
   def decode(self, ids: Iterable[int]) -> str:
     """Decodes up to the first EOS; pad and UNK ids are dropped."""
     kept = vocab_base.ids_before_eos(
-        ids, self.eos_id, lambda i: self._offset <= i < ByteVocab.vocab_size)
+        ids, vocab_base.stop_ids(self),
+        lambda i: self._offset <= i < ByteVocab.vocab_size)
     return bytes(i - self._offset for i in kept).decode('utf-8',
                                                         errors='ignore')
 
@@ -93,7 +94,7 @@ class WordVocab(ByteVocab):
     base = ByteVocab.vocab_size
     out = []
     for is_piece, run in itertools.groupby(
-        vocab_base.ids_before_eos(ids, self.eos_id),
+        vocab_base.ids_before_eos(ids, vocab_base.stop_ids(self)),
         lambda i: base <= i < self.vocab_size):
       out.append(''.join(self.pieces[i - base] for i in run) if is_piece
                  else super().decode(run))
