@@ -61,7 +61,14 @@ PUBLISHED_PARAMS = {
     'llama3_8b': 8_030_261_248, 'gemma_2b_shapes': 2_506_172_416,
     'llama3_1_8b': 8_030_261_248, 'llama3_2_3b': 3_212_749_824,
     'qwen2_5_7b': 7_615_616_512, 'qwen2_5_math_7b': 7_615_616_512,
-    'qwen3_8b': 8_190_735_360}
+    'qwen3_8b': 8_190_735_360,
+    # Gemma: the Hub's safetensors metadata (gemma-2-9b) and keras_hub's
+    # gemma3 presets; keras's 4B/12B/27B text backbones keep 262,144
+    # embedding rows, the Hub checkpoints 262,208 (64 x width more).
+    'gemma2_9b': 9_241_705_984, 'gemma3_270m': 268_098_176,
+    'gemma3_1b': 999_885_952, 'gemma3_4b': 3_880_099_328 + 64 * 2560,
+    'gemma3_12b': 11_765_788_416 + 64 * 3840,
+    'gemma3_27b': 27_009_002_240 + 64 * 5376}
 
 
 @pytest.mark.parametrize('name', sorted(PUBLISHED_PARAMS))
@@ -206,3 +213,41 @@ def test_tpu_topology_compiles():
       cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
       check=True).stdout
   assert 'libtpu devices' in out and 'train_step: per chip' in out, out
+
+
+def test_kv_cache_bytes_counts_the_slot_cache(tiny_cfg):
+  """`estimates.kv_cache_bytes` (unwindowed) is what the sampler allocates
+  per slot; windowed, a local layer keeps `sliding_window` positions."""
+  from lmsi.capacity import estimates  # pylint: disable=g-import-not-at-top
+  from lmsi.sampling import kernels  # pylint: disable=g-import-not-at-top
+  cfg = dataclasses.replace(tiny_cfg, num_layers=5, sliding_window=4,
+                            sliding_window_pattern=3)
+  assert cfg.local_layers == (True, True, False, True, True)
+  state = jax.eval_shape(lambda: kernels.init_state(cfg, 1, 40, 1))
+  allocated = sum(x.size * x.dtype.itemsize
+                  for x in jax.tree_util.tree_leaves(state.cache))
+  assert estimates.kv_cache_bytes(cfg, 40) == allocated
+  per_token = 2 * cfg.num_kv_heads * cfg.head_dim * 4
+  assert estimates.kv_cache_bytes(cfg, 40, windowed=True) == per_token * (
+      4 * 4 + 40)
+
+
+def test_logits_chunk_gives_the_full_loss_and_grads(tiny_cfg):
+  """The chunked LM head (Gemma's 262k vocabulary) is the same loss and
+  gradients, and a chunk that does not divide the length is named."""
+  params, _ = decoder.init_params(tiny_cfg, seed=1)
+  batch = _batch(tiny_cfg)
+  length = batch['tokens'].shape[1]
+  loss0, grads0 = _loss_and_grads(tiny_cfg, params, batch)
+  cfg = dataclasses.replace(tiny_cfg, logits_chunk=length // 4)
+  jaxpr = str(jax.make_jaxpr(jax.grad(
+      lambda p: train_step.loss_fn(cfg, p, batch)))(params))
+  assert 'scan' in jaxpr and ('checkpoint' in jaxpr or 'remat' in jaxpr)
+  loss, grads = _loss_and_grads(cfg, params, batch)
+  np.testing.assert_allclose(loss, loss0, rtol=1e-6)
+  jax.tree_util.tree_map(
+      lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+      grads, grads0)
+  with pytest.raises(ValueError, match='logits_chunk=7 does not divide'):
+    train_step.loss_fn(dataclasses.replace(tiny_cfg, logits_chunk=7),
+                       params, batch)

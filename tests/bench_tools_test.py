@@ -2,9 +2,10 @@
 with exit status 2 and a message naming what is missing (bench/common.py's
 `require`), not with a traceback from deep inside a run.
 
-Two entries read no data and have no peer, so there is nothing to take away
-from them: bench/weight_stream.py (random weights, lmsi alone) and
-tools/chaos.py (the demo study under kill -9, from the committed base);
+Three entries read no data and have no peer, so there is nothing to take
+away from them: bench/weight_stream.py (random weights, lmsi alone),
+tools/chaos.py (the demo study under kill -9, from the committed base) and
+tools/kv_cache.py (arithmetic on published shapes);
 bench/early_stop.py needs data only for `--workload=gsm8k` (its default
 workload is the demo's).
 """
@@ -20,7 +21,8 @@ import pytest
 from tests.conftest import REPO, SHARED_DATA
 
 NO_DATA = '/nonexistent/lmsi-data'
-NEEDS_NOTHING = {'bench/weight_stream.py', 'tools/chaos.py'}
+NEEDS_NOTHING = {'bench/weight_stream.py', 'tools/chaos.py',
+                 'tools/kv_cache.py'}
 # entry (with arguments) -> what its message must name, run without data.
 WITHOUT_DATA = {
     ('bench/sampling.py',): f'{NO_DATA}/gsm8k/test.jsonl',

@@ -128,7 +128,7 @@ def test_decode_with_rotary_table_equals_computed_angles(tiny_cfg):
   positions = jnp.asarray([3, 9, 30], jnp.int32)
   write = jnp.asarray([3, 9, 11], jnp.int32)
   valid = jnp.arange(length)[None] <= write[:, None]
-  table = layers.rotary_angles(jnp.arange(31), tiny_cfg)
+  table = decoder_lib.rotary_pair(jnp.arange(31), tiny_cfg)
   step = jax.jit(lambda table: model.apply(
       {'params': params}, tokens, positions, cache, write, valid, None,
       table, method=decoder_lib.Decoder.decode))
@@ -138,7 +138,8 @@ def test_decode_with_rotary_table_equals_computed_angles(tiny_cfg):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0,
                                atol=1e-6)
   # A wrong table changes the step: the test can fail.
-  shifted = tuple(t[1:] for t in table)
+  shifted = {local: tuple(t[1:] for t in angles)
+             for local, angles in table.items()}
   assert not np.allclose(np.asarray(step(shifted)[0]),
                          np.asarray(want[0]), atol=1e-4)
 

@@ -69,6 +69,13 @@ ROWS = (
     ('qwen3_8b', 'v5e-256', 'train', 8, SCAN_REMAT, 0),
     ('qwen3_8b', 'v5p-128', 'sample', 2, BF16, 2048),
     ('qwen3_8b', 'v5p-128', 'train', 2, SCAN_REMAT, 0),
+    # Gemma's 262k vocabulary: the loss's logits whole, or 128 positions at
+    # a time (logits_chunk).
+    ('gemma3_1b', 'v5e-16', 'train', 1, SCAN_REMAT, 0),
+    ('gemma3_1b', 'v5e-16', 'train', 1, dict(SCAN_REMAT, logits_chunk=128), 0),
+    ('gemma3_4b', 'v5e-16', 'train', 4, SCAN_REMAT, 0),
+    ('gemma3_4b', 'v5e-16', 'train', 4, dict(SCAN_REMAT, logits_chunk=128), 0),
+    ('gemma3_4b', 'v5e-16', 'sample', 4, BF16, 512),
 )
 
 

@@ -288,6 +288,8 @@ def _main(argv) -> None:
       (flags.DEFINE_integer, 'model_axis', 1, "The mesh's 'model' axis."),
       (flags.DEFINE_string, 'remat', 'none', 'DecoderConfig.remat_policy.'),
       (flags.DEFINE_bool, 'scan', False, 'DecoderConfig.scan_layers.'),
+      (flags.DEFINE_integer, 'logits_chunk', 0,
+       'DecoderConfig.logits_chunk (the loss\'s LM head in chunks).'),
       (flags.DEFINE_string, 'param_dtype', None, 'Params dtype override.'),
       (flags.DEFINE_string, 'dtype', None, 'Activations dtype override.'),
       (flags.DEFINE_integer, 'batch_size', 32, 'Train rows per step.'),
@@ -308,7 +310,7 @@ def _main(argv) -> None:
   over = {k: v for k, v in (('param_dtype', fv.param_dtype),
                             ('dtype', fv.dtype)) if v}
   cfg = dataclasses.replace(cfg, remat_policy=fv.remat, scan_layers=fv.scan,
-                            **over)
+                            logits_chunk=fv.logits_chunk, **over)
   chip, chips, _ = parse_slice(fv.topology)
   if fv.fake_cpu:  # before JAX's CPU backend starts
     jax.config.update('jax_num_cpu_devices', chips)

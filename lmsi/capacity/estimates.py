@@ -13,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import jax.numpy as jnp
+
 from lmsi.model import decoder as decoder_lib
 
 def matmul_params(cfg: decoder_lib.DecoderConfig) -> int:
@@ -29,6 +31,23 @@ def model_flops(cfg: decoder_lib.DecoderConfig, tokens: int,
   (scores and weighted sum over the full masked matrix, as lmsi computes)."""
   attn = 4 * cfg.num_layers * context * cfg.num_heads * cfg.head_dim
   return float(tokens) * (2 * matmul_params(cfg) + attn)
+
+
+def kv_cache_bytes(cfg: decoder_lib.DecoderConfig, context: int,
+                   windowed: bool = False, dtype_bytes: int | None = None
+                   ) -> int:
+  """Bytes of one sequence's KV cache at `context` tokens, all layers.
+
+  lmsi's caches (`layers.empty_slot_cache`, the shared prefix) keep every
+  position on every layer (`windowed=False`); `windowed=True` counts what a
+  cache keeping only the last `sliding_window` positions on local layers
+  would hold. `dtype_bytes`: default the activations' dtype's size.
+  """
+  size = dtype_bytes or jnp.dtype(cfg.dtype).itemsize
+  per_token = 2 * cfg.num_kv_heads * cfg.head_dim * size  # k and v
+  kept = [min(context, cfg.sliding_window) if windowed and local
+          else context for local in cfg.local_layers]
+  return per_token * sum(kept)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,6 +19,7 @@ import numpy as np
 
 from lmsi.model import decoder as decoder_lib
 from lmsi.interop import gguf_import
+from lmsi.interop import hf_export
 from lmsi.interop import pretrained
 
 DTYPES = ('float32', 'float16', 'bfloat16', 'q8_0')
@@ -117,10 +118,11 @@ def write(path: str, cfg: decoder_lib.DecoderConfig, params: dict[str, Any],
   """
   import gguf  # pylint: disable=g-import-not-at-top
   pretrained.check_expressible(cfg, path)
-  if cfg.qk_norm or cfg.rope_scaling != 'none':
+  family = hf_export.model_type(cfg)
+  if family not in ('llama', 'qwen2') or cfg.rope_scaling != 'none':
     raise pretrained.ConversionError(
-        f'{path}: GGUF export of qk_norm={cfg.qk_norm}, rope_scaling='
-        f'{cfg.rope_scaling!r} is not supported (llama / qwen2 with plain '
+        f'{path}: GGUF export of a {family} model (rope_scaling='
+        f'{cfg.rope_scaling!r}) is not supported (llama / qwen2 with plain '
         'RoPE only); export with --format=hf')
   if dtype not in DTYPES:
     raise pretrained.ConversionError(

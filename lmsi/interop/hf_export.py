@@ -2,7 +2,8 @@
 `lmsi.interop.hf_import`).
 
 `config.json` (`LlamaForCausalLM`, `Qwen2ForCausalLM` for a decoder with
-q/k/v biases, `Qwen3ForCausalLM` for one with q/k norms; tied embeddings,
+q/k/v biases, `Qwen3ForCausalLM` for one with q/k norms, `Gemma2ForCausalLM`
+/ `Gemma3ForCausalLM` for the Gemma block; tied embeddings,
 RoPE theta and scaling and RMSNorm eps as configured, in the Hub's
 transformers-4 keys, which transformers 4 and 5 both read),
 `model.safetensors` written with the `safetensors` library (sharded into
@@ -32,16 +33,51 @@ _TORCH_DTYPE = {'float32': 'float32', 'float16': 'float16',
                 'bfloat16': 'bfloat16'}
 
 
+# The Gemma block's fields (Gemma 2/3 have all of them, the Llama family
+# none); each HF family expresses only its own.
+_GEMMA_SWITCHES = ('scale_embeddings', 'norm_offset', 'post_norms')
+
+
 def model_type(cfg: decoder_lib.DecoderConfig) -> str:
-  """The HF family that expresses `cfg`: qwen3 (q/k norms), qwen2 (q/k/v
-  biases) or llama."""
-  if cfg.qk_norm:
-    return 'qwen3'
-  return 'qwen2' if cfg.attention_bias else 'llama'
+  """The HF family that expresses `cfg`: gemma3_text / gemma2 (the Gemma
+  block, with / without q/k norms), qwen3 (q/k norms), qwen2 (q/k/v
+  biases) or llama.
+
+  Raises:
+    pretrained.ConversionError: naming the fields that no family has
+      together (e.g. the Gemma block with SwiGLU, or a sliding window on a
+      Llama).
+  """
+  gemma = [getattr(cfg, f) for f in _GEMMA_SWITCHES]
+  if any(gemma):
+    family = 'gemma3_text' if cfg.qk_norm else 'gemma2'
+    wrong = [f'{f}=False' for f, on in zip(_GEMMA_SWITCHES, gemma) if not on]
+    if cfg.mlp_activation != 'gelu_tanh':
+      wrong.append(f'mlp_activation={cfg.mlp_activation!r}')
+    if family == 'gemma2' and cfg.rope_local_theta is not None:
+      wrong.append('rope_local_theta (Gemma 2 has one RoPE)')
+    if (family == 'gemma3_text' and cfg.rope_local_theta is None
+        and cfg.rope_scaling != 'none'):
+      wrong.append('rope_scaling without rope_local_theta')
+    if family == 'gemma3_text' and cfg.attn_logit_softcap:
+      wrong.append('attn_logit_softcap (transformers\' Gemma 3 ignores it)')
+  else:
+    family = 'qwen3' if cfg.qk_norm else (
+        'qwen2' if cfg.attention_bias else 'llama')
+    wrong = [f'{f}={getattr(cfg, f)!r}' for f in (
+        'mlp_activation', 'query_pre_attn_scalar', 'attn_logit_softcap',
+        'final_logit_softcap', 'sliding_window', 'rope_local_theta')
+             if getattr(cfg, f) != getattr(decoder_lib.DecoderConfig, f)]
+  if wrong:
+    raise pretrained.ConversionError(
+        f'no Hugging Face family has {family} with {", ".join(wrong)}')
+  return family
 
 
 _ARCHITECTURES = {'llama': 'LlamaForCausalLM', 'qwen2': 'Qwen2ForCausalLM',
-                  'qwen3': 'Qwen3ForCausalLM'}
+                  'qwen3': 'Qwen3ForCausalLM',
+                  'gemma2': 'Gemma2ForCausalLM',
+                  'gemma3_text': 'Gemma3ForCausalLM'}
 
 
 def rope_scaling_json(cfg: decoder_lib.DecoderConfig) -> dict | None:
@@ -78,10 +114,33 @@ def config_json(cfg: decoder_lib.DecoderConfig, *, dtype: str,
                                                           'pad')}}
   if family == 'llama':
     out.update(attention_bias=False, mlp_bias=False)
+  elif family in hf_import.GEMMA:
+    del out['hidden_act']
+    out.update(_gemma_json(cfg, family))
   else:
     out['use_sliding_window'] = False
     if family == 'qwen3':
       out['attention_bias'] = cfg.attention_bias
+  return out
+
+
+def _gemma_json(cfg: decoder_lib.DecoderConfig, family: str) -> dict:
+  """The Gemma 2/3 keys of config.json: the v4 ones (rope_local_base_freq,
+  sliding_window_pattern) and transformers 5's layer_types."""
+  scalar = cfg.query_pre_attn_scalar or cfg.head_dim
+  out = {'hidden_activation': 'gelu_pytorch_tanh',
+         # an int where it is one: transformers 5 checks the type
+         'query_pre_attn_scalar': (int(scalar) if float(scalar).is_integer()
+                                   else scalar),
+         'attn_logit_softcapping': cfg.attn_logit_softcap,
+         'final_logit_softcapping': cfg.final_logit_softcap,
+         'sliding_window': cfg.sliding_window or None,
+         'attention_bias': cfg.attention_bias,
+         'layer_types': ['sliding_attention' if local else 'full_attention'
+                         for local in cfg.local_layers]}
+  if family == 'gemma3_text':
+    out.update(rope_local_base_freq=(cfg.rope_local_theta or cfg.rope_theta),
+               sliding_window_pattern=cfg.sliding_window_pattern)
   return out
 
 
@@ -119,8 +178,10 @@ def write(out_dir: str, cfg: decoder_lib.DecoderConfig,
         f'dtype {dtype!r} is not one of {sorted(DTYPES)}')
   special = special or {}
   tensors = {}
+  model_type(cfg)  # a family expresses it, or ConversionError says why not
+  names = hf_import.tensor_names(cfg)
   for role, w in pretrained.disassemble(cfg, params).items():
-    _, name = pretrained.tensor_name(role, hf_import.TENSOR_NAMES)
+    _, name = pretrained.tensor_name(role, names)
     tensors[name] = np.ascontiguousarray(np.asarray(w).astype(DTYPES[dtype]))
   groups = _shards(tensors, max_shard_bytes)
   files = []

@@ -43,7 +43,8 @@ def assemble(cfg: decoder_lib.DecoderConfig,
 
   Roles: 'embed', 'final_norm', 'lm_head', and per layer 'L.q', 'L.k', 'L.v',
   'L.o', 'L.q_bias', ..., 'L.q_norm', 'L.k_norm', 'L.gate', 'L.up',
-  'L.down', 'L.attn_norm', 'L.mlp_norm'. Each leaf is passed to
+  'L.down', 'L.attn_norm', 'L.mlp_norm' (and 'L.attn_post_norm',
+  'L.mlp_post_norm' with `cfg.post_norms`). Each leaf is passed to
   `place(path in the tree, float32 array)` as soon as it is built, and the
   tree keeps what it returns (default: the array), so a caller can put it on
   devices before the next tensor is read.
@@ -90,8 +91,10 @@ def assemble(cfg: decoder_lib.DecoderConfig,
       for kind in ('q_norm', 'k_norm'):
         put(params, (layer, 'attn', kind, 'scale'),
             need(f'{i}.{kind}', (dh,)))
-    put(params, (layer, 'attn_norm', 'scale'), need(f'{i}.attn_norm', (d,)))
-    put(params, (layer, 'mlp_norm', 'scale'), need(f'{i}.mlp_norm', (d,)))
+    norms = ('attn_norm', 'mlp_norm') + (
+        ('attn_post_norm', 'mlp_post_norm') if cfg.post_norms else ())
+    for norm in norms:
+      put(params, (layer, norm, 'scale'), need(f'{i}.{norm}', (d,)))
     for kind, shape in (('gate', (f, d)), ('up', (f, d)), ('down', (d, f))):
       put(params, (layer, 'mlp', kind), need(f'{i}.{kind}', shape).T)
   return params
@@ -162,6 +165,9 @@ def disassemble(cfg: decoder_lib.DecoderConfig,
     if cfg.qk_norm:
       for kind in ('q_norm', 'k_norm'):
         out[f'{i}.{kind}'] = host(attn[kind]['scale'])
+    if cfg.post_norms:
+      for norm in ('attn_post_norm', 'mlp_post_norm'):
+        out[f'{i}.{norm}'] = host(layer[norm]['scale'])
   return out
 
 

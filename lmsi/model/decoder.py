@@ -72,6 +72,31 @@ class DecoderConfig:
   # RMSNorm of each query and key head over head_dim before RoPE (Qwen3;
   # Gemma 3): params attn/q_norm and attn/k_norm, [head_dim] each.
   qk_norm: bool = False
+  # The Gemma block (Gemma 2 and 3), each off by default:
+  # mlp_activation: the MLP gate's, 'silu' (SwiGLU) or 'gelu_tanh' (GeGLU).
+  mlp_activation: str = 'silu'
+  # Input embeddings times sqrt(embed_dim), rounded to the weight dtype.
+  scale_embeddings: bool = False
+  # RMSNorm scales are stored as w and applied as 1 + w.
+  norm_offset: bool = False
+  # A second RMSNorm on the attention and the MLP outputs, before each
+  # residual add (params attn_post_norm, mlp_post_norm).
+  post_norms: bool = False
+  # Attention logits scaled by query_pre_attn_scalar^-1/2 (None: head_dim).
+  query_pre_attn_scalar: float | None = None
+  # Soft caps cap * tanh(x / cap) of the attention and the final logits
+  # (Gemma 2; None: off).
+  attn_logit_softcap: float | None = None
+  final_logit_softcap: float | None = None
+  # Sliding-window attention: a local layer's token sees the keys at most
+  # sliding_window - 1 positions back (0: every layer global). With
+  # sliding_window_pattern = k > 0, layer i is global when (i + 1) % k == 0
+  # (Gemma 2: k = 2, Gemma 3: k = 6), else local; k = 0: all local.
+  sliding_window: int = 0
+  sliding_window_pattern: int = 0
+  # Local layers' RoPE base, plain RoPE (Gemma 3: 1e4); None: the global
+  # layers' rope_theta and rope_scaling.
+  rope_local_theta: float | None = None
   # Tied logits are x @ E^T / sqrt(D) when True (the tiny models' choice, so
   # a unit-variance embedding gives unit-scale logits); imported Llama-family
   # checkpoints use the plain x @ E^T.
@@ -86,6 +111,26 @@ class DecoderConfig:
   # scan_layers: one `lax.scan` over the layers' params, stacked on the fly,
   # so compile time does not grow with depth.
   scan_layers: bool = False
+  # logits_chunk: the training loss computes the LM head's logits this many
+  # positions at a time, each chunk recomputed for the backward pass
+  # (`lmsi.trainer.step`), so [rows, chunk, V] of them live at once instead
+  # of [rows, length, V] (Gemma's 262k vocabulary); 0: all at once.
+  logits_chunk: int = 0
+
+  @property
+  def local_layers(self) -> tuple[bool, ...]:
+    """Per layer: a sliding-window (local) layer, else global."""
+    if not self.sliding_window:
+      return (False,) * self.num_layers
+    k = self.sliding_window_pattern
+    return tuple(not k or (i + 1) % k != 0 for i in range(self.num_layers))
+
+  def local_rope(self) -> DecoderConfig:
+    """The config whose RoPE the local layers use (`rope_local_theta`)."""
+    if self.rope_local_theta is None:
+      return self
+    return dataclasses.replace(self, rope_theta=self.rope_local_theta,
+                               rope_scaling='none', rope_local_theta=None)
 
   def __post_init__(self):
     if self.rope_scaling not in layers.ROPE_SCALINGS:
@@ -98,6 +143,13 @@ class DecoderConfig:
       raise ValueError(
           f'rope_high_freq_factor={self.rope_high_freq_factor} must exceed '
           f'rope_low_freq_factor={self.rope_low_freq_factor}')
+    if self.mlp_activation not in layers.ACTIVATIONS:
+      raise ValueError(f'mlp_activation={self.mlp_activation!r}; use one of '
+                       f'{sorted(layers.ACTIVATIONS)}')
+    if self.sliding_window < 0 or self.sliding_window_pattern < 0:
+      raise ValueError(f'sliding_window={self.sliding_window}, '
+                       f'sliding_window_pattern={self.sliding_window_pattern}'
+                       ' must be >= 0')
     if self.remat_policy not in REMAT_POLICIES:
       raise ValueError(f'remat_policy={self.remat_policy!r}; use one of '
                        f'{sorted(REMAT_POLICIES)}')
@@ -127,11 +179,16 @@ class Decoder(nn.Module):
                                   layers.kernel_init(1), c.param_dtype)
 
   def _angles(self, positions):
-    # Rotary cos/sin once for all layers (`layers.rotary_angles`).
-    return layers.rotary_angles(positions, self.cfg)
+    # Rotary cos/sin once for all layers (`layers.rotary_angles`): (global
+    # layers', local layers') — the same unless rope_local_theta is set.
+    return rotary_pair(positions, self.cfg)
 
   def _embed(self, tokens):
-    return self.embedding.astype(self.cfg.dtype)[tokens]
+    c = self.cfg
+    x = self.embedding.astype(c.dtype)[tokens]
+    if c.scale_embeddings:  # sqrt(D) in the weights' dtype, as Gemma's
+      x = x * jnp.asarray(c.embed_dim ** 0.5, c.param_dtype).astype(c.dtype)
+    return x
 
   def _logits(self, x):
     x = self.final_norm(x)
@@ -141,57 +198,91 @@ class Decoder(nn.Module):
         w = w * self.cfg.embed_dim ** -0.5
     else:
       w = self.lm_head.astype(self.cfg.dtype)
-    return (x @ w).astype(layers.acc_dtype(self.cfg.dtype))
+    logits = (x @ w).astype(layers.acc_dtype(self.cfg.dtype))
+    cap = self.cfg.final_logit_softcap
+    return logits if not cap else jnp.tanh(logits / cap) * cap
 
   def _forward(self, tokens, valid, prefix_kv=None):
     # tokens: int [B, L], right-padded; valid: bool [B, L]; prefix_kv: per
     # layer (k, v) [E, Hkv, Dh] of a shared prefix the tokens continue.
     offset = 0 if prefix_kv is None else prefix_kv[0][0].shape[0]
     positions = offset + jnp.cumsum(valid, axis=-1) - 1
-    length = tokens.shape[1]
-    causal = jnp.tril(jnp.ones((length, length), bool))
-    mask = causal[None] & valid[:, None, :]  # [B, L(query), L(key)]
+    masks = self._masks(positions, valid, offset)
     x = nn.with_logical_constraint(self._embed(tokens), (BATCH, LENGTH, EMBED))
     angles = self._angles(positions)
     kvs = []
-    for i, block in enumerate(self.blocks):
-      x, kv = block(x, angles, mask,
-                    None if prefix_kv is None else prefix_kv[i])
+    for i, (block, local) in enumerate(zip(self.blocks,
+                                           self.cfg.local_layers)):
+      mask, prefix_mask = masks[local]
+      x, kv = block(x, angles[local], mask,
+                    None if prefix_kv is None else prefix_kv[i], prefix_mask)
       kvs.append(kv)
     return x, tuple(kvs)
 
+  def _masks(self, positions, valid, offset):
+    """(global layers', local layers') (mask [B, L, L], prefix mask
+    [B, L, offset] or None): causal over the valid keys; a local layer's
+    query also sees only the keys (and prefix entries) less than
+    sliding_window positions back."""
+    length = positions.shape[1]
+    causal = jnp.tril(jnp.ones((length, length), bool))
+    mask = causal[None] & valid[:, None, :]  # [B, L(query), L(key)]
+    window = self.cfg.sliding_window
+    if not window:
+      return {False: (mask, None), True: (mask, None)}
+    near = positions[:, :, None] - positions[:, None, :] < window
+    prefix = positions[:, :, None] - jnp.arange(offset) < window
+    return {False: (mask, None), True: (mask & near, prefix)}
+
   def __call__(self, tokens: jax.Array, valid: jax.Array) -> jax.Array:
     """Causal LM logits. tokens, valid: [B, L]. Returns float32 [B, L, V]."""
+    return self.head(self.hidden(tokens, valid))
+
+  def hidden(self, tokens: jax.Array, valid: jax.Array) -> jax.Array:
+    """The last layer's output [B, L, D] (`head` turns it into logits)."""
     c = self.cfg
     if self.is_initializing() or (c.remat_policy == 'none'
                                   and not c.scan_layers):
       x, _ = self._forward(tokens, valid)
     else:
       x = self._forward_remat(tokens, valid)
-    return self._logits(x)
+    return x
+
+  def head(self, x: jax.Array) -> jax.Array:
+    """Final norm, LM head and soft cap: [..., D] -> float32 [..., V],
+    sharded over the vocabulary in training (VOCAB's rule)."""
+    logits = self._logits(x)
+    if logits.ndim == 3:
+      logits = nn.with_logical_constraint(logits, (BATCH, LENGTH, VOCAB))
+    return logits
 
   def _forward_remat(self, tokens, valid):
     # `_forward` without the KV caches, each layer a pure function of its
     # params (read from layer_i, so checkpoints and imports are unchanged)
     # under jax.checkpoint, and with scan_layers one lax.scan over them.
+    # Local and global layers differ in their mask and RoPE only: each
+    # layer selects its pair by a per-layer flag, a scanned input with
+    # scan_layers (so any pattern and layer count scan as one loop).
     c = self.cfg
     positions = jnp.cumsum(valid, axis=-1) - 1
-    length = tokens.shape[1]
-    causal = jnp.tril(jnp.ones((length, length), bool))
-    mask = causal[None] & valid[:, None, :]  # [B, L(query), L(key)]
+    masks = self._masks(positions, valid, 0)
     x = nn.with_logical_constraint(self._embed(tokens), (BATCH, LENGTH, EMBED))
     block = layers.Block(c, parent=None)
     angles = self._angles(positions)
 
-    def layer(x, p):
-      return block.apply({'params': p}, x, angles, mask)[0]
+    def layer(x, p, local):
+      mask = jnp.where(local, masks[True][0], masks[False][0])
+      rope = jax.tree_util.tree_map(lambda a, b: jnp.where(local, a, b),
+                                    angles[True], angles[False])
+      return block.apply({'params': p}, x, rope, mask)[0]
 
     if c.remat_policy != 'none':
       layer = jax.checkpoint(layer, policy=REMAT_POLICIES[c.remat_policy])
     params = [nn.unbox(b.variables['params']) for b in self.blocks]
+    local = jnp.asarray(c.local_layers)
     if not c.scan_layers:
-      for p in params:
-        x = layer(x, p)
+      for i, p in enumerate(params):
+        x = layer(x, p, local[i])
       return x
     # per layer {name: [...]} -> {name: [num_layers, ...]}, each keeping its
     # logical axes (else XLA may replicate the stack on every device).
@@ -200,7 +291,8 @@ class Decoder(nn.Module):
                                                      (None, *spec)),
         _block_specs(c), *params,
         is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
-    x, _ = jax.lax.scan(lambda h, p: (layer(h, p), None), x, stacked)
+    x, _ = jax.lax.scan(lambda h, xs: (layer(h, *xs), None), x,
+                        (stacked, local))
     return x
 
   def prefill(self, tokens: jax.Array, valid: jax.Array, prefix_kv=None):
@@ -226,7 +318,7 @@ class Decoder(nn.Module):
     return self._logits(x_last), kvs
 
   def decode(self, tokens, positions, cache, write, key_valid,
-             prefix_kv=None, rotary_table=None):
+             prefix_kv=None, rotary_table=None, key_positions=None):
     """One decoding step for N slots (paths), each with its own cache.
 
     Each slot feeds its newest token, or T tokens (the newest, then drafted
@@ -243,8 +335,12 @@ class Decoder(nn.Module):
         to (its own and the new ones before it included).
       prefix_kv: optional per-layer (k, v) shared by all slots, in
         `layers.decode_prefix`'s layout.
-      rotary_table: optional `layers.rotary_angles` of positions 0..T-1
-        (computed outside the decode loop); each step gathers its rows.
+      rotary_table: optional `rotary_pair` of positions 0..T-1 (computed
+        outside the decode loop); each step gathers its rows.
+      key_positions: int [N, L], the absolute position of each cache entry;
+        needed with a sliding window (a local layer's token attends to the
+        entries, and shared-prefix entries, less than sliding_window
+        positions back).
 
     Returns:
       (float32 [N, V] (or [N, T, V]) next-token logits, updated cache).
@@ -258,14 +354,38 @@ class Decoder(nn.Module):
     if rotary_table is None:
       angles = self._angles(positions)
     else:  # [T', 1, Dh/2] -> [N, T, 1, Dh/2]
-      angles = tuple(t[positions] for t in rotary_table)
+      angles = {local: tuple(t[positions] for t in table)
+                for local, table in rotary_table.items()}
+    valid = {False: (key_valid, None), True: (key_valid, None)}
+    window = self.cfg.sliding_window
+    if window:
+      if key_positions is None:
+        raise ValueError('decode with sliding_window needs key_positions')
+      near = positions[..., None] - key_positions[:, None, :] < window
+      prefix_valid = None
+      if prefix_kv is not None:  # prefix entry e sits at position e
+        prefix_len = prefix_kv[0][0].shape[-1]
+        prefix_valid = positions[..., None] - jnp.arange(prefix_len) < window
+      valid[True] = (key_valid & near, prefix_valid)
     new_kv = []
-    for i, (block, kv) in enumerate(zip(self.blocks, cache)):
-      x, kv = block.decode(x, angles, kv, write, key_valid,
-                           None if prefix_kv is None else prefix_kv[i])
+    for i, (block, kv, local) in enumerate(zip(self.blocks, cache,
+                                               self.cfg.local_layers)):
+      key_ok, prefix_ok = valid[local]
+      x, kv = block.decode(x, angles[local], kv, write, key_ok,
+                           None if prefix_kv is None else prefix_kv[i],
+                           prefix_ok)
       new_kv.append(kv)
     logits = self._logits(x)
     return (logits[:, 0] if one else logits), tuple(new_kv)
+
+
+def rotary_pair(positions: jax.Array, cfg: DecoderConfig) -> dict:
+  """{False: global layers', True: local layers'} `layers.rotary_angles`
+  of `positions` (one computation when they share their RoPE)."""
+  angles = layers.rotary_angles(positions, cfg)
+  local = cfg.local_rope()
+  return {False: angles, True: angles if local is cfg
+          else layers.rotary_angles(positions, local)}
 
 
 def _block_specs(cfg: DecoderConfig):

@@ -57,7 +57,8 @@ class RMSNorm(nn.Module):
   """Root-mean-square norm over the last axis, computed in at least float32.
 
   `axis`: the logical name of that axis (EMBED for the blocks' norms, KV for
-  the per-head q/k norms).
+  the per-head q/k norms). The scale is `w`, or `1 + w` with
+  `cfg.norm_offset` (Gemma).
   """
 
   cfg: Any  # a decoder.DecoderConfig
@@ -71,7 +72,10 @@ class RMSNorm(nn.Module):
     xa = x.astype(acc)
     xa = xa * jax.lax.rsqrt(
         jnp.mean(xa * xa, axis=-1, keepdims=True) + self.cfg.norm_eps)
-    return (xa * scale.astype(acc)).astype(self.cfg.dtype)
+    scale = scale.astype(acc)
+    if self.cfg.norm_offset:  # Gemma stores w and scales by 1 + w
+      scale = 1.0 + scale
+    return (xa * scale).astype(self.cfg.dtype)
 
 
 # RoPE scalings `DecoderConfig.rope_scaling` may name ('none': plain RoPE).
@@ -194,6 +198,17 @@ class Attention(nn.Module):
       q, k = self.q_norm(q), self.k_norm(k)
     return rotary(q, angles), rotary(k, angles), v
 
+  def _scores(self, dots: jax.Array) -> jax.Array:
+    """q.k products -> attention logits in at least float32: scaled by
+    query_pre_attn_scalar^-1/2 (Gemma) or head_dim^-1/2, then soft-capped
+    to (-cap, cap) by cap tanh(x / cap) (Gemma 2)."""
+    c = self.cfg
+    scores = dots.astype(acc_dtype(c.dtype)) * (
+        c.query_pre_attn_scalar or c.head_dim) ** -0.5
+    if c.attn_logit_softcap:
+      scores = jnp.tanh(scores / c.attn_logit_softcap) * c.attn_logit_softcap
+    return scores
+
   def _group(self, q: jax.Array) -> jax.Array:
     # [..., H, Dh] -> [..., Hkv, H/Hkv, Dh]
     c = self.cfg
@@ -206,29 +221,31 @@ class Attention(nn.Module):
     attended = attended.reshape(*attended.shape[:-3], c.num_heads, c.head_dim)
     return jnp.einsum('...hk,hkd->...d', attended, self.wo.astype(c.dtype))
 
-  def __call__(self, x, angles, mask, prefix_kv=None):
+  def __call__(self, x, angles, mask, prefix_kv=None, prefix_mask=None):
     """Full attention. x: [B, L, D]; angles: `rotary_angles` of its
     positions; mask: bool [B, L, L] (query, key).
 
     prefix_kv: optional (k, v), each [E, Hkv, Dh], of a prefix shared by the
-    whole batch (e.g. the few-shot exemplars), visible to every query.
+    whole batch (e.g. the few-shot exemplars), visible to every query
+    where `prefix_mask` (bool [B, L, E]; None: everywhere) allows it.
     """
     q, k, v = self.project(x, angles)
     qg = self._group(q)  # [B, L, G, R, Dh]
-    scale = self.cfg.head_dim ** -0.5
-    acc = acc_dtype(self.cfg.dtype)
-    scores = jnp.einsum('blgrk,bmgk->bgrlm', qg, k).astype(acc) * scale
+    scores = self._scores(jnp.einsum('blgrk,bmgk->bgrlm', qg, k))
     parts = [jnp.where(mask[:, None, None], scores, NEG_INF)]
     if prefix_kv is not None:
-      parts.insert(0, jnp.einsum('blgrk,egk->bgrle', qg, prefix_kv[0]
-                                 ).astype(acc) * scale)
+      shared = self._scores(jnp.einsum('blgrk,egk->bgrle', qg, prefix_kv[0]))
+      if prefix_mask is not None:
+        shared = jnp.where(prefix_mask[:, None, None], shared, NEG_INF)
+      parts.insert(0, shared)
     probs = softmax_parts(parts, self.cfg.dtype)
     attended = jnp.einsum('bgrlm,bmgk->blgrk', probs[-1], v)
     if prefix_kv is not None:
       attended += jnp.einsum('bgrle,egk->blgrk', probs[0], prefix_kv[1])
     return self.output(attended), (k, v)
 
-  def decode(self, x, angles, cache, write, key_valid, prefix_kv=None):
+  def decode(self, x, angles, cache, write, key_valid, prefix_kv=None,
+             prefix_valid=None):
     """T new tokens per slot (`lmsi.sampling.kernels`): the newest, then any
     drafted ones, each attending to the cache and the tokens before it.
 
@@ -245,6 +262,8 @@ class Attention(nn.Module):
         to (including its own and the new ones before it).
       prefix_kv: optional (k [Hkv, Dh, E], v [Hkv, E, Dh]) shared by all
         slots, in `decode_prefix`'s layout.
+      prefix_valid: optional bool [N, T, E], the prefix entries each new
+        token attends to (a sliding window's); None: all of them.
 
     Returns:
       ([N, T, D] output, updated cache).
@@ -263,13 +282,15 @@ class Attention(nn.Module):
     qg = self._group(q)
     g, r = qg.shape[2:4]
     qg = jnp.transpose(qg, (0, 2, 1, 3, 4)).reshape(n, g, t * r, -1)
-    scale = self.cfg.head_dim ** -0.5
-    acc = acc_dtype(self.cfg.dtype)
-    scores = jnp.einsum('ngrk,ngkl->ngrl', qg, k).astype(acc) * scale
+    scores = self._scores(jnp.einsum('ngrk,ngkl->ngrl', qg, k))
     valid = jnp.repeat(key_valid, r, axis=1)[:, None]  # [N, 1, T R, L]
     parts = [jnp.where(valid, scores, NEG_INF)]
     if prefix_kv is not None:
-      parts.insert(0, per_kv_head(qg, prefix_kv[0]).astype(acc) * scale)
+      shared = self._scores(per_kv_head(qg, prefix_kv[0]))
+      if prefix_valid is not None:
+        shared = jnp.where(jnp.repeat(prefix_valid, r, axis=1)[:, None],
+                           shared, NEG_INF)
+      parts.insert(0, shared)
     probs = softmax_parts(parts, self.cfg.dtype)
     attended = jnp.einsum('ngrl,nglk->ngrk', probs[-1], v)
     if prefix_kv is not None:
@@ -318,8 +339,15 @@ def softmax_parts(parts, dtype) -> list[jax.Array]:
   return out
 
 
+# `DecoderConfig.mlp_activation` -> the gate's activation. 'gelu_tanh' is
+# transformers' gelu_pytorch_tanh (the tanh approximation).
+ACTIVATIONS = {'silu': nn.silu,
+               'gelu_tanh': lambda x: jax.nn.gelu(x, approximate=True)}
+
+
 class Mlp(nn.Module):
-  """SwiGLU feed-forward block."""
+  """Gated feed-forward block: SwiGLU, or GeGLU (gelu-tanh gate, Gemma)
+  with `cfg.mlp_activation='gelu_tanh'`."""
 
   cfg: Any  # a decoder.DecoderConfig
 
@@ -334,13 +362,15 @@ class Mlp(nn.Module):
     down = param(self, 'down', (c.mlp_dim, c.embed_dim), (MLP, EMBED), init,
                   c.param_dtype)
     dt = c.dtype
-    h = nn.silu(dense(x, gate.astype(dt))) * dense(x, up.astype(dt))
+    act = ACTIVATIONS[c.mlp_activation]
+    h = act(dense(x, gate.astype(dt))) * dense(x, up.astype(dt))
     h = nn.with_logical_constraint(h, (BATCH, LENGTH, MLP))
     return dense(h, down.astype(dt))
 
 
 class Block(nn.Module):
-  """Pre-norm transformer block."""
+  """Pre-norm transformer block; with `cfg.post_norms` (Gemma 2/3) the
+  attention and MLP outputs are normalised again before each residual."""
 
   cfg: Any  # a decoder.DecoderConfig
 
@@ -349,15 +379,24 @@ class Block(nn.Module):
     self.attn = Attention(self.cfg)
     self.mlp_norm = RMSNorm(self.cfg)
     self.mlp = Mlp(self.cfg)
+    if self.cfg.post_norms:
+      self.attn_post_norm = RMSNorm(self.cfg)
+      self.mlp_post_norm = RMSNorm(self.cfg)
 
-  def __call__(self, x, angles, mask, prefix_kv=None):
-    h, kv = self.attn(self.attn_norm(x), angles, mask, prefix_kv)
-    x = x + h
-    x = x + self.mlp(self.mlp_norm(x))
+  def _mlp(self, x):
+    h = self.mlp(self.mlp_norm(x))
+    return x + (self.mlp_post_norm(h) if self.cfg.post_norms else h)
+
+  def _residual(self, x, h):
+    return x + (self.attn_post_norm(h) if self.cfg.post_norms else h)
+
+  def __call__(self, x, angles, mask, prefix_kv=None, prefix_mask=None):
+    h, kv = self.attn(self.attn_norm(x), angles, mask, prefix_kv, prefix_mask)
+    x = self._mlp(self._residual(x, h))
     return nn.with_logical_constraint(x, (BATCH, LENGTH, EMBED)), kv
 
-  def decode(self, x, angles, cache, write, key_valid, prefix_kv=None):
+  def decode(self, x, angles, cache, write, key_valid, prefix_kv=None,
+             prefix_valid=None):
     h, cache = self.attn.decode(self.attn_norm(x), angles, cache, write,
-                                key_valid, prefix_kv)
-    x = x + h
-    return x + self.mlp(self.mlp_norm(x)), cache
+                                key_valid, prefix_kv, prefix_valid)
+    return self._mlp(self._residual(x, h)), cache

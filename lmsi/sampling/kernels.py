@@ -123,7 +123,7 @@ def decode_chunk(cfg, sampler, prompt_pad, params, state, prefix_kv,
   width = CHUNK * (sampler.draft + 1)
   first = state.step  # out[:, j] is the token at position first + j
   # Positions stay below offset + length: cos/sin once, outside the loop.
-  table = layers.rotary_angles(jnp.arange(offset + length), cfg)
+  table = decoder_lib.rotary_pair(jnp.arange(offset + length), cfg)
 
   def pick(logits, keys, t):
     keys = jax.vmap(jax.random.fold_in)(keys, t)
@@ -159,9 +159,13 @@ def decode_chunk(cfg, sampler, prompt_pad, params, state, prefix_kv,
     # [N, D + 1, L]: the slot's prompt tokens, then its path up to the token.
     valid = ((idx < s.prompt_len[:, None, None])
              | ((idx >= prompt_pad) & (idx <= write[..., None])))
+    # Entry j holds the prompt's token j, or the path's token j - prompt_pad.
+    key_positions = offset + jnp.where(
+        idx < s.prompt_len[:, None], idx,
+        s.prompt_len[:, None] + idx - prompt_pad)
     logits, cache = model.apply(
         {'params': params}, fed, offset + s.prompt_len[:, None] + t[:, None]
-        + ahead, s.cache, write, valid, prefix_kv, table,
+        + ahead, s.cache, write, valid, prefix_kv, table, key_positions,
         method=decoder_lib.Decoder.decode)
     count = live.astype(jnp.int32)  # tokens made this step
     going = live & ~finished

@@ -50,10 +50,38 @@ def loss_fn(cfg: decoder_lib.DecoderConfig, params: Any,
 
 
 def _summed_loss(cfg, params, batch) -> jax.Array:
-  logits = decoder_lib.Decoder(cfg).apply(
-      {'params': params}, batch['tokens'], batch['valid'])
-  ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch['labels'])
-  return jnp.sum(ce * batch['weights'])
+  model = decoder_lib.Decoder(cfg)
+  if not cfg.logits_chunk:
+    logits = model.apply({'params': params}, batch['tokens'], batch['valid'])
+    return _summed_ce(logits, batch['labels'], batch['weights'])
+  # The LM head `logits_chunk` positions at a time, each chunk's logits
+  # recomputed in the backward pass: [B, chunk, V] live, not [B, L, V].
+  x = model.apply({'params': params}, batch['tokens'], batch['valid'],
+                  method=decoder_lib.Decoder.hidden)
+  length, chunk = x.shape[1], cfg.logits_chunk
+  if length % chunk:
+    raise ValueError(f'logits_chunk={chunk} does not divide the length '
+                     f'{length}')
+
+  @jax.checkpoint
+  def chunk_loss(p, xs):
+    h, labels, weights = xs
+    logits = model.apply({'params': p}, h, method=decoder_lib.Decoder.head)
+    return _summed_ce(logits, labels, weights)
+
+  # [B, L, ...] -> [L / chunk, B, chunk, ...]
+  split = lambda a: jnp.swapaxes(
+      a.reshape(a.shape[0], length // chunk, chunk, *a.shape[2:]), 0, 1)
+  total, _ = jax.lax.scan(
+      lambda acc, xs: (acc + chunk_loss(params, xs), None),
+      jnp.zeros((), jnp.float32),
+      (split(x), split(batch['labels']), split(batch['weights'])))
+  return total
+
+
+def _summed_ce(logits, labels, weights) -> jax.Array:
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  return jnp.sum(ce * weights)
 
 
 def _num_targets(batch) -> jax.Array:
