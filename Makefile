@@ -71,7 +71,7 @@ checkpoints/smollm2_135m/convert_manifest.json: $(TEST_STAMP)
 # Parity with transformers (prints the figures), and the benchmarks
 # (bench/README.md).
 parity: $(TEST_STAMP)
-	$(BIN)/python -m pytest -p no:xdist -q -s tests/smollm2_test.py tests/convert_test.py tests/families_test.py tests/export_smollm2_test.py tests/export_test.py
+	$(BIN)/python -m pytest -p no:xdist -q -s tests/smollm2_test.py tests/convert_test.py tests/families_test.py tests/gemma3_gguf_test.py tests/export_smollm2_test.py tests/export_test.py
 
 bench-sampling: $(TEST_STAMP)
 	$(BIN)/python bench/sampling.py

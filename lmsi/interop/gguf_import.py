@@ -1,8 +1,13 @@
-"""Import a GGUF file (llama or qwen2 architecture) into the decoder.
+"""Import a GGUF file (llama, qwen2 or gemma3 architecture) into the decoder.
 
 Tensors are dequantized with the `gguf` package (F32, F16, BF16, Q8_0, Q4_0,
-Q4_1 and the other types it knows); llama.cpp's rotary permutation of q/k
-rows is undone. The tokenizer is rebuilt separately (`lmsi.vocab.gguf`);
+Q4_1, Q4_K, Q5_0, Q6_K and the other types it knows); llama.cpp's rotary
+permutation of llama q/k rows is undone, and Gemma's norm weights, which
+llama.cpp's converter stores as 1 + w, are read back as w. A gemma3 file
+carries no local RoPE base, layer pattern, query_pre_attn_scalar or soft
+caps: those are Gemma 3's (local base 1e4, every sixth layer global,
+query_pre_attn_scalar = head_dim, no caps), as llama.cpp and transformers
+assume, and `Imported.assumed` lists them. The tokenizer is rebuilt separately (`lmsi.vocab.gguf`);
 its facts (special ids, chat template) go into `Imported.tokenizer`.
 """
 
@@ -16,7 +21,7 @@ import numpy as np
 from lmsi.model import decoder as decoder_lib
 from lmsi.interop import pretrained
 
-SUPPORTED_GGUF = ('llama', 'qwen2')
+SUPPORTED_GGUF = ('llama', 'qwen2', 'gemma3')
 
 # `pretrained.assemble`'s roles -> llama.cpp tensor names ({} is the layer).
 _LAYER_NAMES = {
@@ -26,6 +31,16 @@ _LAYER_NAMES = {
     'gate': 'ffn_gate.weight', 'up': 'ffn_up.weight',
     'down': 'ffn_down.weight', 'attn_norm': 'attn_norm.weight',
     'mlp_norm': 'ffn_norm.weight'}
+# Gemma 3's four norms a layer and its q/k norms (llama.cpp's names).
+GEMMA3_NAMES = {
+    'attn_norm': 'attn_norm.weight',
+    'attn_post_norm': 'post_attention_norm.weight',
+    'mlp_norm': 'ffn_norm.weight', 'mlp_post_norm': 'post_ffw_norm.weight',
+    'q_norm': 'attn_q_norm.weight', 'k_norm': 'attn_k_norm.weight'}
+# What a gemma3 GGUF leaves out: Gemma 3's constants (transformers'
+# Gemma3TextConfig and llama.cpp's gemma3 graph use the same).
+GEMMA3_ASSUMED = dict(rope_local_theta=10000.0, sliding_window_pattern=6,
+                      attn_logit_softcap=None, final_logit_softcap=None)
 TENSOR_NAMES = {
     'embed': 'token_embd.weight', 'final_norm': 'output_norm.weight',
     'lm_head': 'output.weight',
@@ -70,7 +85,9 @@ def import_gguf(path: str) -> pretrained.Imported:
   # (or a scaling type): importing them as plain RoPE would be silently
   # wrong, so they are refused until GGUF RoPE scaling is read.
   scaling = _field(reader, f'{arch}.rope.scaling.type')
-  if 'rope_freqs.weight' in tensors or scaling not in (None, 'none'):
+  gemma = arch == 'gemma3'
+  if 'rope_freqs.weight' in tensors or scaling not in (
+      (None, 'none', 'linear') if gemma else (None, 'none')):
     what = ('tensor rope_freqs.weight' if 'rope_freqs.weight' in tensors
             else f'{arch}.rope.scaling.type {scaling!r}')
     raise pretrained.ConversionError(
@@ -85,22 +102,39 @@ def import_gguf(path: str) -> pretrained.Imported:
         f'{path}: missing tensor token_embd.weight')
   vocab = int(_field(reader, f'{arch}.vocab_size',
                      tensors['token_embd.weight'].shape[-1]))
+  head_dim = int(_field(reader, f'{arch}.attention.key_length',
+                        embed // heads))
+  family: dict[str, Any] = {}
+  assumed: dict[str, Any] = {}
+  if gemma:  # the Gemma block; the constants the file leaves out assumed
+    assumed = dict(GEMMA3_ASSUMED, query_pre_attn_scalar=float(head_dim))
+    family = dict(
+        assumed, mlp_activation='gelu_tanh', scale_embeddings=True,
+        norm_offset=True, post_norms=True, qk_norm=True,
+        sliding_window=int(_field(reader,
+                                  f'{arch}.attention.sliding_window', 0)))
+    if scaling == 'linear':  # Gemma 3 4B+: the global layers' RoPE
+      family.update(rope_scaling='linear', rope_factor=float(
+          _field(reader, f'{arch}.rope.scaling.factor')))
   cfg = decoder_lib.DecoderConfig(
       vocab_size=vocab, embed_dim=embed,
       num_layers=int(_field(reader, f'{arch}.block_count')),
       num_heads=heads, num_kv_heads=kv_heads,
-      head_dim=int(_field(reader, f'{arch}.attention.key_length',
-                          embed // heads)),
+      head_dim=head_dim,
       mlp_dim=int(_field(reader, f'{arch}.feed_forward_length')),
       rope_theta=float(_field(reader, f'{arch}.rope.freq_base', 1e4)),
       norm_eps=float(_field(reader,
                             f'{arch}.attention.layer_norm_rms_epsilon', 1e-5)),
       tie_embeddings='output.weight' not in tensors,
       attention_bias='blk.0.attn_q.bias' in tensors,
-      scale_tied_logits=False)
+      scale_tied_logits=False, **family)
+  names = dict(TENSOR_NAMES)
+  if gemma:
+    names.update({role: 'blk.{}.' + name
+                  for role, name in GEMMA3_NAMES.items()})
 
   def get(role: str):
-    r, name = pretrained.tensor_name(role, TENSOR_NAMES)
+    r, name = pretrained.tensor_name(role, names)
     t = tensors.get(name)
     if t is None:
       raise pretrained.ConversionError(
@@ -114,6 +148,8 @@ def import_gguf(path: str) -> pretrained.Imported:
     w = np.asarray(w, np.float32).reshape([int(n) for n in reversed(t.shape)])
     if arch == 'llama' and r in ('q', 'k'):
       w = reverse_rope_permutation(w, heads if r == 'q' else kv_heads)
+    if gemma and name.endswith('norm.weight'):
+      w = w - 1.0  # llama.cpp stores Gemma's norms as 1 + w
     return w
 
   params = pretrained.assemble(cfg, get, path)
@@ -126,4 +162,4 @@ def import_gguf(path: str) -> pretrained.Imported:
          'add_bos': _field(reader, 'tokenizer.ggml.add_bos_token'),
          'chat_template': _field(reader, 'tokenizer.chat_template')}
   types = Counter(t.tensor_type.name for t in reader.tensors)
-  return pretrained.Imported(cfg, params, tok, dict(types), path)
+  return pretrained.Imported(cfg, params, tok, dict(types), path, assumed)

