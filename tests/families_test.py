@@ -32,6 +32,7 @@ from lmsi.interop import pretrained
 from lmsi.model import decoder as decoder_lib
 from lmsi.model import layers
 from lmsi.model import sharding
+from lmsi.sampling import batching
 from lmsi.sampling import generation
 from lmsi.vocab import simple as vocab_lib
 from tests.conftest import REPO
@@ -228,13 +229,7 @@ def family(request, tmp_path_factory):
 
 def batch(texts):
   ids = [VOCAB.encode(t) for t in texts]
-  length = max(map(len, ids))
-  tokens = np.zeros((len(ids), length), np.int32)
-  valid = np.zeros_like(tokens, bool)
-  for i, row in enumerate(ids):
-    tokens[i, :len(row)] = row
-    valid[i, :len(row)] = True
-  return tokens, valid
+  return batching.pad_batch(ids, max(map(len, ids)), VOCAB.pad_id)
 
 
 def ours_logits(cfg, params, tokens, valid):
@@ -529,17 +524,13 @@ def test_gemma_defaults_are_transformers(tmp_path):
     (dict(hidden_activation='silu'), "hidden_activation 'silu'"),
 ])
 def test_unsupported_gemma_configs_are_named(tmp_path, change, match):
-  model = build('gemma3')
-  model.save_pretrained(tmp_path)
-  path = tmp_path / 'config.json'
-  path.write_text(json.dumps({**json.loads(path.read_text()), **change}))
-  with pytest.raises(pretrained.ConversionError, match=match) as e:
-    hf_import.import_hf(str(tmp_path))
-  print(f'\nrefused: {e.value}')
+  _refused(tmp_path, lambda c: c.update(change), match, family='gemma3')
 
 
-def _refused(tmp_path, change, match):
-  model = build('llama')
+def _refused(tmp_path, change, match, family='llama'):
+  """`family`'s saved model with `change(config dict)` applied to its
+  config.json is refused with a message matching `match`."""
+  model = build(family)
   model.save_pretrained(tmp_path)
   path = tmp_path / 'config.json'
   config = json.loads(path.read_text())

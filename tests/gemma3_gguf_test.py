@@ -21,6 +21,7 @@ from lmsi.data import prompts as prompts_lib
 from lmsi.interop import gguf_import
 from lmsi.interop import weights
 from lmsi.model import decoder as decoder_lib
+from lmsi.sampling import batching
 from lmsi.sampling import generation
 
 pytestmark = pytest.mark.slow
@@ -84,12 +85,7 @@ def logits(ours, theirs, tokenizer):
   prompts, each longer than the 512-token window."""
   ids = [tokenizer(p)['input_ids'] for p in gsm8k_prompts(4)]
   assert min(map(len, ids)) > ours.config.sliding_window
-  length = max(map(len, ids))
-  tokens = np.zeros((len(ids), length), np.int32)
-  valid = np.zeros_like(tokens, bool)
-  for i, row in enumerate(ids):
-    tokens[i, :len(row)] = row
-    valid[i, :len(row)] = True
+  tokens, valid = batching.pad_batch(ids, max(map(len, ids)))
   got = np.asarray(decoder_lib.Decoder(ours.config).apply(
       {'params': ours.params}, tokens, valid))
   with torch.no_grad():
