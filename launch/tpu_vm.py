@@ -36,6 +36,9 @@ from launch import tpus  # pylint: disable=g-import-not-at-top
 TPU_VM = ['gcloud', 'compute', 'tpus', 'tpu-vm']
 QUEUED = ['gcloud', 'compute', 'tpus', 'queued-resources']
 READY = ('READY', 'ACTIVE')
+# A stage's exit code after a SIGTERM it saved for (lmsi.runtime.preemption's
+# EXIT_PREEMPTED): resume it, even on a slice that still reports READY.
+EXIT_PREEMPTED = 75
 WAITING = ('CREATING', 'ACCEPTED', 'WAITING_FOR_RESOURCES', 'PROVISIONING')
 CPU_ENV = 'JAX_PLATFORMS=cpu LMSI_DISTRIBUTED=none '  # one host, no TPU
 
@@ -178,6 +181,10 @@ class Runner:
       if rc == 0:
         return
       state = self.state()
+      if rc == EXIT_PREEMPTED and state in READY:
+        self._say(f'{task.name} was preempted (exit {rc}) and saved; the '
+                  f'slice is {state}: running it again resumes it')
+        continue
       if state in READY:  # The slice is fine: the stage itself failed.
         raise StageFailed(f'{task.name} exited with {rc} on a {state} slice')
       self._say(f'{task.name} failed (attempt {attempt}) and the slice is '

@@ -11,8 +11,12 @@ cd "$(dirname "$0")/.."
 PY="${LMSI_PYTHON:-python3.11}"
 if [[ ! -f .venv/.installed-tpu ]]; then
   if ! command -v "$PY" >/dev/null; then  # TPU VM images ship Python 3.10.
-    sudo apt-get update -qq
-    sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$PY" "$PY-venv"
+    # A freshly booted VM runs unattended-upgrades: wait for dpkg's lock
+    # instead of failing on it.
+    APT=(sudo DEBIAN_FRONTEND=noninteractive apt-get
+         -o DPkg::Lock::Timeout=600 -qq)
+    "${APT[@]}" update
+    "${APT[@]}" install -y "$PY" "$PY-venv"
   fi
   "$PY" -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check -r requirements.lock

@@ -10,6 +10,14 @@ Gin flags follow a second `--` and reach every stage unchanged. Sampling is
 `--dry_run` prints the jobs and needs no xmanager. Jobs run launch/Dockerfile's
 image (entrypoint `python -m`) on xm_local's Kubernetes backend; TPU jobs get
 `xm.JobRequirements(tpu_v4='2x2x4')` and LMSI_DISTRIBUTED=auto.
+
+Submitting TPU jobs is refused: xmanager 0.8.5's Kubernetes backend
+(`xmanager/cloud/kubernetes.py`) sets no `google.com/tpu` limit and no GKE
+TPU node selector for them (`requirements_from_executor` passes TPU
+resources over), so they would land on CPU nodes, where
+`jax.distributed.initialize()` fails; its `wait_for_job` also waits for a
+completion time a failed job never gets. Run TPU stages with
+launch/tpu_vm.py (gcloud TPU VMs, queued resources, preemption-aware).
 """
 
 from __future__ import annotations
@@ -142,8 +150,25 @@ def main(argv: Sequence[str]) -> None:
   specs = job_specs(steps, accelerators(_ACCELERATOR.value or '',
                                         _STAGES.value))
   print(describe(specs), flush=True)
-  if not _DRY_RUN.value:
-    asyncio.run(_launch(specs, _TITLE.value))
+  if _DRY_RUN.value:
+    return
+  check_placeable(specs)
+  asyncio.run(_launch(specs, _TITLE.value))
+
+
+def check_placeable(specs: Sequence[Sequence[JobSpec]]) -> None:
+  """Refuses jobs the Kubernetes backend cannot place (module docstring).
+
+  Raises:
+    app.UsageError: naming the TPU jobs and what to run instead.
+  """
+  tpu = [j.name for step in specs for j in step if j.requirements]
+  if tpu:
+    raise app.UsageError(
+        f'{", ".join(tpu)}: xm_local\'s Kubernetes backend requests no TPU '
+        'for a job (no google.com/tpu limit, no GKE TPU node selector), so '
+        'it would run on a CPU node; launch TPU stages with '
+        'launch/tpu_vm.py, or use --dry_run to print the jobs')
 
 
 if __name__ == '__main__':

@@ -13,9 +13,9 @@ from lmsi.runtime import gin_flags
 # The entry and what gin files bind as `train.<name>` (`from lmsi import
 # train`).
 from lmsi.trainer.trainer import (  # pylint: disable=unused-import
-    Plateau, TrainSettings, train)
+    Plateau, PreferenceConfig, TrainSettings, train)
 
-__all__ = ['Plateau', 'TrainSettings', 'train']
+__all__ = ['Plateau', 'PreferenceConfig', 'TrainSettings', 'train']
 
 if __name__ == '__main__':
   gin_flags.main('lmsi.train', 'train', output_dir_arg='model_dir')

@@ -4,7 +4,10 @@
 `lmsi_selfgen_<dataset>_r<round>_<format>`, over the file `lmsi.aggregate`
 writes (or any file of `records.SelfGenExample`s), and the mixture
 `lmsi_selfgen_r<round>` (equal rates, [open] in the paper). `extra_tasks`
-adds e.g. the labeled seed tasks to the mixture. Importing this module also
+adds e.g. the labeled seed tasks to the mixture. `register_pairs` registers
+`lmsi_pairs_<dataset>_r<round>` over a preference learner's pairs.jsonl
+(`inputs`, `chosen`, `rejected` tokenized; `id`, `weight` as text). Importing
+this module also
 adds the 'selfgen' `lmsi.data.taskspec.Builder`, through which `lmsi.pipeline`
 registers these tasks.
 """
@@ -29,6 +32,35 @@ def task_name(dataset: str, round_: int, fmt: prompts.Format | str) -> str:
 
 def mixture_name(round_: int, suffix: str = '') -> str:
   return f'lmsi_selfgen_r{round_}{suffix}'
+
+
+def pairs_task_name(dataset: str, round_: int, suffix: str = '') -> str:
+  return f'lmsi_pairs_{dataset}_r{round_}{suffix}'
+
+
+def register_pairs(pairs_path: str, dataset: str, round_: int, *,
+                   vocabulary: str = 'bytes', suffix: str = '') -> str:
+  """Registers the pairs task over `lmsi.aggregate`'s pairs.jsonl (learner
+  'preference'); returns its name.
+
+  Raises:
+    ValueError: naming the file if it holds no pairs.
+  """
+  rows = [{'id': p.id, 'inputs': p.inputs, 'chosen': p.chosen,
+           'rejected': p.rejected, 'weight': repr(p.weight)}
+          for p in records.read_jsonl(pairs_path, records.PreferencePair)]
+  if not rows:
+    raise ValueError(f'{pairs_path} holds no preference pairs: nothing to '
+                     'train on (every question had one answer, or a vote '
+                     'margin below the threshold)')
+  name = pairs_task_name(dataset, round_, suffix)
+  sources.add_task(
+      name, sources.rows_source({'train': lambda: rows},
+                                ('id', 'inputs', 'chosen', 'rejected',
+                                 'weight')),
+      tokenize=True, vocab=vocab_lib.load(vocabulary),
+      targets=('chosen', 'rejected'))
+  return name
 
 
 def register(selfgen_path: str, dataset: str, round_: int, *,
@@ -73,3 +105,4 @@ def register(selfgen_path: str, dataset: str, round_: int, *,
 
 
 taskspec.add_builder(taskspec.SELFGEN, taskspec.Builder(register=register))
+taskspec.add_builder(taskspec.PAIRS, taskspec.Builder(register=register_pairs))

@@ -17,12 +17,14 @@ from lmsi.vocab import base as vocab_base
 Rows = Callable[[], Sequence[Mapping[str, str]]]
 
 
-def text_features(vocab: vocab_base.Vocabulary | None = None
+def text_features(vocab: vocab_base.Vocabulary | None = None,
+                  targets: Sequence[str] = ('targets',)
                   ) -> dict[str, seqio.Feature]:
-  """`inputs` (no EOS) and `targets` (+EOS) in `vocab` (default bytes)."""
+  """`inputs` (no EOS) and each of `targets` (+EOS) in `vocab` (default
+  bytes); a preference pairs task has targets ('chosen', 'rejected')."""
   sv = (vocab or vocab_lib.ByteVocab()).to_seqio()
   return {'inputs': seqio.Feature(sv, add_eos=False),
-          'targets': seqio.Feature(sv, add_eos=True)}
+          **{t: seqio.Feature(sv, add_eos=True) for t in targets}}
 
 
 def rows_source(splits: Mapping[str, Rows], fields: Sequence[str]
@@ -42,19 +44,35 @@ def rows_source(splits: Mapping[str, Rows], fields: Sequence[str]
 
 def add_task(name: str, source: seqio.DataSource, *, tokenize: bool,
              vocab: vocab_base.Vocabulary | None = None, metric_fns=(),
-             postprocess_fn=None) -> seqio.Task:
-  """(Re-)registers a task; text tasks get byte-tokenized inputs/targets."""
+             postprocess_fn=None, targets: Sequence[str] = ('targets',)
+             ) -> seqio.Task:
+  """(Re-)registers a task; text tasks get tokenized inputs/targets (in
+  `vocab`, default bytes), inputs after BOS where `vocab.add_bos` asks, as
+  the sampler's prompts (`vocab_base.prompt_ids`)."""
   if name in seqio.TaskRegistry.names():
     seqio.TaskRegistry.remove(name)
   if tokenize:
+    bos = ([_prepend_bos(vocab.bos_id)]
+           if getattr(vocab, 'add_bos', False) else [])
     return seqio.TaskRegistry.add(
-        name, source=source, output_features=text_features(vocab),
-        preprocessors=[seqio.preprocessors.tokenize,
+        name, source=source, output_features=text_features(vocab, targets),
+        preprocessors=[seqio.preprocessors.tokenize, *bos,
                        seqio.preprocessors.append_eos_after_trim],
         metric_fns=list(metric_fns), postprocess_fn=postprocess_fn)
   return seqio.TaskRegistry.add(name, source=source, output_features={},
                                 metric_fns=list(metric_fns),
                                 postprocess_fn=postprocess_fn)
+
+
+def _prepend_bos(bos_id: int):
+  """A preprocessor putting `bos_id` before every tokenized `inputs`."""
+
+  def prepend(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    return dataset.map(lambda ex: {
+        **ex, 'inputs': tf.concat([tf.constant([bos_id], ex['inputs'].dtype),
+                                   ex['inputs']], 0)})
+
+  return prepend
 
 
 def add_mixture(name: str, tasks: Sequence[str | tuple[str, float]],

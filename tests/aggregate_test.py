@@ -17,7 +17,7 @@ from lmsi.data import taskspec
 from tests.conftest import garbage_gold_copy
 
 
-def _self_generate(data_dir, out_dir, cfg, params):
+def _self_generate(data_dir, out_dir, cfg, params, learner='sft'):
   import tasks.arithmetic as arith_tasks  # pylint: disable=g-import-not-at-top
   arith_tasks.register(str(data_dir))
   questions = taskspec.load_questions(arith_tasks.TASK, 'unlabeled')
@@ -31,19 +31,25 @@ def _self_generate(data_dir, out_dir, cfg, params):
   return aggregate.aggregate(samples_dir=str(out_dir / 'samples'),
                              questions=questions,
                              output_dir=str(out_dir / 'selfgen'),
-                             exemplars=exemplars)
+                             exemplars=exemplars, learner=learner)
 
 
+@pytest.mark.parametrize('learner', ['sft', 'preference'])
 def test_garbage_gold_leaves_selfgen_byte_identical(trained_tiny, tiny_cfg,
-                                                    tmp_path):
+                                                    tmp_path, learner):
+  """Every gold label of the unlabeled split replaced: the self-generated
+  mixture (sft) and the preference pairs (ScPO) are byte-identical."""
   root, params = trained_tiny
   clean = tmp_path / 'clean'
   shutil.copytree(root / 'data', clean)
   garbage = tmp_path / 'garbage'
   garbage_gold_copy(root / 'data', garbage, 'unlabeled')
-  a = _self_generate(clean, tmp_path / 'out_clean', tiny_cfg, params)
-  b = _self_generate(garbage, tmp_path / 'out_garbage', tiny_cfg, params)
-  examples = list(records.read_jsonl(a, records.SelfGenExample))
+  a = _self_generate(clean, tmp_path / 'out_clean', tiny_cfg, params, learner)
+  b = _self_generate(garbage, tmp_path / 'out_garbage', tiny_cfg, params,
+                     learner)
+  kind = (records.SelfGenExample if learner == 'sft'
+          else records.PreferencePair)
+  examples = list(records.read_jsonl(a, kind))
   assert examples, 'the trained model should produce parseable paths'
   assert filecmp.cmp(a, b, shallow=False)
   assert filecmp.cmp(os.path.join(tmp_path, 'out_clean/samples',

@@ -2,10 +2,11 @@
 with exit status 2 and a message naming what is missing (bench/common.py's
 `require`), not with a traceback from deep inside a run.
 
-Three entries read no data and have no peer, so there is nothing to take
+Four entries read no data and have no peer, so there is nothing to take
 away from them: bench/weight_stream.py (random weights, lmsi alone),
-tools/chaos.py (the demo study under kill -9, from the committed base) and
-tools/kv_cache.py (arithmetic on published shapes);
+tools/chaos.py (the demo study under kill -9, from the committed base),
+tools/kv_cache.py (arithmetic on published shapes) and
+tools/preemption_save.py (saves of the committed demo base);
 bench/early_stop.py needs data only for `--workload=gsm8k` (its default
 workload is the demo's).
 """
@@ -22,7 +23,7 @@ from tests.conftest import REPO, SHARED_DATA
 
 NO_DATA = '/nonexistent/lmsi-data'
 NEEDS_NOTHING = {'bench/weight_stream.py', 'tools/chaos.py',
-                 'tools/kv_cache.py'}
+                 'tools/kv_cache.py', 'tools/preemption_save.py'}
 # entry (with arguments) -> what its message must name, run without data.
 WITHOUT_DATA = {
     ('bench/sampling.py',): f'{NO_DATA}/gsm8k/test.jsonl',
@@ -63,7 +64,8 @@ def _entries() -> set[str]:
 
 def test_every_entry_is_covered():
   covered = ({a[0] for a in WITHOUT_DATA} | {a[0] for a in WITHOUT_PEER}
-             | NEEDS_NOTHING | {'bench/device.sh', 'tools/demo_bars.py'})
+             | NEEDS_NOTHING | {'bench/device.sh', 'tools/demo_bars.py',
+                                'tools/learners_table.py'})
   assert _entries() == covered
 
 
@@ -102,6 +104,13 @@ def test_demo_bars_without_runs(tmp_path):
       proc.stderr)
   proc = _run([sys.executable, 'tools/demo_bars.py', str(tmp_path / 'nope')])
   _assert_names(proc, 'tools/demo_bars.py',
+                str(tmp_path / 'nope' / 'metrics.json'))
+
+
+def test_learners_table_without_runs(tmp_path):
+  proc = _run([sys.executable, 'tools/learners_table.py',
+               str(tmp_path / 'nope')])
+  _assert_names(proc, 'tools/learners_table.py',
                 str(tmp_path / 'nope' / 'metrics.json'))
 
 

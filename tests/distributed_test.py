@@ -55,6 +55,21 @@ def test_arguments_win_over_env(calls, monkeypatch):
                         process_id=0)]
 
 
+def test_multihost_run_refuses_a_local_output_dir(monkeypatch):
+  """Several processes, each with its own disk: a local output path would
+  scatter the run's pieces, so it is refused unless the disk is shared."""
+  monkeypatch.setattr(distributed, 'process_count', lambda: 4)
+  monkeypatch.delenv(gin_flags.SHARED_DISK, raising=False)
+  with pytest.raises(ValueError, match="model_dir='runs/m' is a local path"):
+    gin_flags.check_shared_output('runs/m', 'model_dir')
+  gin_flags.check_shared_output('gs://bucket/m', 'model_dir')
+  monkeypatch.setenv(gin_flags.SHARED_DISK, '1')
+  gin_flags.check_shared_output('runs/m', 'model_dir')
+  monkeypatch.setattr(distributed, 'process_count', lambda: 1)
+  monkeypatch.delenv(gin_flags.SHARED_DISK)
+  gin_flags.check_shared_output('runs/m', 'model_dir')
+
+
 def test_partial_membership_is_an_error(calls, monkeypatch):
   monkeypatch.setenv(distributed.NUM_PROCESSES, '2')
   with pytest.raises(ValueError, match='LMSI_PROCESS_ID'):

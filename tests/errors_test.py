@@ -176,7 +176,7 @@ def _largest_data_file(params_dir: str) -> str:
 # Orbax leaves the failed reads' coroutines unawaited; that is its noise.
 @pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
 @pytest.mark.parametrize('damage', ['truncate_data', 'delete_data',
-                                    'truncate_metadata'])
+                                    'truncate_metadata', 'flip_data'])
 def test_corrupt_or_truncated_checkpoint(tiny_cfg, saved, tmp_path, damage):
   shutil.copytree(saved, tmp_path, dirs_exist_ok=True)
   params_dir = str(tmp_path / 'checkpoints' / '0' / 'params')
@@ -184,6 +184,13 @@ def test_corrupt_or_truncated_checkpoint(tiny_cfg, saved, tmp_path, damage):
     os.truncate(_largest_data_file(params_dir), 10)
   elif damage == 'delete_data':
     os.remove(_largest_data_file(params_dir))
+  elif damage == 'flip_data':  # same size: only the digests can tell
+    path = _largest_data_file(params_dir)
+    with open(path, 'r+b') as f:
+      f.seek(os.path.getsize(path) // 2)
+      byte = f.read(1)
+      f.seek(-1, 1)
+      f.write(bytes([byte[0] ^ 0x10]))
   else:
     os.truncate(os.path.join(params_dir, '_METADATA'), 10)
   with pytest.raises(ValueError) as e:
@@ -191,6 +198,8 @@ def test_corrupt_or_truncated_checkpoint(tiny_cfg, saved, tmp_path, damage):
   text = _message(f'corrupt checkpoint ({damage})', e)
   assert f'checkpoint {params_dir} is corrupt or truncated' in text
   assert f'delete {tmp_path}/checkpoints/0 to fall back' in text
+  if damage == 'flip_data':
+    assert 'sha256 differs from' in text
 
 
 def test_truncated_output_shard(tmp_path):
@@ -205,6 +214,38 @@ def test_truncated_output_shard(tmp_path):
   text = _message('truncated output shard', e)
   assert text.startswith(f'{path}: corrupt or truncated')
   assert 'delete it to redo its stage' in text
+
+
+def test_flipped_byte_in_a_finished_output_is_redone(tmp_path, caplog):
+  """A same-size bit flip in a stage's own output: `is_complete` checks the
+  marker's sha256, so the stage redoes the file instead of trusting it."""
+  path = str(tmp_path / 'samples-00000-of-00001.jsonl')
+  fileio.write_jsonl(path, [records.Question(task='t', id=f'q{i}',
+                                              question='?') for i in range(3)])
+  assert fileio.is_complete(path)
+  size = os.path.getsize(path)
+  with open(path, 'r+b') as f:
+    f.seek(size // 2)
+    byte = f.read(1)
+    f.seek(size // 2)
+    f.write(bytes([byte[0] ^ 0x01]))
+  assert os.path.getsize(path) == size
+  assert not fileio.is_complete(path)
+  print(f'MESSAGE flipped byte in a finished output: '
+        f'{caplog.records[-1].getMessage()}')
+  assert 'differ from its .COMPLETED marker' in caplog.text
+
+
+def test_flipped_byte_in_an_eval_file_is_redone(tmp_path):
+  """eval.json, like every JSON output (`fileio.write_json`), gets the
+  marker (bytes, sha256) every JSONL output has."""
+  path = str(tmp_path / 'eval.json')
+  fileio.write_json(path, {'accuracy': {'greedy_cot': 0.25}})
+  assert fileio.is_complete(path)
+  text = open(path).read().replace('0.25', '0.75')
+  with open(path, 'w') as f:
+    f.write(text)
+  assert not fileio.is_complete(path)
 
 
 def test_tokenizer_vocabulary_size_mismatch(tmp_path):

@@ -20,7 +20,8 @@ from tests.conftest import REPO
 
 FILL = ['MODEL_DIR = "/tmp/m"', 'INITIAL_CHECKPOINT_PATH = "/tmp/i"',
         'SELFGEN_FILE = "/tmp/s.jsonl"', 'TASK = "lmsi_gsm8k_pool_v1"',
-        'OUTPUT_DIR = "/tmp/o"', 'SAMPLES_DIR = "/tmp/samples"']
+        'OUTPUT_DIR = "/tmp/o"', 'SAMPLES_DIR = "/tmp/samples"',
+        'PAIRS_FILE = "/tmp/p.jsonl"']
 TINY = os.path.join(REPO, 'gin/models/decoder_tiny.gin')
 _DELEGATE = gin.config.ParserDelegate(skip_unknown=True)  # refs unresolved
 
@@ -47,11 +48,20 @@ def test_parse_args_t5x_style():
   assert paths == ['/p', '/q', '/r']
 
 
+def test_a_flag_is_never_taken_as_another_flags_value():
+  """Found by tests/fuzz_test.py: `-gin_file --gin.X=1` made the binding a
+  gin file name; now the missing value is named."""
+  with pytest.raises(ValueError, match="flag '-gin_file' is missing its "
+                     "value: the next argument '--gin.X=1' is a flag"):
+    gin_flags.parse_args(['-gin_file', '--gin.X=1'])
+
+
 @pytest.mark.parametrize('arg, want', [
     ('--seed=3', "unknown flag '--seed=3'; expected --gin_file=..."),
     ('stray', "unknown flag 'stray'; expected --gin_file=..."),
     ('--gin.SEED', "flag '--gin.SEED': expected --gin.NAME=VALUE"),
     ('--gin_file', 'Missing value for flag --gin_file; expected'),
+    ('--gin.=3', "flag '--gin.=3': expected --gin.NAME=VALUE"),
 ])
 def test_bad_flag_is_named(arg, want):
   with pytest.raises(ValueError) as e:

@@ -115,6 +115,18 @@ def test_xm_v5e_16_finetuning_job():
       env_vars=AUTO)]]
 
 
+def test_xm_refuses_tpu_jobs_its_backend_cannot_place():
+  """xm_local's Kubernetes backend drops TPU requests: TPU jobs are refused
+  with what to run instead; CPU-only plans pass."""
+  tpu = xm_launch.job_specs(stages.plan(['train'], GIN),
+                            xm_launch.accelerators('v5e-16', ['train']))
+  with pytest.raises(Exception, match='train: xm_local.*launch/tpu_vm.py'):
+    xm_launch.check_placeable(tpu)
+  cpu = xm_launch.job_specs(stages.plan(['aggregate'], GIN),
+                            xm_launch.accelerators('cpu', ['aggregate']))
+  xm_launch.check_placeable(cpu)
+
+
 def test_xm_accelerator_per_stage():
   names = list(stages.ROUND)
   assert xm_launch.accelerators('v4-32,train=v5e-16', names) == {
@@ -311,6 +323,24 @@ def test_preempted_stage_recreates_the_slice_and_reruns():
   ]
 
 
+def test_preempted_exit_code_resumes_even_on_a_ready_slice():
+  """Exit 75 (the stage saved after SIGTERM) reruns the stage, which
+  resumes from its checkpoint, without recreating a slice still READY."""
+  from lmsi.runtime import preemption  # pylint: disable=g-import-not-at-top
+  assert tpu_vm.EXIT_PREEMPTED == preemption.EXIT_PREEMPTED
+  calls, codes = [], [preemption.EXIT_PREEMPTED, 0]
+
+  def execute(cmd, capture):
+    calls.append(cmd)
+    return (0, 'READY') if 'describe' in cmd else (codes.pop(0), '')
+
+  pod = _pod()
+  runner = tpu_vm.Runner(pod, execute=execute, out=io.StringIO())
+  steps = stages.plan(['train'], GIN)
+  runner.run(steps)
+  assert calls == [pod.run(steps[0][0]), pod.state(), pod.run(steps[0][0])]
+
+
 def test_failed_stage_on_a_healthy_slice_is_not_retried():
   calls = []
 
@@ -334,4 +364,20 @@ def test_local_process_env():
       'HOME': '/h', 'LMSI_COORDINATOR_ADDRESS': 'localhost:5',
       'LMSI_NUM_PROCESSES': '2', 'LMSI_PROCESS_ID': '1',
       'XLA_FLAGS': '--xla_foo=1 --xla_force_host_platform_device_count=4',
-      'JAX_PLATFORMS': 'cpu', 'PYTHONUNBUFFERED': '1'}
+      'JAX_PLATFORMS': 'cpu', 'LMSI_SHARED_DISK': '1',
+      'PYTHONUNBUFFERED': '1'}
+
+
+def test_worker_setup_installs_the_runtime_only():
+  """tpu_vm.sh and the image install requirements.lock (no test extra, no
+  special index: torch's +cpu wheels live only on PyTorch's own index), and
+  apt waits for dpkg's lock on a freshly booted VM."""
+  script = open(os.path.join(REPO, 'launch', 'tpu_vm.sh')).read()
+  docker = open(os.path.join(REPO, 'launch', 'Dockerfile')).read()
+  assert '-r requirements.lock' in script and 'requirements.lock' in docker
+  assert 'requirements-test' not in script + docker
+  assert 'DPkg::Lock::Timeout' in script
+  lock = open(os.path.join(REPO, 'requirements.lock')).read()
+  for needle in ('+cpu', '--index-url', '--extra-index-url', 'torch==',
+                 'llama_cpp', 'pytest'):
+    assert needle not in lock, needle

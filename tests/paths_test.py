@@ -137,3 +137,23 @@ def test_local_paths_do_not_import_tensorflow(tmp_path):
           "assert 'tensorflow' not in sys.modules, 'tensorflow imported'\n")
   subprocess.run([sys.executable, '-c', code], cwd=REPO, check=True,
                  timeout=120)
+
+
+def test_a_gs_vocabulary_loads_on_every_worker(memory_gcs, tmp_path,
+                                               monkeypatch):
+  """VOCABULARY on gs:// (where every host of a pod reads it): the file and
+  the config beside it are copied to a local cache, then loaded as locally
+  (a WordVocab here; a tokenizer.json / tokenizer.model the same way)."""
+  from lmsi.vocab import simple as vocab_lib  # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv('LMSI_CACHE_DIR', str(tmp_path / 'cache'))
+  local = tmp_path / 'vocab.json'
+  vocab_lib.WordVocab(['Ann', ' has', ' 3']).save(str(local))
+  url = f'{memory_gcs}/tok/vocab.json'
+  fileio.makedirs(os.path.dirname(url))
+  data = local.read_bytes()
+  fileio.write_atomic(url, lambda f: f.write(data), binary=True)
+  remote = vocab_lib.load(url)
+  assert remote.fingerprint() == vocab_lib.load(str(local)).fingerprint()
+  assert remote.decode(remote.encode('Ann has 3 pens')) == 'Ann has 3 pens'
+  with pytest.raises(FileNotFoundError, match='no such file'):
+    vocab_lib.load(f'{memory_gcs}/tok/missing.json')

@@ -82,7 +82,10 @@ def test_rounds_ablations_and_students(tiny_cfg, tmp_path):
   metrics = _run(tiny_cfg, tmp_path, num_rounds=2, finetune_from='previous',
                  run_control=False, run_no_vote=False, eval_after=swept,
                  ablations={'cot_only': pipeline.Ablation(
-                     formats=('cot_zeroshot', 'cot_fewshot'))},
+                     formats=('cot_zeroshot', 'cot_fewshot')),
+                            'scpo': pipeline.Ablation(
+                                learner='preference', margin=0.25,
+                                preference=train.PreferenceConfig(beta=0.2))},
                  students={'small': student})
   assert [r['round'] for r in metrics['rounds']] == [0, 1, 2]
   assert 'control' not in metrics and 'no_vote' not in metrics
@@ -97,7 +100,18 @@ def test_rounds_ablations_and_students(tiny_cfg, tmp_path):
   with open(tmp_path / 'arms/cot_only/selfgen/selfgen.jsonl') as f:
     assert {json.loads(line)['format'] for line in f} <= {
         'cot_fewshot', 'cot_zeroshot'}
-  assert set(metrics['arms']) == {'cot_only'}
+  assert set(metrics['arms']) == {'cot_only', 'scpo'}
+  # ScPO's pairs come from round 1's samples (no second sampling pass).
+  with open(tmp_path / 'arms/scpo/selfgen/aggregate_manifest.json') as f:
+    scpo = json.load(f)
+  assert scpo['choices']['learner'] == 'preference'
+  assert scpo['samples_dir'] == str(tmp_path / 'r1' / 'samples')
+  assert not (tmp_path / 'arms/scpo/samples').exists()
+  if scpo['counts']['pairs']:
+    with open(tmp_path / 'arms/scpo/model/train_manifest.json') as f:
+      assert json.load(f)['preference'] == {'beta': 0.2, 'alpha': 1.0}
+  else:
+    assert metrics['arms']['scpo']['skipped'] == 'no pair passed the margin'
   assert set(metrics['students']['small']) == {'before', 'after'}
   assert (tmp_path / 'students/small/base/checkpoints').is_dir()
   with open(tmp_path / 'manifest.json') as f:
@@ -105,6 +119,9 @@ def test_rounds_ablations_and_students(tiny_cfg, tmp_path):
   assert manifest['choices']['finetune_from'] == 'previous'
   assert manifest['ablations']['cot_only']['formats'] == [
       'cot_fewshot', 'cot_zeroshot']
+  assert manifest['ablations']['scpo']['learner'] == 'preference'
+  assert manifest['ablations']['scpo']['preference'] == {'beta': 0.2,
+                                                         'alpha': 1.0}
   dev = manifest['deviations_from_paper']
   assert dev['num_samples'] == {'paper': 32, 'here': 4, 'where': '§3'}
   assert 'formats' not in dev and 'top_k' not in dev

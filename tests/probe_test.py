@@ -73,6 +73,28 @@ def test_a_gap_of_one_or_two_questions_is_too_few_to_tell():
   assert big['has_gap'] and 'room to help' in big['verdict']
 
 
+def test_bootstrap_interval_is_paired_and_deterministic():
+  greedy = [0, 1] * 50
+  # The same questions right and wrong: every resample's gap is exactly 0.
+  assert probe.bootstrap_gap(greedy, greedy) == (0.0, 0.0)
+  better = [1, 1] * 50  # +50 points on average
+  lo, hi = probe.bootstrap_gap(greedy, better)
+  assert 35 < lo < 50 < hi < 65
+  assert probe.bootstrap_gap(greedy, better) == (lo, hi)
+  with pytest.raises(ValueError, match='equal'):
+    probe.bootstrap_gap([1, 0], [1])
+
+
+def test_a_gap_whose_interval_reaches_zero_is_not_shown():
+  acc = {'greedy_cot': 0.30, 'maj@8': 0.36}
+  shown = probe.gap(acc, 8, num_questions=200, interval=(1.5, 10.5))
+  assert shown['has_gap'] and shown['gap_interval_points'] == [1.5, 10.5]
+  assert '95% interval [+1.5, +10.5]' in shown['verdict']
+  not_shown = probe.gap(acc, 8, num_questions=200, interval=(-0.5, 12.0))
+  assert not not_shown['has_gap']
+  assert 'reaches 0: not shown' in not_shown['verdict']
+
+
 def test_arithmetic_data_dir_must_hold_the_splits(tmp_path):
   from tasks import mixtures  # pylint: disable=g-import-not-at-top
   (tmp_path / 'test.jsonl').write_text('')
@@ -104,9 +126,19 @@ def _check_outputs(out, ks, result):
   assert got['verdict'].startswith(('no gap (maj@', f'maj@{ks[-1]} - greedy'))
   # has_gap and verdict follow probe.gap on the printed numbers, including
   # "too few to tell" when the gap is worth under MIN_QUESTIONS_GAINED.
+  # The interval is the paired bootstrap of eval.json's per-question 0/1s.
+  correct = json.load(open(out / 'eval.json'))['correct']
+  assert [len(correct[k]) for k in ('greedy_cot', f'maj@{ks[-1]}')] == [8, 8]
+  assert sum(correct['greedy_cot']) / 8 == got['greedy']
+  assert sum(correct[f'maj@{ks[-1]}']) / 8 == got[f'maj@{ks[-1]}']
+  interval = probe.bootstrap_gap(correct['greedy_cot'],
+                                 correct[f'maj@{ks[-1]}'])
+  assert got['gap_interval_points'] == list(interval)
+  assert interval[0] <= got['gap_points'] <= interval[1]
   expected = probe.gap({k: v for k, v in got.items() if k.startswith('maj@')}
                        | {'greedy_cot': got['greedy']}, ks[-1],
-                       threshold=got['threshold_points'], num_questions=8)
+                       threshold=got['threshold_points'], num_questions=8,
+                       interval=interval)
   assert (got['has_gap'], got['verdict']) == (expected['has_gap'],
                                               expected['verdict'])
   if got['has_gap']:

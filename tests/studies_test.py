@@ -129,13 +129,19 @@ class Recorder(common.RunContext):
     return {'t': results.ArmResult(accuracy={'greedy_cot': 0.5})}
 
   def self_generate(self, arm, model, *, no_vote, samples_dir, formats=None,
-                    questions=None, exemplars=None):
+                    questions=None, exemplars=None, learner='sft',
+                    margin=0.0):
     self.calls.append(('self-generate', arm, model.checkpoint, no_vote,
-                       os.path.relpath(samples_dir, 'out')))
-    return common.SelfGenerated({'t': f'{arm}/selfgen.jsonl'})
+                       os.path.relpath(samples_dir, 'out')) + (
+                           (learner, margin) if learner != 'sft' else ()))
+    return common.SelfGenerated({'t': f'{arm}/selfgen.jsonl'},
+                                learner=learner)
 
-  def fit(self, arm, data, *, round_, suffix, init, config=None):
-    self.calls.append(('fit', arm, init.checkpoint))
+  def fit(self, arm, data, *, round_, suffix, init, config=None,
+          settings=None):
+    self.calls.append(('fit', arm, init.checkpoint) + (
+        (data.learner, data.preference, settings)
+        if data.learner != 'sft' else ()))
     return None if arm in self.empty else common.Model(f'out/{arm}/model')
 
   def train_control(self):
@@ -162,6 +168,30 @@ def test_run_arms_order_models_and_inits():
       ('fit', 'no_vote', 'out/base'),
       ('eval', 'no_vote', 'out/no_vote/model', True)]
   assert [r.round for r in study.rounds] == [0, 1, 2]
+
+
+def test_the_preference_arm_votes_round_1s_samples_into_pairs():
+  """An Ablation with learner='preference' (ScPO) reuses round 1's samples,
+  asks for pairs with its margin and fits with its loss and budget."""
+  ctx = Recorder()
+  pref = trainer.PreferenceConfig(beta=0.3)
+  half = trainer.TrainSettings(steps=150, batch_size=8)
+  common.run_arms(ctx, common.Arms(
+      run_control=False, run_no_vote=False, ablations={
+          'scpo': common.Ablation(learner='preference', margin=0.25,
+                                  preference=pref, finetune=half)}))
+  assert ctx.calls[-3:] == [
+      ('self-generate', 'arms/scpo', 'out/base', False, 'r1/samples',
+       'preference', 0.25),
+      ('fit', 'arms/scpo', 'out/base', 'preference', pref, half),
+      ('eval', 'arms/scpo', 'out/arms/scpo/model', True)]
+  manifest = common.Ablation(learner='preference', margin=0.25,
+                             preference=pref, finetune=half).manifest()
+  assert manifest['learner'] == 'preference' and manifest['margin'] == 0.25
+  assert manifest['preference'] == {'beta': 0.3, 'alpha': 1.0}
+  assert manifest['finetune']['batch_size'] == 8
+  with pytest.raises(ValueError, match='learner'):
+    common.Ablation(learner='dpo')
 
 
 def test_an_arm_without_training_data_is_skipped():

@@ -112,3 +112,121 @@ def test_fingerprint_is_stable_across_processes():
   assert here != vocab_lib.WordVocab(['a', ' b']).fingerprint()
   assert _hf_vocab().fingerprint().startswith('hf:')
   assert vocab_lib.ByteVocab().fingerprint() == 'bytes'
+
+
+def _gemma_like_sentencepiece(tmp_path):
+  """A small SentencePiece BPE model shaped like Gemma's: byte fallback, no
+  dummy prefix, user-defined runs of spaces, BOS 2 / EOS 1 / pad 0."""
+  spm = pytest.importorskip('sentencepiece')
+  corpus = tmp_path / 'corpus.txt'
+  corpus.write_text('\n'.join(f'Tom has {i} apples and  {i + 1}  pears.'
+                              for i in range(300)))
+  spm.SentencePieceTrainer.train(
+      input=str(corpus), model_prefix=str(tmp_path / 'bpe'), vocab_size=300,
+      model_type='bpe', byte_fallback=True, add_dummy_prefix=False,
+      split_digits=True, user_defined_symbols=['\u2581\u2581',
+                                               '\u2581\u2581\u2581'],
+      remove_extra_whitespaces=False, normalization_rule_name='identity',
+      pad_id=0, eos_id=1, bos_id=2, unk_id=3)
+  return tmp_path / 'bpe.model'
+
+
+GGUF_TEXTS = ['Tom has 12 apples.', 'two  spaces and   three', ' lead',
+              'bytes: é✓', '']
+
+
+def test_sentencepiece_gguf_metadata_round_trip(tmp_path):
+  """tokenizer.model -> llama.cpp's "llama" metadata (user-defined pieces
+  with plain spaces, as its converter writes them) -> a GGUF -> lmsi's
+  rebuilt SentencePiece: the same ids, BOS before prompts only."""
+  gguf = pytest.importorskip('gguf')
+  from lmsi.interop import gguf_export  # pylint: disable=g-import-not-at-top
+  from lmsi.vocab import gguf as gguf_vocab  # pylint: disable=g-import-not-at-top
+  model = _gemma_like_sentencepiece(tmp_path)
+  original = pretrained_vocab.SentencePieceVocab(model.read_bytes())
+  meta = gguf_export.sentencepiece_metadata(
+      model.read_bytes(), original.vocab_size, {'add_bos': True}, str(model))
+  assert '  ' in meta['tokens'] and '\u2581\u2581' not in meta['tokens']
+  path = str(tmp_path / 'tok.gguf')
+  w = gguf.GGUFWriter(path, 'llama')
+  w.add_tokenizer_model(meta['model'])
+  w.add_token_list(meta['tokens'])
+  w.add_token_scores(meta['scores'])
+  w.add_token_types(meta['types'])
+  for key, add in (('bos_id', w.add_bos_token_id),
+                   ('eos_id', w.add_eos_token_id),
+                   ('pad_id', w.add_pad_token_id),
+                   ('unk_id', w.add_unk_token_id),
+                   ('add_bos', w.add_add_bos_token),
+                   ('add_space_prefix', w.add_add_space_prefix)):
+    add(meta[key])
+  w.write_header_to_file()
+  w.write_kv_data_to_file()
+  w.write_tensors_to_file()
+  w.close()
+  rebuilt = gguf_vocab.load(path)
+  assert isinstance(rebuilt, pretrained_vocab.SentencePieceVocab)
+  assert (rebuilt.bos_id, rebuilt.eos_id, rebuilt.pad_id, rebuilt.unk_id,
+          rebuilt.add_bos) == (2, 1, 0, 3, True)
+  for text in GGUF_TEXTS:
+    ids = original.encode(text)
+    assert rebuilt.encode(text) == ids, text
+    assert vocab_base.prompt_ids(rebuilt, text) == [2, *ids]
+    assert rebuilt.decode([2, *ids, 1, 5]) == text
+  assert rebuilt.encode('a  b')[1] == original.sp.piece_to_id('\u2581\u2581')
+  assert original.fingerprint() != rebuilt.fingerprint()  # add_bos differs
+  # Its seqio twin tokenizes the same way.
+  assert list(rebuilt.to_seqio().encode(GGUF_TEXTS[1])) == rebuilt.encode(
+      GGUF_TEXTS[1])
+
+
+def test_add_bos_is_the_tokenizers_own_choice(tmp_path):
+  """HFVocab.from_file: add_bos from tokenizer_config.json, else from the
+  tokenizer's post-processor (Llama 3 puts BOS first; SmolLM2 does not)."""
+  tokenizers = pytest.importorskip('tokenizers')
+  tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(
+      {'<s>': 0, '</s>': 1, 'a': 2}, unk_token='</s>'))
+  tok.add_special_tokens(['<s>', '</s>'])
+  (tmp_path / 'tokenizer_config.json').write_text(
+      '{"eos_token": "</s>", "bos_token": "<s>"}')
+  tok.save(str(tmp_path / 'tokenizer.json'))
+  plain = pretrained_vocab.HFVocab.from_file(str(tmp_path / 'tokenizer.json'))
+  assert not plain.add_bos and vocab_base.prompt_ids(plain, 'a') == [2]
+  tok.post_processor = tokenizers.processors.TemplateProcessing(
+      single='<s> $A', special_tokens=[('<s>', 0)])
+  tok.save(str(tmp_path / 'tokenizer.json'))
+  llama3 = pretrained_vocab.HFVocab.from_file(str(tmp_path / 'tokenizer.json'))
+  assert llama3.add_bos and vocab_base.prompt_ids(llama3, 'a') == [0, 2]
+  assert llama3.encode('a') == [2]  # targets never get BOS
+  assert llama3.fingerprint() != plain.fingerprint()
+  (tmp_path / 'tokenizer_config.json').write_text(
+      '{"eos_token": "</s>", "bos_token": "<s>", "add_bos_token": false}')
+  told = pretrained_vocab.HFVocab.from_file(str(tmp_path / 'tokenizer.json'))
+  assert not told.add_bos
+  # save() writes the choice down, so a reload keeps it.
+  out = tmp_path / 'saved'
+  out.mkdir()
+  llama3.save(str(out))
+  assert pretrained_vocab.HFVocab.from_file(
+      str(out / 'tokenizer.json')).add_bos
+
+
+def test_training_inputs_start_with_bos_where_prompts_do(tmp_path):
+  """A tokenized SeqIO task puts BOS before `inputs` (never `targets`)
+  exactly when the sampler's prompts get it, so fine-tuning sees the
+  prompts sampling saw."""
+  from tasks import sources  # pylint: disable=g-import-not-at-top
+  spm_model = _gemma_like_sentencepiece(tmp_path)
+  rows = [{'inputs': 'Tom has 3', 'targets': ' apples.'}]
+  for add_bos in (False, True):
+    v = pretrained_vocab.SentencePieceVocab(spm_model.read_bytes(),
+                                            add_bos=add_bos)
+    task = sources.add_task(
+        f'test_bos_{add_bos}',
+        sources.rows_source({'train': lambda: rows}, ('inputs', 'targets')),
+        tokenize=True, vocab=v)
+    ex = next(iter(task.get_dataset(None, split='train', shuffle=False)
+                   .as_numpy_iterator()))
+    assert list(ex['inputs']) == vocab_base.prompt_ids(v, rows[0]['inputs'])
+    assert list(ex['targets']) == v.encode(rows[0]['targets']) + [v.eos_id]
+    assert (ex['inputs'][0] == v.bos_id) == add_bos

@@ -76,6 +76,16 @@ ROWS = (
     ('gemma3_4b', 'v5e-16', 'train', 4, SCAN_REMAT, 0),
     ('gemma3_4b', 'v5e-16', 'train', 4, dict(SCAN_REMAT, logits_chunk=128), 0),
     ('gemma3_4b', 'v5e-16', 'sample', 4, BF16, 512),
+    # Gemma 3 at pod scale (issue 39): 12B sampling and training on v5e-256
+    # and v5p-128, 27B training on v5p-256; vocabulary-sharded logits.
+    ('gemma3_12b', 'v5e-256', 'sample', 8, BF16, 2048),
+    ('gemma3_12b', 'v5e-256', 'train', 8, dict(SCAN_REMAT, logits_chunk=128),
+     0),
+    ('gemma3_12b', 'v5p-128', 'sample', 2, BF16, 2048),
+    ('gemma3_12b', 'v5p-128', 'train', 2, dict(SCAN_REMAT, logits_chunk=128),
+     0),
+    ('gemma3_27b', 'v5p-256', 'train', 8, dict(SCAN_REMAT, logits_chunk=128),
+     0),
 )
 
 

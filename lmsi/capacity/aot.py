@@ -37,6 +37,7 @@ from lmsi.model import decoder as decoder_lib
 from lmsi.capacity import estimates as roofline_lib
 from lmsi.sampling import kernels
 from lmsi.model import sharding
+from lmsi.trainer import preference as preference_lib
 from lmsi.trainer import state as train_state
 from lmsi.trainer import step as step_lib
 from lmsi.model.sharding import CACHE_HEADS, CACHE_LENGTH, KV
@@ -234,32 +235,50 @@ def compile_sample(cfg: decoder_lib.DecoderConfig, mesh: Mesh,
 class TrainShape:
   """One train step (gin/runs/finetune.gin: batch 32, 1024 + 256 tokens)."""
 
-  batch_size: int = 32  # BATCH_SIZE
+  batch_size: int = 32  # BATCH_SIZE (preference: pairs, 2 rows each)
   length: int = 1280  # TASK_FEATURE_LENGTHS inputs + targets
   optimizer: str = 'adafactor'  # OPTIMIZER
   grad_accum_steps: int = 1
+  learner: str = 'sft'  # or 'preference' (ScPO; lmsi.trainer.preference)
+
+  @property
+  def rows(self) -> int:
+    """Rows a step runs: a pair is a chosen and a rejected row."""
+    return self.batch_size * (2 if self.learner == 'preference' else 1)
 
 
 def compile_train(cfg: decoder_lib.DecoderConfig, mesh: Mesh,
                   shape: TrainShape) -> list[Program]:
   """Compiles the train step on `mesh` (optimizer state sharded as
-  `train_state.init_or_restore` places it)."""
+  `train_state.init_or_restore` places it). The preference learner's step
+  takes 2 x batch_size rows and their stored reference log-probs and pair
+  weights ([rows, 1] each): no reference model is resident."""
   rules = sharding.logical_axis_rules(for_sampling=False)
   params = abstract_params(cfg, mesh, rules)
   tx = step_lib.make_optimizer(shape.optimizer, 5e-5)
   batch_sh = sharding.batch_sharding(mesh, 2)
-  rows = (shape.batch_size, shape.length)
+  rows = (shape.rows, shape.length)
   batch = {k: jax.ShapeDtypeStruct(rows, dt, sharding=batch_sh) for k, dt in
            (('tokens', jnp.int32), ('valid', jnp.bool_),
             ('labels', jnp.int32), ('weights', jnp.float32))}
+  if shape.learner == 'preference':
+    batch.update({k: jax.ShapeDtypeStruct((shape.rows, 1), jnp.float32,
+                                          sharding=batch_sh)
+                  for k in ('ref', 'pair_weight')})
   # As `train_state.init_or_restore`: every optimizer-state leaf sharded
   # like its parameter (Adafactor's factored statistics included).
   specs = train_state.optimizer_state_specs(
       tx, params, decoder_lib.logical_param_specs(cfg))
   opt_state = _sharded(mesh, rules, jax.eval_shape(tx.init, params), specs)
   with mesh, nn.logical_axis_rules(rules):
-    step = step_lib.make_train_step(cfg, tx, shape.grad_accum_steps)
-    return [_program('train_step', step.lower(params, opt_state, batch))]
+    if shape.learner == 'preference':
+      step = preference_lib.make_step(cfg, tx,
+                                      preference_lib.PreferenceConfig())
+      name = 'preference_step'
+    else:
+      step = step_lib.make_train_step(cfg, tx, shape.grad_accum_steps)
+      name = 'train_step'
+    return [_program(name, step.lower(params, opt_state, batch))]
 
 
 def describe(p: Program, chip: Chip) -> str:
@@ -297,6 +316,8 @@ def _main(argv) -> None:
       (flags.DEFINE_integer, 'grad_accum_steps', 1, 'Micro-batches.'),
       (flags.DEFINE_string, 'optimizer', 'adafactor', "Train optimizer: "
        "'adafactor' (the paper's) or 'adamw'."),
+      (flags.DEFINE_string, 'learner', 'sft', "Train learner: 'sft' (the "
+       "paper's) or 'preference' (ScPO; --batch_size counts pairs)."),
       (flags.DEFINE_integer, 'num_slots', 512, 'Sampling slots.'),
       (flags.DEFINE_integer, 'questions', 64, 'Prompts per prefill call.'),
       (flags.DEFINE_float, 'mfu', 0.4, 'Assumed train MFU.'),
@@ -331,7 +352,7 @@ def _main(argv) -> None:
   else:
     shape = TrainShape(batch_size=fv.batch_size, length=fv.length,
                        grad_accum_steps=fv.grad_accum_steps,
-                       optimizer=fv.optimizer)
+                       optimizer=fv.optimizer, learner=fv.learner)
     programs = compile_train(cfg, mesh, shape)
     times = roofline_lib.train_seconds(cfg, shape, tgt, fv.mfu, rnd)
   for p in programs:

@@ -101,8 +101,9 @@ def sample_seconds(cfg: decoder_lib.DecoderConfig, programs: list[Any],
 
 def train_seconds(cfg: decoder_lib.DecoderConfig, shape: Any,
                   tgt: Any, mfu: float, rnd: Round) -> dict[str, float]:
-  """A train step at `mfu` of peak on the analytic FLOPs (3x forward)."""
-  tokens = shape.batch_size * shape.length
+  """A train step at `mfu` of peak on the analytic FLOPs (3x forward) of
+  its rows (`shape.rows`: a preference pair is two)."""
+  tokens = shape.rows * shape.length
   flops = 3 * model_flops(cfg, tokens, shape.length) / len(tgt.devices)
   est = roofline(flops, 0.0, tokens, tgt.chip, mfu)
   return dict(train_step_s=est.step_s, train_tokens_per_s=est.tokens_per_s,

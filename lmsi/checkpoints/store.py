@@ -3,12 +3,21 @@
 Layout (T5X-like): `MODEL_DIR/checkpoints/<step>/{params,state}`. `params`
 alone is what sampling, evaluation and `INITIAL_CHECKPOINT_PATH` read; `state`
 holds the optimizer state and step for resuming. No pickle: orbax only.
+
+Every save also writes `MODEL_DIR/checkpoint_digests/<step>.json`: the
+sha256 of each file of the step, which restoring verifies (a flipped byte
+is refused, naming the file; checkpoints saved before digests existed are
+read unverified).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from typing import Any
+
+from absl import logging
 
 import jax
 from etils import epath
@@ -18,6 +27,7 @@ from lmsi.model import decoder as decoder_lib
 from lmsi.runtime import fileio
 
 ITEMS = ('params', 'state')
+DIGESTS = 'checkpoint_digests'
 
 
 def _absolute(path: str) -> str:
@@ -46,6 +56,69 @@ def save(mngr: ocp.CheckpointManager, step: int, params: Any,
         params=ocp.args.StandardSave(params),
         state=ocp.args.StandardSave(state)), force=True)
     mngr.wait_until_finished()
+    if jax.process_index() == 0:
+      write_digests(os.path.join(str(mngr.directory), str(step)))
+
+
+def _digest_file(step_dir: str) -> str:
+  """MODEL_DIR/checkpoint_digests/<step>.json of MODEL_DIR/checkpoints/<step>."""
+  checkpoints_dir = os.path.dirname(step_dir.rstrip('/'))
+  return os.path.join(os.path.dirname(checkpoints_dir), DIGESTS,
+                      os.path.basename(step_dir.rstrip('/')) + '.json')
+
+
+def _files(root: str) -> dict[str, str]:
+  """{path relative to `root`: absolute path} of every file under `root`."""
+  out = {}
+  for parent, _, names in epath.Path(root).walk():
+    for name in names:
+      full = os.path.join(str(parent), name)
+      out[os.path.relpath(full, root)] = full
+  return out
+
+
+def write_digests(step_dir: str) -> None:
+  """Records the sha256 of every file of a saved step (and drops the
+  digests of steps orbax has since deleted)."""
+  digests = {rel: fileio.file_sha256(full)
+             for rel, full in sorted(_files(step_dir).items())}
+  path = _digest_file(step_dir)
+  fileio.write_json(path, digests)
+  kept = {d.name for d in epath.Path(os.path.dirname(step_dir)).iterdir()}
+  for old in epath.Path(os.path.dirname(path)).iterdir():
+    if old.name.endswith('.json') and old.name[:-5] not in kept:
+      old.unlink()
+
+
+def verify_digests(step_dir: str, under: str = '') -> None:
+  """Checks the files of a saved step (those under `under`, e.g. 'params')
+  against its digests; a step saved without digests is not checked.
+
+  Raises:
+    ValueError: naming the file that is missing or whose sha256 differs.
+  """
+  path = _digest_file(step_dir)
+  if not epath.Path(path).exists():
+    return
+  t0 = time.monotonic()
+  with epath.Path(path).open() as f:
+    digests = json.load(f)
+  where = os.path.join(step_dir, under) if under else step_dir
+  for rel, want in digests.items():
+    if under and not rel.startswith(under + os.sep):
+      continue
+    full = os.path.join(step_dir, rel)
+    if not epath.Path(full).exists():
+      problem = f'{full} is missing'
+    elif fileio.file_sha256(full) != want:
+      problem = f'{full}: sha256 differs from {path}'
+    else:
+      continue
+    raise ValueError(
+        f'checkpoint {where} is corrupt or truncated ({problem}); delete '
+        f'{step_dir} to fall back to an earlier step, or recreate it')
+  logging.info('checkpoint %s: %d files verified in %.2f s', where,
+               len(digests), time.monotonic() - t0)
 
 
 def _unreadable(path: str, e: Exception) -> ValueError:
@@ -66,6 +139,7 @@ def restore(mngr: ocp.CheckpointManager, step: int, abstract_params: Any,
   Raises:
     ValueError: naming the step directory if orbax cannot read it.
   """
+  verify_digests(os.path.join(str(mngr.directory), str(step)))
   try:
     out = mngr.restore(step, args=ocp.args.Composite(
         params=ocp.args.StandardRestore(abstract_params),
@@ -103,6 +177,7 @@ def load_params(path: str, abstract_params: Any) -> Any:
       the checkpoint is corrupt or truncated (naming it).
   """
   ppath = params_path(path)
+  verify_digests(os.path.dirname(ppath), 'params')
   ckptr = ocp.StandardCheckpointer()
   try:
     stored = ckptr.metadata(ppath)

@@ -2,7 +2,8 @@
 
 `Question` (a task's question, gold only where a stage may read it),
 `SampledPath` (one sampled chain of thought), `SelfGenExample` (one training
-example of the self-generated mixture). They are written with
+example of the self-generated mixture), `PreferencePair` (one question's
+most- and least-voted paths, the preference learner's data). They are written with
 `lmsi.runtime.fileio.write_jsonl` and read back with `read_jsonl`, which
 names the file, line and field of any bad record.
 """
@@ -52,6 +53,26 @@ class SelfGenExample:
   inputs: str
   targets: str
   vote_share: float
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PreferencePair:
+  """One self-generated preference pair (stage 4 output, `learner=
+  'preference'`): a path of the most-voted answer is `chosen`, a path of
+  the least-voted one `rejected`; `weight` = (votes_chosen -
+  votes_rejected) / samples. No gold field."""
+
+  task: str
+  id: str
+  inputs: str
+  chosen: str
+  rejected: str
+  chosen_sample: int
+  rejected_sample: int
+  votes_chosen: int
+  votes_rejected: int
+  samples: int
+  weight: float
 
 
 @functools.cache

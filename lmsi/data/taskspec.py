@@ -26,6 +26,7 @@ from lmsi.data import records
 
 ARITHMETIC = 'arithmetic'
 SELFGEN = 'selfgen'
+PAIRS = 'pairs'  # tasks.selfgen.register_pairs: a preference learner's pairs
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -10,12 +10,14 @@ with _epy.lazy_api_imports(globals()):
   # evaluator
   from lmsi.evaluation.evaluator import EvalConfig, evaluate, evaluate_task
   # gap_probe
-  from lmsi.evaluation.gap_probe import gap, probe, probe_task
+  from lmsi.evaluation.gap_probe import (bootstrap_gap, gap, probe,
+                                         probe_task)
 
 __all__ = [
     'EvalConfig',
     'evaluate',
     'evaluate_task',
+    'bootstrap_gap',
     'gap',
     'probe',
     'probe_task',

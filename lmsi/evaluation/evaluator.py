@@ -106,7 +106,9 @@ def evaluate(
     {"accuracy": {"direct", "greedy_cot", "maj@k"...}, "calibration": [...],
      "num_questions": N, "answer_match": first mode, "accuracy_by_match":
      {mode: {"direct", "greedy_cot"}}, "temperature": the sampling T of
-     maj@k}; with a sweep also "sweep": {"0.7": {"maj@k"...}, ...} and
+     maj@k, "correct": {"greedy_cot", "direct", "maj@m": [0/1 per
+     question]} (paired intervals: `gap_probe.bootstrap_gap`); with a sweep
+     also "sweep": {"0.7": {"maj@k"...}, ...} and
      "sweep_best" (`best_of_sweep`). Also written to `output_dir/eval.json`;
      predictions.jsonl holds the configured temperature's paths.
 
@@ -171,8 +173,14 @@ def evaluate(
         for method, paths in (('direct', direct), ('greedy_cot', cot))
         if method in config.methods}
   acc.update(by_match[modes[0]])  # the first mode is the main accuracy
+  per_question = {
+      method: [int(correct(parse(p[0][0], o), g))
+               for p, o, g in zip(paths, options, vote_gold)]
+      for method, paths in (('direct', direct), ('greedy_cot', cot))
+      if method in config.methods}
   result = {'accuracy': acc, 'num_questions': len(examples),
-            'answer_match': modes[0], 'accuracy_by_match': by_match}
+            'answer_match': modes[0], 'accuracy_by_match': by_match,
+            'correct': per_question}
   answers = [[] for _ in examples]
   sampled = [[] for _ in examples]
 
@@ -197,6 +205,9 @@ def evaluate(
       result['sweep_best'] = best_of_sweep(result['sweep'])
   votes = [voting.majority_vote(a) for a in answers]
   if 'self_consistency' in config.methods:
+    per_question[f'maj@{config.num_samples}'] = [
+        int(correct(voting.majority_at_k(a, config.num_samples), g))
+        for a, g in zip(answers, vote_gold)]
     result['calibration'] = voting.calibration_bins(
         [v.share for v in votes],
         [correct(v.answer, g) for v, g in zip(votes, vote_gold)])
@@ -207,8 +218,7 @@ def evaluate(
                     answers=a, paths=[t for t, _ in s])
         for i, g, d, c, v, a, s in zip(ids, gold, direct, cot, votes, answers,
                                        sampled)])
-    fileio.write_json(out_path, result)
-    fileio.write_text_atomic(out_path + fileio.MARKER, '')
+    fileio.write_json(out_path, result)  # with its marker
   return result
 
 

@@ -46,19 +46,44 @@ def ks_up_to(m: int) -> tuple[int, ...]:
 
 
 MIN_QUESTIONS_GAINED = 3  # a gap of fewer questions than this is noise
+BOOTSTRAP_RESAMPLES = 10_000
+
+
+def bootstrap_gap(greedy: Sequence[int], majority: Sequence[int], *,
+                  resamples: int = BOOTSTRAP_RESAMPLES, level: float = 0.95,
+                  seed: int = 0) -> tuple[float, float]:
+  """Percentile bootstrap interval of mean(majority - greedy), in points.
+
+  Paired: each resample draws questions with replacement and keeps both
+  methods' results on them. Deterministic for a seed.
+  """
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  diff = np.asarray(majority, np.float64) - np.asarray(greedy, np.float64)
+  if diff.ndim != 1 or not diff.size or len(greedy) != len(majority):
+    raise ValueError(f'bootstrap_gap: need two equal, non-empty 0/1 lists '
+                     f'(got {len(greedy)} and {len(majority)})')
+  rng = np.random.default_rng(seed)
+  means = diff[rng.integers(0, diff.size, (resamples, diff.size))].mean(-1)
+  tail = 100.0 * (1.0 - level) / 2.0
+  lo, hi = np.percentile(100.0 * means, [tail, 100.0 - tail])
+  return round(float(lo), 4), round(float(hi), 4)
 
 
 def gap(accuracy: Mapping[str, float], m: int,
         threshold: float = DEFAULT_THRESHOLD,
-        num_questions: int | None = None) -> dict[str, Any]:
+        num_questions: int | None = None,
+        interval: tuple[float, float] | None = None) -> dict[str, Any]:
   """The gap of maj@k over greedy CoT (accuracies as fractions) and verdict.
 
   With `num_questions`, a gap worth fewer than `MIN_QUESTIONS_GAINED`
-  questions is called too small to tell, whatever the threshold.
+  questions is called too small to tell, whatever the threshold. With the
+  gap's 95% `interval` (points, `bootstrap_gap`), a gap counts only if the
+  interval lies above 0 as well.
 
   Returns:
     {gap_points (maj@m - greedy), best_k (smallest k of the best maj@k),
-     best_gap_points, has_gap (gap_points >= threshold), verdict}.
+     best_gap_points, has_gap (gap_points >= threshold), verdict}, and
+    gap_interval_points with an interval.
   """
   maj = {int(key[4:]): v for key, v in accuracy.items()
          if key.startswith('maj@')}
@@ -76,9 +101,18 @@ def gap(accuracy: Mapping[str, float], m: int,
       has_gap = False
       verdict = (f'{text}, only {gained} of {num_questions} questions: too '
                  'few to tell; probe more questions (MAX_QUESTIONS)')
+  extra = {}
+  if interval is not None:
+    extra['gap_interval_points'] = list(interval)
+    span = f'95% interval [{interval[0]:+.1f}, {interval[1]:+.1f}]'
+    verdict = verdict.replace(text, f'{text}, {span}', 1)
+    if has_gap and interval[0] <= 0:
+      has_gap = False
+      verdict = (f'{text}, {span} reaches 0: not shown; probe more '
+                 'questions (MAX_QUESTIONS)')
   return {'gap_points': points(m), 'best_k': best_k,
           'best_gap_points': points(best_k), 'has_gap': has_gap,
-          'verdict': verdict}
+          'verdict': verdict, **extra}
 
 
 def format_markdown(result: Mapping[str, Any]) -> str:
@@ -165,6 +199,9 @@ def probe(*, model_config: decoder_lib.DecoderConfig, params: Any,
       answer_family=answer_family, output_dir=output_dir,
       desc=f'probe {task}')
   acc = out['accuracy']
+  correct = out.get('correct', {})
+  interval = (bootstrap_gap(correct['greedy_cot'], correct[f'maj@{m}'])
+              if f'maj@{m}' in correct else None)
   missing = [f'maj@{k}' for k in config.ks if f'maj@{k}' not in acc]
   if missing or out['num_questions'] != len(examples):
     raise ValueError(f'{output_dir}/eval.json is from another run (it lacks '
@@ -174,7 +211,7 @@ def probe(*, model_config: decoder_lib.DecoderConfig, params: Any,
             'ks': list(config.ks), 'greedy': acc['greedy_cot'],
             **{f'maj@{k}': acc[f'maj@{k}'] for k in config.ks},
             **({'direct': acc['direct']} if 'direct' in acc else {}),
-            **gap(acc, m, threshold, len(examples)),
+            **gap(acc, m, threshold, len(examples), interval),
             'threshold_points': threshold,
             'calibration': out['calibration'],
             'temperature': config.sampling.temperature,

@@ -192,8 +192,10 @@ def _hf_tokenizer_files(src: Source, out: str) -> list[str]:
   spec, _ = _tokenizer_json(src)
   if spec is None:
     if src.tokenizer and src.tokenizer.endswith('.model'):
-      shutil.copyfile(src.tokenizer, os.path.join(out, 'tokenizer.model'))
-      return ['tokenizer.model']
+      # tokenizer.model as it is, and add_bos / the special tokens in a
+      # tokenizer_config.json (transformers picks the class by model_type).
+      pretrained_vocab.SentencePieceVocab.from_file(src.tokenizer).save(out)
+      return ['tokenizer.model', 'tokenizer_config.json']
     return []
   if src.tokenizer == BYTES:
     fileio.write_json(os.path.join(out, 'tokenizer.json'), spec)
@@ -211,6 +213,24 @@ def _hf_tokenizer_files(src: Source, out: str) -> list[str]:
     config['chat_template'] = src.facts['chat_template']
   fileio.write_json(os.path.join(out, 'tokenizer_config.json'), config)
   return ['tokenizer.json', 'tokenizer_config.json']
+
+
+def _gguf_tokenizer(src: Source, source: str, vocab_size: int
+                    ) -> dict[str, Any]:
+  """llama.cpp's tokenizer metadata of `src`: byte-level BPE from its
+  tokenizer.json, or SentencePiece from its tokenizer.model."""
+  if src.tokenizer and src.tokenizer.endswith('.model'):
+    with open(src.tokenizer, 'rb') as f:
+      return gguf_export.sentencepiece_metadata(f.read(), vocab_size,
+                                                src.facts, src.tokenizer)
+  spec, where = _tokenizer_json(src)
+  if spec is None:
+    raise ExportError(
+        f'{source}: GGUF needs a byte-level BPE tokenizer.json or a '
+        f'SentencePiece tokenizer.model for llama.cpp; this model has '
+        f'{where} (pass --tokenizer=PATH/tokenizer.json, or {BYTES!r} for '
+        'ByteVocab)')
+  return gguf_export.tokenizer_metadata(spec, where, vocab_size, src.facts)
 
 
 def export(source: str, out_dir: str, fmt: str, *, dtype: str = 'float32',
@@ -254,14 +274,7 @@ def export(source: str, out_dir: str, fmt: str, *, dtype: str = 'float32',
       tok_file = tok_files[0] if tok_files else None
       types = {dtype: len(jax.tree.leaves(params))}
     else:
-      spec, where = _tokenizer_json(src)
-      if spec is None:
-        raise ExportError(
-            f'{source}: GGUF needs a byte-level BPE tokenizer.json for '
-            f'llama.cpp; this model has {where} (pass '
-            f'--tokenizer=PATH/tokenizer.json, or {BYTES!r} for ByteVocab)')
-      meta = gguf_export.tokenizer_metadata(spec, where, cfg.vocab_size,
-                                            src.facts)
+      meta = _gguf_tokenizer(src, source, cfg.vocab_size)
       types = gguf_export.write(os.path.join(tmp, 'model.gguf'), cfg, params,
                                 meta, dtype=dtype, context_length=context)
       files, tok_file = ['model.gguf'], src.tokenizer

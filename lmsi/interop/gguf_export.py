@@ -2,12 +2,14 @@
 `lmsi.interop.gguf_import`).
 
 Written with the `gguf` package's `GGUFWriter`: architecture metadata
-(llama, or qwen2 for a decoder with q/k/v biases), llama.cpp's rotary
-permutation of q/k rows redone for llama, 2-D weights as F32, F16, BF16 or
-Q8_0 (1-D norms and biases stay F32, as llama.cpp's converter does), and
-the tokenizer as llama.cpp's byte-level BPE metadata, built from a
-`tokenizer.json` (tokens, token types, merges, pre-tokenizer name, special
-ids, chat template).
+(llama, qwen2 for a decoder with q/k/v biases, or gemma3 for Gemma 3's
+block with the constants a gemma3 GGUF leaves out), llama.cpp's rotary
+permutation of q/k rows redone for llama, Gemma's norms stored as 1 + w,
+2-D weights as F32, F16, BF16 or Q8_0 (1-D norms and biases stay F32, as
+llama.cpp's converter does), and the tokenizer as llama.cpp's metadata:
+byte-level BPE from a `tokenizer.json` (tokens, token types, merges,
+pre-tokenizer name, special ids, chat template) or SentencePiece from a
+`tokenizer.model` (pieces, scores, types, special ids, add_bos).
 """
 
 from __future__ import annotations
@@ -24,6 +26,43 @@ from lmsi.interop import pretrained
 
 DTYPES = ('float32', 'float16', 'bfloat16', 'q8_0')
 _NORMAL, _CONTROL, _USER_DEFINED, _UNUSED = 1, 3, 4, 5  # llama.cpp types
+
+
+def sentencepiece_metadata(model_proto: bytes, vocab_size: int,
+                           facts: dict[str, Any], where: str
+                           ) -> dict[str, Any]:
+  """llama.cpp's `tokenizer.ggml.*` values ("llama") of a SentencePiece
+  model: the inverse of `lmsi.vocab.gguf`'s rebuild (user-defined pieces
+  with plain spaces, as llama.cpp's converter writes them).
+
+  Raises:
+    pretrained.ConversionError: naming `where` if the model is not BPE or
+      its pieces do not match the model's `vocab_size`.
+  """
+  from sentencepiece import (  # pylint: disable=g-import-not-at-top
+      sentencepiece_model_pb2 as sp_pb2)
+  model = sp_pb2.ModelProto.FromString(model_proto)
+  if model.trainer_spec.model_type != sp_pb2.TrainerSpec.BPE:
+    raise pretrained.ConversionError(
+        f'{where}: a SentencePiece {sp_pb2.TrainerSpec.ModelType.Name(model.trainer_spec.model_type)} '
+        'model; llama.cpp\'s "llama" tokenizer is SentencePiece BPE')
+  if len(model.pieces) != vocab_size:
+    raise pretrained.ConversionError(
+        f'{where}: {len(model.pieces)} pieces but the model has vocab_size='
+        f'{vocab_size}')
+  spec = model.trainer_spec
+  special = lambda i: i if i >= 0 else None
+  return {
+      'model': 'llama', 'pre': 'default',
+      'tokens': [p.piece.replace('\u2581', ' ') if p.type == _USER_DEFINED
+                 else p.piece for p in model.pieces],
+      'scores': [p.score for p in model.pieces],
+      'types': [p.type for p in model.pieces], 'merges': None,
+      'bos_id': special(spec.bos_id), 'eos_id': special(spec.eos_id),
+      'pad_id': special(spec.pad_id), 'unk_id': special(spec.unk_id),
+      'add_bos': bool(facts.get('add_bos')),
+      'add_space_prefix': model.normalizer_spec.add_dummy_prefix,
+      'chat_template': facts.get('chat_template')}
 
 
 def _pre_name(pre_tokenizer: dict | None) -> str | None:
@@ -105,6 +144,37 @@ def _tensor(w: np.ndarray, dtype: str):
   return gguf.quants.quantize(w, qtype), qtype, qtype.name
 
 
+def gguf_architecture(cfg: decoder_lib.DecoderConfig, where: str) -> str:
+  """llama.cpp's architecture for `cfg`: llama, qwen2 or gemma3.
+
+  gemma3 only where importing the file gives `cfg` back: Gemma 3's block
+  with the constants a gemma3 GGUF leaves out (`gguf_import.GEMMA3_ASSUMED`,
+  query_pre_attn_scalar = head_dim).
+
+  Raises:
+    pretrained.ConversionError: naming `where` and what GGUF cannot hold.
+  """
+  family = hf_export.model_type(cfg)
+  if family == 'gemma3_text':
+    differ = [f'{k}={getattr(cfg, k)!r}' for k, v in dict(
+        gguf_import.GEMMA3_ASSUMED,
+        query_pre_attn_scalar=float(cfg.head_dim)).items()
+              if getattr(cfg, k) != v]
+    if not cfg.tie_embeddings:
+      differ.append('tie_embeddings=False')
+    if differ:
+      raise pretrained.ConversionError(
+          f'{where}: a gemma3 GGUF has no field for {", ".join(differ)} '
+          '(llama.cpp assumes Gemma 3\'s); export with --format=hf')
+    return 'gemma3'
+  if family not in ('llama', 'qwen2') or cfg.rope_scaling != 'none':
+    raise pretrained.ConversionError(
+        f'{where}: GGUF export of a {family} model (rope_scaling='
+        f'{cfg.rope_scaling!r}) is not supported (llama / qwen2 with plain '
+        'RoPE, gemma3); export with --format=hf')
+  return family
+
+
 def write(path: str, cfg: decoder_lib.DecoderConfig, params: dict[str, Any],
           tokenizer: dict[str, Any], *, dtype: str = 'float32',
           context_length: int = 2048, name: str = 'lmsi') -> dict[str, int]:
@@ -118,16 +188,10 @@ def write(path: str, cfg: decoder_lib.DecoderConfig, params: dict[str, Any],
   """
   import gguf  # pylint: disable=g-import-not-at-top
   pretrained.check_expressible(cfg, path)
-  family = hf_export.model_type(cfg)
-  if family not in ('llama', 'qwen2') or cfg.rope_scaling != 'none':
-    raise pretrained.ConversionError(
-        f'{path}: GGUF export of a {family} model (rope_scaling='
-        f'{cfg.rope_scaling!r}) is not supported (llama / qwen2 with plain '
-        'RoPE only); export with --format=hf')
+  arch = gguf_architecture(cfg, path)
   if dtype not in DTYPES:
     raise pretrained.ConversionError(
         f'dtype {dtype!r} is not one of {list(DTYPES)}')
-  arch = 'qwen2' if cfg.attention_bias else 'llama'
   w = gguf.GGUFWriter(path, arch)
   w.add_name(name)
   w.add_context_length(context_length)
@@ -142,6 +206,11 @@ def write(path: str, cfg: decoder_lib.DecoderConfig, params: dict[str, Any],
   w.add_layer_norm_rms_eps(cfg.norm_eps)
   w.add_rope_freq_base(cfg.rope_theta)
   w.add_vocab_size(cfg.vocab_size)
+  if arch == 'gemma3':
+    w.add_sliding_window(cfg.sliding_window)
+    if cfg.rope_scaling == 'linear':
+      w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+      w.add_rope_scaling_factor(cfg.rope_factor)
   w.add_file_type({'float32': gguf.LlamaFileType.ALL_F32,
                    'float16': gguf.LlamaFileType.MOSTLY_F16,
                    'bfloat16': gguf.LlamaFileType.MOSTLY_BF16,
@@ -150,21 +219,29 @@ def write(path: str, cfg: decoder_lib.DecoderConfig, params: dict[str, Any],
   w.add_tokenizer_pre(tokenizer['pre'])
   w.add_token_list(tokenizer['tokens'])
   w.add_token_types(tokenizer['types'])
-  w.add_token_merges(tokenizer['merges'])
+  if tokenizer.get('merges') is not None:
+    w.add_token_merges(tokenizer['merges'])
+  if tokenizer.get('scores') is not None:
+    w.add_token_scores(tokenizer['scores'])
   for key, add in (('bos_id', w.add_bos_token_id),
                    ('eos_id', w.add_eos_token_id),
                    ('pad_id', w.add_pad_token_id),
+                   ('unk_id', w.add_unk_token_id),
                    ('add_bos', w.add_add_bos_token),
+                   ('add_space_prefix', w.add_add_space_prefix),
                    ('chat_template', w.add_chat_template)):
     if tokenizer.get(key) is not None:
       add(tokenizer[key])
   types: Counter = Counter()
+  names = gguf_import.tensor_names(arch)
   for role, weight in pretrained.disassemble(cfg, params).items():
-    kind, tensor_name = pretrained.tensor_name(role, gguf_import.TENSOR_NAMES)
+    kind, tensor_name = pretrained.tensor_name(role, names)
     weight = np.asarray(weight, np.float32)
     if arch == 'llama' and kind in ('q', 'k'):
       weight = gguf_import.apply_rope_permutation(
           weight, cfg.num_heads if kind == 'q' else cfg.num_kv_heads)
+    if arch == 'gemma3' and tensor_name.endswith('norm.weight'):
+      weight = weight + np.float32(1.0)  # llama.cpp's Gemma norms: 1 + w
     data, raw_dtype, stored = _tensor(weight, dtype)
     w.add_tensor(tensor_name, data, raw_dtype=raw_dtype)
     types[stored] += 1

@@ -47,6 +47,14 @@ TENSOR_NAMES = {
     **{role: 'blk.{}.' + name for role, name in _LAYER_NAMES.items()}}
 
 
+def tensor_names(arch: str) -> dict[str, str]:
+  """`pretrained.assemble`'s roles -> the tensor names of `arch`'s files."""
+  if arch == 'gemma3':
+    return {**TENSOR_NAMES, **{role: 'blk.{}.' + name
+                               for role, name in GEMMA3_NAMES.items()}}
+  return dict(TENSOR_NAMES)
+
+
 def _field(reader, key: str, default: Any = None) -> Any:
   """The metadata value `key` of a `gguf.GGUFReader`, else `default`."""
   f = reader.fields.get(key)
@@ -128,10 +136,7 @@ def import_gguf(path: str) -> pretrained.Imported:
       tie_embeddings='output.weight' not in tensors,
       attention_bias='blk.0.attn_q.bias' in tensors,
       scale_tied_logits=False, **family)
-  names = dict(TENSOR_NAMES)
-  if gemma:
-    names.update({role: 'blk.{}.' + name
-                  for role, name in GEMMA3_NAMES.items()})
+  names = tensor_names(arch)
 
   def get(role: str):
     r, name = pretrained.tensor_name(role, names)
@@ -159,6 +164,7 @@ def import_gguf(path: str) -> pretrained.Imported:
          'eos_id': _field(reader, 'tokenizer.ggml.eos_token_id'),
          'bos_id': _field(reader, 'tokenizer.ggml.bos_token_id'),
          'pad_id': _field(reader, 'tokenizer.ggml.padding_token_id'),
+         'unk_id': _field(reader, 'tokenizer.ggml.unknown_token_id'),
          'add_bos': _field(reader, 'tokenizer.ggml.add_bos_token'),
          'chat_template': _field(reader, 'tokenizer.chat_template')}
   types = Counter(t.tensor_type.name for t in reader.tensors)

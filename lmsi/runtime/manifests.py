@@ -22,16 +22,7 @@ import gin
 
 from lmsi.runtime import fileio
 
-_CHUNK = 1 << 20
-
-
-def file_sha256(path: str) -> str:
-  """The sha256 (hex) of a file's bytes, read in 1 MiB chunks."""
-  digest = hashlib.sha256()
-  with epath.Path(path).open('rb') as f:
-    while chunk := f.read(_CHUNK):
-      digest.update(chunk)
-  return digest.hexdigest()
+file_sha256 = fileio.file_sha256  # the sha256 (hex) of a file's bytes
 
 
 def tree_sha256(path: str) -> str:

@@ -33,7 +33,8 @@ def exemplar_prefix(
                                   prompts.Format.DIRECT_FEWSHOT):
     return []
   probes = [prompts.render(fmt, q, exemplars) for q in ('x', 'How many?')]
-  return sampling.common_prefix([vocab.encode(p) for p in probes])
+  return sampling.common_prefix(
+      [vocab_base.prompt_ids(vocab, p) for p in probes])
 
 
 def sample_prompts(
@@ -60,7 +61,8 @@ def sample_prompts(
   out: list[list[tuple[str, float]]] = [[] for _ in prompt_texts]
   with_prefix, whole = [], []
   for i, text in enumerate(prompt_texts):
-    ids_i = vocab.encode(text) if prefix is not None else ()
+    ids_i = (vocab_base.prompt_ids(vocab, text) if prefix is not None
+             else ())
     extends = (prefix is not None and len(ids_i) > len(prefix.tokens) and
                tuple(ids_i[:len(prefix.tokens)]) == prefix.tokens)
     (with_prefix if extends else whole).append(i)

@@ -168,7 +168,7 @@ def generate(
   """
   if len(prompts) != len(question_ids):
     raise ValueError(f'{len(prompts)} prompts but {len(question_ids)} ids')
-  encoded = [vocab.encode(p) for p in prompts]
+  encoded = [vocab_base.prompt_ids(vocab, p) for p in prompts]
   if prefix is not None:
     n = len(prefix.tokens)
     for i, e in enumerate(encoded):

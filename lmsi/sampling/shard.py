@@ -92,7 +92,8 @@ def sample(
     prefix = sampling.prefix_for(model_config, params, tokens, mesh)
   # One padded prompt length for the whole run, whatever this shard holds.
   pad_to = batching.bucket(max(
-      [len(vocab.encode(render(q))) - len(tokens) for q in questions] + [1]))
+      [len(vocab_base.prompt_ids(vocab, render(q))) - len(tokens)
+       for q in questions] + [1]))
   options = [prompts.options_of(q.question) for q in mine]
   paths = stage.sample_prompts(
       model_config, params, texts, [q.id for q in mine], sampling_config,

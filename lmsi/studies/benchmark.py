@@ -202,7 +202,14 @@ class BenchmarkContext(common.RunContext):
             for task in self.eval_tasks}
 
   def self_generate(self, arm, model, *, no_vote, samples_dir, formats=None,
-                    questions=None, exemplars=None):
+                    questions=None, exemplars=None, learner='sft',
+                    margin=0.0):
+    if learner != 'sft':
+      raise NotImplementedError(
+          f'learner={learner!r}: the benchmark study fine-tunes with the '
+          "paper's learner only so far; the preference learner runs in the "
+          'demo study (gin/experiments/learners.gin) and through the stage '
+          'binaries (gin/runs/finetune_preference.gin)')
     if formats is not None or questions is not None or exemplars is not None:
       raise NotImplementedError('the study samples its pool with the '
                                 "tasks' exemplars into the four formats")
@@ -228,9 +235,11 @@ class BenchmarkContext(common.RunContext):
                        for p, path in zip(self.pools, paths)}
     return common.SelfGenerated(self.files[arm])
 
-  def fit(self, arm, data, *, round_, suffix, init, config=None):
-    """Registers the arm's mixture over the files and fine-tunes on it;
-    None if no file holds an example."""
+  def fit(self, arm, data, *, round_, suffix, init, config=None,
+          settings=None):
+    """Registers the arm's mixture over the files and fine-tunes on it
+    (with `settings`, else the study's budget); None if no file holds an
+    example."""
     if config is not None:
       raise NotImplementedError('the study fine-tunes its one model')
     mixture, names = None, []
@@ -244,7 +253,8 @@ class BenchmarkContext(common.RunContext):
       logging.warning('study: %s has no training examples; not fine-tuned',
                       arm)
       return None
-    self._timed(f'train {arm}', train_lib.train_with, settings=self.finetune,
+    self._timed(f'train {arm}', train_lib.train_with,
+                settings=settings or self.finetune,
                 model_config=self.model_config, mixture_or_task_name=mixture,
                 task_feature_lengths=self.task_feature_lengths,
                 model_dir=self.path(arm, 'model'),

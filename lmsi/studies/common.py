@@ -43,6 +43,7 @@ from lmsi.trainer import trainer
 from lmsi.voting import aggregation
 
 FINETUNE_FROM = ('base', 'previous')
+LEARNERS = aggregation.LEARNERS  # 'sft' (the paper), 'preference' (ScPO)
 QUESTIONS = ('unlabeled', 'generated')
 EXEMPLARS = ('hand', 'self')
 ByTask = dict[str, results.ArmResult]  # an arm's result on each eval task
@@ -64,10 +65,19 @@ class Ablation:
   exemplars, from the base's zero-shot answers, replace the hand-written
   ones in sampling, training prompts and evaluation; the arm adds a '<name>
   base' row, the base evaluated with them. The run's seed replaces both
-  configs' seeds.
+  configs' seeds. learner='preference' (ScPO, `lmsi.voting.preference`):
+  round 1's samples and vote make preference pairs (vote margin at least
+  `margin`) and the base is fine-tuned on them with the preference loss
+  (`preference`: beta, alpha), the same steps and batch as every arm.
   """
 
   formats: tuple[str, ...] = prompts.FORMAT_NAMES  # paper Table 6 ablates
+  learner: str = 'sft'
+  margin: float = 0.0
+  preference: trainer.PreferenceConfig | None = None
+  # The arm's own fine-tuning budget (default: the study's), e.g. half the
+  # batch in pairs, so that a preference step trains as many rows.
+  finetune: trainer.TrainSettings | None = None
   questions: str = 'unlabeled'
   question_gen: question_gen.QuestionGenConfig | None = None
   question_warmup: trainer.TrainSettings | None = None
@@ -80,6 +90,9 @@ class Ablation:
       raise ValueError(f'Ablation: questions={self.questions!r} must be one '
                        f'of {QUESTIONS}, exemplars={self.exemplars!r} one of '
                        f'{EXEMPLARS}')
+    if self.learner not in LEARNERS:
+      raise ValueError(f'Ablation: learner={self.learner!r} must be one of '
+                       f'{LEARNERS}')
 
   def resolved(self, seed: int,
                sampling_config: generation.SamplingConfig) -> Ablation:
@@ -99,7 +112,14 @@ class Ablation:
 
   def manifest(self) -> dict[str, Any]:
     out = {'formats': list(aggregation.parse_formats(self.formats)),
-           'questions': self.questions, 'exemplars': self.exemplars}
+           'questions': self.questions, 'exemplars': self.exemplars,
+           'learner': self.learner}
+    if self.finetune is not None:
+      out['finetune'] = dataclasses.asdict(self.finetune)
+    if self.learner == 'preference':
+      out['margin'] = self.margin
+      out['preference'] = dataclasses.asdict(
+          self.preference or trainer.PreferenceConfig())
     if self.questions == 'generated':
       out['question_gen'] = self.question_gen.manifest()
       out['question_warmup'] = self.question_warmup and dataclasses.asdict(
@@ -160,9 +180,13 @@ class Model:
 
 @dataclasses.dataclass(frozen=True)
 class SelfGenerated:
-  """An arm's training data: a self-generated file per dataset."""
+  """An arm's training data: a self-generated file per dataset (`learner`
+  'sft': selfgen.jsonl; 'preference': pairs.jsonl, trained with
+  `preference`'s loss)."""
 
   files: dict[str, str]
+  learner: str = 'sft'
+  preference: trainer.PreferenceConfig | None = None
 
 
 class RunContext(abc.ABC):
@@ -191,17 +215,20 @@ class RunContext(abc.ABC):
   def self_generate(self, arm: str, model: Model, *, no_vote: bool,
                     samples_dir: str, formats: Sequence[str] | None = None,
                     questions: Any = None,
-                    exemplars: Any = None) -> SelfGenerated:
+                    exemplars: Any = None, learner: str = 'sft',
+                    margin: float = 0.0) -> SelfGenerated:
     """Samples with `model` into `samples_dir` (skipped where complete) and
-    votes (or, `no_vote`, picks one random path) into <arm>/selfgen.
+    votes (or, `no_vote`, picks one random path) into <arm>/selfgen
+    (`learner` 'preference': the vote's pairs, margin >= `margin`).
     `formats`, `questions` and `exemplars` default to the study's."""
 
   @abc.abstractmethod
   def fit(self, arm: str, data: SelfGenerated, *, round_: int, suffix: str,
-          init: Model,
-          config: decoder_lib.DecoderConfig | None = None) -> Model | None:
-    """Fine-tunes `init` on `data` into <arm>/model; None if `data` holds
-    no example (the arm is then reported as skipped)."""
+          init: Model, config: decoder_lib.DecoderConfig | None = None,
+          settings: trainer.TrainSettings | None = None) -> Model | None:
+    """Fine-tunes `init` on `data` into <arm>/model (with `settings`, else
+    the study's budget); None if `data` holds no example (the arm is then
+    reported as skipped)."""
 
   @abc.abstractmethod
   def train_control(self) -> Model | None:
@@ -278,11 +305,19 @@ def round1_arm(ctx: RunContext, arm: str, suffix: str, *,
   data = ctx.self_generate(
       arm, ctx.base, no_vote=no_vote,
       samples_dir=ctx.path('r1' if shared else arm, 'samples'),
-      formats=formats, questions=questions, exemplars=exemplars)
-  model = ctx.fit(arm, data, round_=1, suffix=suffix, init=ctx.base)
+      formats=formats, questions=questions, exemplars=exemplars,
+      **({'learner': ablation.learner, 'margin': ablation.margin}
+         if ablation.learner != 'sft' else {}))
+  if ablation.learner != 'sft':
+    data = dataclasses.replace(data, preference=ablation.preference)
+  model = ctx.fit(arm, data, round_=1, suffix=suffix, init=ctx.base,
+                  **({'settings': ablation.finetune} if ablation.finetune
+                     else {}))
   rows[key] = (ctx.evaluate(arm, model, ctx.eval_after, kept=data,
                             exemplars=exemplars) if model is not None
-               else skipped(ctx, 'no parseable path' if no_vote
+               else skipped(ctx, 'no parseable path' if no_vote else
+                            'no pair passed the margin'
+                            if ablation.learner == 'preference'
                             else 'the vote kept no path'))
   return rows
 

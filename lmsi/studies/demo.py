@@ -37,6 +37,7 @@ from lmsi.checkpoints import store as checkpoints
 from lmsi.data import exemplars as exemplars_lib
 from lmsi.data import inputs
 from lmsi.data import prompts
+from lmsi.data import records
 from lmsi.data import taskspec
 from lmsi.demo import arithmetic
 from lmsi.demo import base as demo_base
@@ -115,13 +116,14 @@ class DemoContext(common.RunContext):
     return out
 
   def _train(self, model_dir: str, mixture: str, settings, init: str | None,
-             config: decoder_lib.DecoderConfig) -> common.Model:
+             config: decoder_lib.DecoderConfig,
+             **learner: Any) -> common.Model:
     name = os.path.relpath(model_dir, self.output_dir)
     self._timed(f'train {name}', train_lib.train_with, settings,
                 model_config=config, mixture_or_task_name=mixture,
                 task_feature_lengths=self.settings.task_feature_lengths,
                 model_dir=model_dir, initial_checkpoint_path=init,
-                seed=self.settings.seed)
+                seed=self.settings.seed, **learner)
     return common.Model(model_dir, checkpoints.restore_params(config,
                                                               model_dir),
                         config)
@@ -136,14 +138,15 @@ class DemoContext(common.RunContext):
         output_dir=self.path(arm, 'eval'), desc=f'eval {arm}')
     found = styles.eval_styles(self.path(arm, 'eval', 'predictions.jsonl'),
                                arithmetic.style_of)
-    if kept is not None:
+    if kept is not None and kept.learner == 'sft':
       found['kept'] = styles.kept_styles(kept.files['arith'],
                                          arithmetic.style_of)
     return {TASK: results.ArmResult.from_json(
         {**{k: out[k] for k in KEPT_KEYS if k in out}, 'styles': found})}
 
   def self_generate(self, arm, model, *, no_vote, samples_dir, formats=None,
-                    questions=None, exemplars=None):
+                    questions=None, exemplars=None, learner='sft',
+                    margin=0.0):
     questions = self.unlabeled if questions is None else questions
     exemplars = self.exemplars if exemplars is None else exemplars
     t0 = time.monotonic()
@@ -159,9 +162,10 @@ class DemoContext(common.RunContext):
         output_dir=self.path(arm, 'selfgen'), exemplars=exemplars,
         no_vote=no_vote, seed=self.settings.seed,
         min_vote_share=self.settings.min_vote_share,
-        formats=self.settings.formats if formats is None else formats)
+        formats=self.settings.formats if formats is None else formats,
+        learner=learner, margin=margin)
     self.timings[f'self-generate {arm}'] = time.monotonic() - t0
-    return common.SelfGenerated({'arith': path})
+    return common.SelfGenerated({'arith': path}, learner=learner)
 
   def _mixture(self, data: common.SelfGenerated, round_: int,
                suffix: str) -> str:
@@ -173,11 +177,23 @@ class DemoContext(common.RunContext):
                                           else {}))
     return self._mixtures[key]
 
-  def fit(self, arm, data, *, round_, suffix, init, config=None):
+  def fit(self, arm, data, *, round_, suffix, init, config=None,
+          settings=None):
+    settings = settings or self.settings.finetune
+    if data.learner == 'preference':
+      if next(iter(records.read_jsonl(data.files['arith'],
+                                      records.PreferencePair)), None) is None:
+        return None  # no question passed the margin
+      task = taskspec.builder(taskspec.PAIRS).register(
+          data.files['arith'], 'arith', round_, vocabulary=self.vocab_path,
+          suffix=suffix)
+      return self._train(self.path(arm, 'model'), task, settings,
+                         init.checkpoint,
+                         config or self.settings.model_config,
+                         learner='preference', preference=data.preference)
     return self._train(self.path(arm, 'model'),
-                       self._mixture(data, round_, suffix),
-                       self.settings.finetune, init.checkpoint,
-                       config or self.settings.model_config)
+                       self._mixture(data, round_, suffix), settings,
+                       init.checkpoint, config or self.settings.model_config)
 
   def train_control(self):
     return self._train(self.path('control', 'model'), self.arith.mixture,

@@ -4,7 +4,9 @@ Metrics go to `MODEL_DIR/metrics.jsonl` and to a `clu` metric writer (the
 trainer's writes TensorBoard summaries); `clu.periodic_actions.ReportProgress`
 adds steps/sec to it, and a `tqdm` bar shows steps, rate, ETA and loss.
 Checkpoints are saved every `checkpoint_period` steps, at each eval and at
-the end, never of NaN/Inf parameters.
+the end, never of NaN/Inf parameters, and at the step in flight when a
+SIGTERM preempts the run (`lmsi.runtime.preemption`: then `Preempted`,
+exit 75).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import tqdm
 
 from lmsi.checkpoints import store as checkpoints
 from lmsi.runtime import fileio
+from lmsi.runtime import preemption as preemption_lib
 from lmsi.trainer import state as state_lib
 from lmsi.trainer import step as step_lib
 
@@ -78,7 +81,8 @@ def run(state: state_lib.TrainState, *,
         checkpoint_period: int,
         log_period: int = 50,
         plateau: Plateau | None = None,
-        eval_fn: Callable[[Any], float] | None = None) -> LoopResult:
+        eval_fn: Callable[[Any], float] | None = None,
+        preemption: preemption_lib.Watch | None = None) -> LoopResult:
   """Steps `state` to `train_steps` (or a plateau), logging and saving.
 
   Args:
@@ -94,11 +98,14 @@ def run(state: state_lib.TrainState, *,
     log_period: steps between metric lines.
     plateau: optional early stop on `eval_fn(params)` (higher is better).
     eval_fn: called every `plateau.eval_period` steps.
+    preemption: asked after every step; once it says stop, the step just
+      done is checkpointed (and logged) and `Preempted` is raised.
 
   Returns:
     A `LoopResult`; the writer is flushed, not closed.
 
   Raises:
+    preemption_lib.Preempted: after saving, when preempted.
     FloatingPointError: if the loss or the parameters become NaN/Inf; no
       checkpoint of them is written, so the last good one is kept.
   """
@@ -137,7 +144,8 @@ def run(state: state_lib.TrainState, *,
       bar.update(1)
       at_eval = plateau is not None and step % plateau.eval_period == 0
       at_save = step % checkpoint_period == 0 or step == train_steps
-      if (at_eval or at_save) and not bool(
+      preempted = preemption is not None and preemption.should_stop(step)
+      if (at_eval or at_save or preempted) and not bool(
           jax.device_get(_all_finite(params))):
         # Never evaluate or checkpoint NaN/Inf weights (cheap next to a save).
         raise _not_finite('parameters are not finite', step, model_dir, mngr)
@@ -148,9 +156,16 @@ def run(state: state_lib.TrainState, *,
         writer.write_scalars(step, {'eval_metric': metric})
         logging.info('train: step %d eval %.4f', step, metric)
         stopped = plateaued(evals, plateau)
-      if at_eval or at_save or stopped:
+      t_save = time.monotonic()
+      if at_eval or at_save or stopped or preempted:
         checkpoints.save(mngr, step, params,
                          {'opt_state': opt_state, 'step': jnp.int32(step)})
+      if preempted:
+        writer.flush()
+        err = preemption_lib.Preempted(step, model_dir)
+        logging.warning('train: %s (the save took %.2f s)', err,
+                        time.monotonic() - t_save)
+        raise err
       if stopped:
         logging.info('train: held-out metric plateaued at step %d', step)
         break

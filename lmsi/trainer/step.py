@@ -50,12 +50,28 @@ def loss_fn(cfg: decoder_lib.DecoderConfig, params: Any,
 
 
 def _summed_loss(cfg, params, batch) -> jax.Array:
+  return _reduce_logits(cfg, params, batch, _summed_ce,
+                        jnp.zeros((), jnp.float32))
+
+
+def row_nll(cfg: decoder_lib.DecoderConfig, params: Any,
+            batch: dict[str, jax.Array]) -> jax.Array:
+  """[B]: each row's summed cross-entropy over its weighted (target)
+  tokens, i.e. -log p(targets | inputs) per row (the preference learner's
+  sequence log-probabilities)."""
+  return _reduce_logits(cfg, params, batch, _row_ce,
+                        jnp.zeros(batch['tokens'].shape[:1], jnp.float32))
+
+
+def _reduce_logits(cfg, params, batch, reduce, zero) -> jax.Array:
+  """`reduce(logits, labels, weights)` of the batch's logits, summed over
+  chunks: with `cfg.logits_chunk` the LM head runs that many positions at a
+  time, each chunk's logits recomputed in the backward pass, so [B, chunk,
+  V] is live, not [B, L, V]."""
   model = decoder_lib.Decoder(cfg)
   if not cfg.logits_chunk:
     logits = model.apply({'params': params}, batch['tokens'], batch['valid'])
-    return _summed_ce(logits, batch['labels'], batch['weights'])
-  # The LM head `logits_chunk` positions at a time, each chunk's logits
-  # recomputed in the backward pass: [B, chunk, V] live, not [B, L, V].
+    return reduce(logits, batch['labels'], batch['weights'])
   x = model.apply({'params': params}, batch['tokens'], batch['valid'],
                   method=decoder_lib.Decoder.hidden)
   length, chunk = x.shape[1], cfg.logits_chunk
@@ -64,17 +80,16 @@ def _summed_loss(cfg, params, batch) -> jax.Array:
                      f'{length}')
 
   @jax.checkpoint
-  def chunk_loss(p, xs):
+  def chunk_reduce(p, xs):
     h, labels, weights = xs
     logits = model.apply({'params': p}, h, method=decoder_lib.Decoder.head)
-    return _summed_ce(logits, labels, weights)
+    return reduce(logits, labels, weights)
 
   # [B, L, ...] -> [L / chunk, B, chunk, ...]
   split = lambda a: jnp.swapaxes(
       a.reshape(a.shape[0], length // chunk, chunk, *a.shape[2:]), 0, 1)
   total, _ = jax.lax.scan(
-      lambda acc, xs: (acc + chunk_loss(params, xs), None),
-      jnp.zeros((), jnp.float32),
+      lambda acc, xs: (acc + chunk_reduce(params, xs), None), zero,
       (split(x), split(batch['labels']), split(batch['weights'])))
   return total
 
@@ -82,6 +97,11 @@ def _summed_loss(cfg, params, batch) -> jax.Array:
 def _summed_ce(logits, labels, weights) -> jax.Array:
   ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
   return jnp.sum(ce * weights)
+
+
+def _row_ce(logits, labels, weights) -> jax.Array:
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  return jnp.sum(ce * weights, axis=-1)
 
 
 def _num_targets(batch) -> jax.Array:

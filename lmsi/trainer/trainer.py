@@ -9,7 +9,9 @@ MODEL_DIR. Loss is on target tokens only. Metrics go to
 (clu's metric writer; on gs:// too).
 
 The pieces: `train_step` (optimizer, loss, the jitted step), `train_state`
-(init or resume), `train_loop` (the loop); `train` wires them up.
+(init or resume), `train_loop` (the loop); `train` wires them up. The
+learner is the paper's `sft` (cross-entropy on the mixture's targets) or
+`preference` (ScPO's loss on a pairs task, `lmsi.trainer.preference`).
 """
 
 from __future__ import annotations
@@ -30,8 +32,10 @@ from lmsi.model import decoder as decoder_lib
 from lmsi.data import inputs as inputs_lib
 from lmsi.runtime import manifests
 from lmsi.runtime import fileio
+from lmsi.runtime import preemption
 from lmsi.model import sharding
 from lmsi.trainer import loop as train_loop
+from lmsi.trainer import preference as preference_lib
 from lmsi.trainer import state as train_state
 from lmsi.trainer import step as train_step
 
@@ -40,6 +44,8 @@ if TYPE_CHECKING:
 
 # Re-exported: gin files bind `train.Plateau`, callers name train.Plateau.
 Plateau = train_loop.Plateau
+PreferenceConfig = preference_lib.PreferenceConfig
+LEARNERS = ('sft', 'preference')
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -85,6 +91,8 @@ def train(
     eval_fn: Callable[[Any], float] | None = None,
     mesh_shape: tuple[int, int] = (-1, 1),
     grad_accum_steps: int = 1,
+    learner: str = 'sft',
+    preference: PreferenceConfig | None = None,
 ) -> TrainResult:
   """Trains until `train_steps` (or a plateau); resumes from MODEL_DIR.
 
@@ -110,6 +118,11 @@ def train(
     mesh_shape: ('data', 'model') mesh; -1 takes the remaining devices.
     grad_accum_steps: each step's batch runs as this many micro-batches
       whose gradients are averaged (same update, less activation memory).
+    learner: 'sft' (the paper) or 'preference' (ScPO: the task is a pairs
+      task, `batch_size` counts pairs; the reference is the initial
+      params, scored once into MODEL_DIR/reference_logprobs.json).
+    preference: the preference loss's beta and alpha (default
+      `PreferenceConfig()`).
 
   Returns:
     A `TrainResult`.
@@ -119,7 +132,15 @@ def train(
       checkpoint of them is written, so the last good one is kept.
     OSError: naming MODEL_DIR if it is full or not writable (raised at the
       start, when `train_manifest.json` is written).
+    preemption.Preempted: (exit code 75) after a SIGTERM, once the step in
+      flight is checkpointed; rerunning resumes there.
   """
+  if learner not in LEARNERS:
+    raise ValueError(f'learner={learner!r}: expected one of {LEARNERS}')
+  if learner == 'preference' and grad_accum_steps != 1:
+    raise ValueError('the preference learner does not accumulate gradients '
+                     f'(grad_accum_steps={grad_accum_steps})')
+  preference = preference or PreferenceConfig()
   fileio.makedirs(model_dir)
   done = _finished(model_dir, train_steps)
   if done is not None:
@@ -135,7 +156,9 @@ def train(
       schedule=schedule, seed=seed, grad_accum_steps=grad_accum_steps,
       checkpoint_period=checkpoint_period,
       plateau=dataclasses.asdict(plateau) if plateau else None,
-      model_config=dataclasses.asdict(model_config))
+      model_config=dataclasses.asdict(model_config), learner=learner,
+      preference=(dataclasses.asdict(preference)
+                  if learner == 'preference' else None))
   mesh = sharding.create_mesh(*mesh_shape)
   if batch_size % mesh.shape[sharding.DATA]:
     raise ValueError(f'batch_size={batch_size} is not a multiple of the '
@@ -148,19 +171,28 @@ def train(
       model_config=model_config, tx=tx, mesh=mesh, rules=rules, mngr=mngr,
       model_dir=model_dir, initial_checkpoint_path=initial_checkpoint_path,
       seed=seed)
-  batches = inputs_lib.training_batches(
-      mixture_or_task_name, task_feature_lengths, batch_size, seed=seed,
-      start_step=state.step)
+  batch_sharding = sharding.batch_sharding(mesh, 2)
+  if learner == 'preference':
+    batches, step_fn = _preference_setup(
+        model_config, preference, tx, state, mesh=mesh, rules=rules,
+        task=mixture_or_task_name, lengths=task_feature_lengths,
+        batch_size=batch_size, seed=seed, model_dir=model_dir,
+        batch_sharding=batch_sharding)
+  else:
+    batches = inputs_lib.training_batches(
+        mixture_or_task_name, task_feature_lengths, batch_size, seed=seed,
+        start_step=state.step)
+    step_fn = train_step.make_train_step(model_config, tx, grad_accum_steps)
   writer = summary_writer(model_dir)
   try:
-    with mesh, nn.logical_axis_rules(rules):
+    with mesh, nn.logical_axis_rules(rules), preemption.Watch() as watch:
       out = train_loop.run(
-          state, train_step=train_step.make_train_step(
-              model_config, tx, grad_accum_steps),
-          batches=batches, batch_sharding=sharding.batch_sharding(mesh, 2),
+          state, train_step=step_fn,
+          batches=batches, batch_sharding=batch_sharding,
           train_steps=train_steps, model_dir=model_dir, mngr=mngr,
           writer=writer, checkpoint_period=checkpoint_period,
-          log_period=log_period, plateau=plateau, eval_fn=eval_fn)
+          log_period=log_period, plateau=plateau, eval_fn=eval_fn,
+          preemption=watch)
   finally:
     writer.close()
   result = TrainResult(step=out.state.step, loss=out.loss,
@@ -169,6 +201,27 @@ def train(
       'train_steps': train_steps, 'step': result.step, 'loss': result.loss,
       'stopped_early': result.stopped_early, 'evals': result.evals})
   return result
+
+
+def _preference_setup(model_config, preference, tx, state, *, mesh, rules,
+                      task, lengths, batch_size, seed, model_dir,
+                      batch_sharding):
+  """(batches, step) of the preference learner; scores the reference (the
+  initial params) once, before the first step."""
+  pairs = preference_lib.load_pairs(task, lengths)
+  length = sum(lengths.values())
+  with mesh, nn.logical_axis_rules(rules):
+    reference, facts = preference_lib.stored_reference(
+        model_dir, pairs,
+        reference_params=state.params if state.step == 0 else None,
+        compute=lambda: preference_lib.reference_logprobs(
+            model_config, state.params, pairs, length, batch_size,
+            batch_sharding))
+  logging.info('preference: %d pairs, reference %s', len(pairs),
+               facts['reference_sha256'][:12])
+  batches = preference_lib.batches(pairs, reference, length, batch_size,
+                                   seed=seed, start_step=state.step)
+  return batches, preference_lib.make_step(model_config, tx, preference)
 
 
 def train_with(settings: TrainSettings, **kwargs: Any) -> TrainResult:

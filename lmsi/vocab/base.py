@@ -24,7 +24,9 @@ class Vocabulary(Protocol):
   `i` decodes to (the sampler's stop-string tables); `fingerprint()` is a
   digest stable across processes that names the tokenization (two
   vocabularies with equal fingerprints tokenize alike); `to_seqio()` is the
-  `seqio.Vocabulary` that tokenizes the same way.
+  `seqio.Vocabulary` that tokenizes the same way. A vocabulary whose
+  model wants BOS before a prompt (Gemma, Llama 3) has `add_bos` and
+  `bos_id`: `prompt_ids` adds it; `encode` never does.
   """
 
   vocab_size: int
@@ -46,6 +48,14 @@ class Vocabulary(Protocol):
 
   def to_seqio(self) -> Any:
     ...
+
+
+def prompt_ids(vocab: Vocabulary, text: str) -> list[int]:
+  """`text` encoded as a prompt: BOS first where `vocab.add_bos` asks."""
+  ids = vocab.encode(text)
+  if getattr(vocab, 'add_bos', False):
+    return [vocab.bos_id, *ids]
+  return ids
 
 
 def stop_ids(vocab: Vocabulary) -> tuple[int, ...]:

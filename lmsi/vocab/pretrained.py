@@ -2,7 +2,8 @@
 
   * `HFVocab`: a Hugging Face `tokenizers.Tokenizer` (byte-level BPE) from a
     `tokenizer.json`, or rebuilt from GGUF metadata by `lmsi.vocab.gguf`.
-  * `SentencePieceVocab`: a SentencePiece `.model` file (Llama-1/2, T5).
+  * `SentencePieceVocab`: a SentencePiece model, from a `.model` file
+    (Llama-1/2, T5) or rebuilt from GGUF metadata (Gemma).
 
 `tokenizers` and `sentencepiece` are imported only when one is built.
 """
@@ -13,7 +14,6 @@ import functools
 import hashlib
 import json
 import os
-import shutil
 from collections.abc import Iterable
 
 from lmsi.runtime import fileio
@@ -23,8 +23,11 @@ from lmsi.vocab import base as vocab_base
 class HFVocab:
   """A Hugging Face `tokenizers.Tokenizer` (BPE from tokenizer.json/GGUF).
 
-  `encode` adds no BOS/EOS (SmolLM2 and Qwen2 use none; `add_bos` is kept
-  in the conversion manifest for checkpoints that do). `decode` stops at the
+  `encode` adds no BOS/EOS; `add_bos` says whether prompts start with
+  `bos_id` (`vocab_base.prompt_ids`): the GGUF's add_bos_token, or
+  tokenizer_config.json's, or else whether the tokenizer's own
+  post-processor puts BOS first (Llama 3's does; SmolLM2's and Qwen2's have
+  no BOS). `decode` stops at the
   first EOS and keeps other special tokens as text, like transformers'
   `decode`. `eos_ids`: every id a path ends at, `eos_id` first (Llama 3.1's
   `generation_config.json` lists three; the sampler stops at each).
@@ -34,13 +37,14 @@ class HFVocab:
 
   def __init__(self, tokenizer, *, eos_id: int, pad_id: int | None = None,
                bos_id: int | None = None, source: str = '',
-               eos_ids: Iterable[int] = ()):
+               eos_ids: Iterable[int] = (), add_bos: bool = False):
     self.tokenizer = tokenizer
     self.eos_id = int(eos_id)
     self.eos_ids = tuple(dict.fromkeys([self.eos_id,
                                         *(int(i) for i in eos_ids)]))
     self.pad_id = int(self.eos_id if pad_id is None else pad_id)
     self.bos_id = bos_id
+    self.add_bos = bool(add_bos and bos_id is not None)
     self.vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
     self.source = source
 
@@ -69,8 +73,13 @@ class HFVocab:
       else:
         raise ValueError(f'{path}: no EOS token (set eos_token in '
                          f'{config})')
+    add_bos = names.get('add_bos_token')
+    if add_bos is None:
+      add_bos = (ids['bos'] is not None and
+                 tok.encode('a').ids[:1] == [ids['bos']])
     return cls(tok, eos_id=ids['eos'], pad_id=ids['pad'], bos_id=ids['bos'],
-               source=path, eos_ids=generation_eos_ids(os.path.dirname(path)))
+               source=path, eos_ids=generation_eos_ids(os.path.dirname(path)),
+               add_bos=bool(add_bos))
 
   def encode(self, text: str) -> list[int]:
     return self.tokenizer.encode(text, add_special_tokens=False).ids
@@ -97,16 +106,7 @@ class HFVocab:
     """Writes tokenizer.json (+ the special ids); returns its file name."""
     fileio.write_text_atomic(os.path.join(output_dir, 'tokenizer.json'),
                               self.tokenizer.to_str())
-    names = {f'{k}_token': self.tokenizer.id_to_token(v) for k, v in
-             (('eos', self.eos_id), ('pad', self.pad_id), ('bos', self.bos_id))
-             if v is not None}
-    fileio.write_text_atomic(
-        os.path.join(output_dir, 'tokenizer_config.json'),
-        json.dumps(names, indent=1) + '\n')
-    if len(self.eos_ids) > 1:
-      fileio.write_text_atomic(
-          os.path.join(output_dir, GENERATION_CONFIG),
-          json.dumps({'eos_token_id': list(self.eos_ids)}, indent=1) + '\n')
+    _write_special(output_dir, self, self.tokenizer.id_to_token)
     return 'tokenizer.json'
 
   def fingerprint(self) -> str:
@@ -116,32 +116,63 @@ class HFVocab:
   def _fingerprint(self) -> str:
     # Hashing the serialized tokenizer takes ~17 ms (SmolLM2's), and the
     # sampler asks for it once per batch (its stop tables' cache key).
-    text = self.tokenizer.to_str().encode('utf-8')
-    return 'hf:' + hashlib.sha256(text).hexdigest()
+    digest = hashlib.sha256(self.tokenizer.to_str().encode('utf-8'))
+    if self.add_bos:  # the same tokenizer, but prompts tokenize otherwise
+      digest.update(b' add_bos')
+    return 'hf:' + digest.hexdigest()
 
   def to_seqio(self):
     return vocab_base.seqio_twin(self)
 
 
 class SentencePieceVocab:
-  """A SentencePiece model file (Llama-1/2, T5 style tokenizers)."""
+  """A SentencePiece model: a `.model` file (Llama-1/2, T5) or one rebuilt
+  from a GGUF file's metadata (`lmsi.vocab.gguf`: Gemma).
 
-  def __init__(self, path: str):
+  `add_bos`: prompts start with `bos_id` (`vocab_base.prompt_ids`; Gemma's
+  do, and its model is lost without it). `encode` itself never adds it, so
+  training targets get none. Control pieces written inside the text (e.g.
+  "<start_of_turn>") are encoded as text, as SentencePiece does; lmsi's
+  prompts hold none.
+  """
+
+  def __init__(self, model_proto: bytes, *, source: str = '',
+               add_bos: bool = False, eos_ids: Iterable[int] = ()):
     import sentencepiece  # pylint: disable=g-import-not-at-top
-    self.path = path
-    self.sp = sentencepiece.SentencePieceProcessor(model_file=path)
+    self.model_proto = model_proto
+    self.source = source
+    self.sp = sentencepiece.SentencePieceProcessor(model_proto=model_proto)
     self.vocab_size = self.sp.get_piece_size()
     self.eos_id = self.sp.eos_id()
+    self.eos_ids = tuple(dict.fromkeys([self.eos_id,
+                                        *(int(i) for i in eos_ids)]))
     self.pad_id = max(self.sp.pad_id(), 0)
     self.unk_id = self.sp.unk_id()
+    self.bos_id = self.sp.bos_id() if self.sp.bos_id() >= 0 else None
+    self.add_bos = bool(add_bos and self.bos_id is not None)
+
+  @classmethod
+  def from_file(cls, path: str) -> SentencePieceVocab:
+    """A `.model` file (+ `add_bos_token` from a tokenizer_config.json and
+    the EOS list of a generation_config.json beside it)."""
+    with open(path, 'rb') as f:
+      proto = f.read()
+    config = os.path.join(os.path.dirname(path), 'tokenizer_config.json')
+    add_bos = False
+    if os.path.exists(config):
+      with open(config, encoding='utf-8') as f:
+        add_bos = bool(json.load(f).get('add_bos_token', False))
+    return cls(proto, source=path, add_bos=add_bos,
+               eos_ids=generation_eos_ids(os.path.dirname(path)))
 
   def encode(self, text: str) -> list[int]:
     return list(self.sp.encode(text))
 
   def decode(self, ids: Iterable[int]) -> str:
     kept = vocab_base.ids_before_eos(
-        ids, self.eos_id,
-        lambda i: 0 <= i < self.vocab_size and i != self.pad_id)
+        ids, self.eos_ids,
+        lambda i: 0 <= i < self.vocab_size and i != self.pad_id and
+        i != self.bos_id)
     return self.sp.decode(kept)
 
   def token_bytes(self) -> list[bytes]:
@@ -157,9 +188,11 @@ class SentencePieceVocab:
     return out
 
   def save(self, output_dir: str) -> str:
-    dst = os.path.join(output_dir, 'tokenizer.model')
-    shutil.copyfile(self.path, dst + '.tmp')
-    os.replace(dst + '.tmp', dst)
+    """Writes tokenizer.model (+ add_bos and the special ids in
+    tokenizer_config.json, the EOS list); returns its file name."""
+    fileio.write_atomic(os.path.join(output_dir, 'tokenizer.model'),
+                        lambda f: f.write(self.model_proto), binary=True)
+    _write_special(output_dir, self, self.sp.id_to_piece)
     return 'tokenizer.model'
 
   def fingerprint(self) -> str:
@@ -167,15 +200,31 @@ class SentencePieceVocab:
 
   @functools.cached_property
   def _fingerprint(self) -> str:
-    model = self.sp.serialized_model_proto()
-    return 'sp:' + hashlib.sha256(model).hexdigest()
+    digest = hashlib.sha256(self.model_proto)
+    digest.update(f' add_bos={self.add_bos} eos={self.eos_ids}'.encode())
+    return 'sp:' + digest.hexdigest()
 
   def to_seqio(self):
-    import seqio  # pylint: disable=g-import-not-at-top
-    return seqio.SentencePieceVocabulary(self.path)
+    return vocab_base.seqio_twin(self)
 
 
 GENERATION_CONFIG = 'generation_config.json'
+
+
+def _write_special(output_dir: str, vocab, piece_of) -> None:
+  """tokenizer_config.json (add_bos_token and the special tokens by name)
+  and, for several EOS ids, generation_config.json's list: what `from_file`
+  reads back."""
+  config = {'add_bos_token': vocab.add_bos,
+            **{f'{k}_token': piece_of(v) for k, v in
+               (('eos', vocab.eos_id), ('pad', vocab.pad_id),
+                ('bos', vocab.bos_id)) if v is not None}}
+  fileio.write_text_atomic(os.path.join(output_dir, 'tokenizer_config.json'),
+                           json.dumps(config, indent=1) + '\n')
+  if len(vocab.eos_ids) > 1:
+    fileio.write_text_atomic(
+        os.path.join(output_dir, GENERATION_CONFIG),
+        json.dumps({'eos_token_id': list(vocab.eos_ids)}, indent=1) + '\n')
 
 
 def generation_eos_ids(directory: str) -> tuple[int, ...]:

@@ -131,16 +131,20 @@ def words_of(texts: Iterable[str]) -> set[str]:
 def load(spec: str) -> vocab_base.Vocabulary:
   """The vocabulary `spec` names.
 
-  'bytes' -> ByteVocab; a `.gguf` file -> HFVocab rebuilt from its metadata;
-  a `.model` file -> SentencePieceVocab; a directory -> its tokenizer.json
-  (or tokenizer.model); a JSON file -> HFVocab if it is a tokenizers file,
-  else WordVocab.
+  'bytes' -> ByteVocab; a `.gguf` file -> HFVocab or SentencePieceVocab
+  rebuilt from its metadata; a `.model` file -> SentencePieceVocab; a
+  directory -> its tokenizer.json (or tokenizer.model); a JSON file ->
+  HFVocab if it is a tokenizers file, else WordVocab. A `gs://` path (every
+  host of a pod reads the same one) is first copied into a local cache,
+  with the tokenizer config files beside it.
 
   Raises:
     FileNotFoundError / ValueError naming the path and what was expected.
   """
   if spec == 'bytes':
     return ByteVocab()
+  if fileio.is_remote(spec):
+    return load(_local_copy(spec))
   if os.path.isdir(spec):
     for name in ('tokenizer.json', 'tokenizer.model'):
       if os.path.exists(os.path.join(spec, name)):
@@ -153,12 +157,42 @@ def load(spec: str) -> vocab_base.Vocabulary:
   if spec.endswith('.gguf'):
     return gguf_vocab.load(spec)
   if spec.endswith('.model'):
-    return pretrained_vocab.SentencePieceVocab(spec)
+    return pretrained_vocab.SentencePieceVocab.from_file(spec)
   with open(spec, encoding='utf-8') as f:
     head = f.read(200)
   if '"pieces"' in head:
     return WordVocab.load(spec)
   return pretrained_vocab.HFVocab.from_file(spec)
+
+
+# What a tokenizer file may have beside it (`HFVocab.from_file`,
+# `SentencePieceVocab.from_file`).
+_SIBLINGS = ('tokenizer.json', 'tokenizer.model', 'tokenizer_config.json',
+             'generation_config.json')
+
+
+def _local_copy(url: str) -> str:
+  """A local copy of the remote tokenizer file or directory `url` (and the
+  config files beside it), under $LMSI_CACHE_DIR (default ~/.cache/lmsi),
+  keyed by the URL; copied atomically on every call, so a changed remote
+  file is never read stale."""
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  root = os.environ.get('LMSI_CACHE_DIR') or os.path.join(
+      os.path.expanduser('~'), '.cache', 'lmsi')
+  key = hashlib.sha256(url.encode('utf-8')).hexdigest()[:16]
+  src = epath.Path(url)
+  if not src.exists():
+    raise FileNotFoundError(f'vocabulary {url!r}: no such file or directory')
+  folder = src if src.is_dir() else src.parent
+  names = {p.name for p in folder.iterdir() if p.name in _SIBLINGS}
+  if not src.is_dir():
+    names.add(src.name)
+  local = os.path.join(root, 'vocab', key)
+  for name in sorted(names):
+    data = (folder / name).read_bytes()
+    fileio.write_atomic(os.path.join(local, name),
+                        lambda f, data=data: f.write(data), binary=True)
+  return local if src.is_dir() else os.path.join(local, src.name)
 
 
 def check_model_vocab(vocab: vocab_base.Vocabulary, model_vocab_size: int,

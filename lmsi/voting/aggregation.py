@@ -7,7 +7,9 @@ one per `prompts.Format`. Gold answers are never read here: a
 `SelfGenExample` has no gold field.
 
 `no_vote=True` is the ablation: one random parseable path per question,
-no majority filter.
+no majority filter. `learner='preference'` (ScPO, `lmsi.voting.preference`)
+writes `pairs.jsonl` instead: per question a most-voted and a least-voted
+path, weighted by their vote margin, from the same samples and vote.
 
 `python -m lmsi.aggregate --gin_file=gin/runs/aggregate.gin --gin.TASK=...`
 runs `aggregate_task` over what `lmsi.sample`'s binary wrote.
@@ -35,6 +37,11 @@ from lmsi.runtime import fileio
 from lmsi.data import shards
 from lmsi.data import taskspec
 from lmsi.voting import majority as voting
+from lmsi.voting import preference as preference_lib
+
+LEARNERS = ('sft', 'preference')
+SELFGEN_FILE = 'selfgen.jsonl'
+PAIRS_FILE = 'pairs.jsonl'
 
 
 def select_paths(
@@ -127,6 +134,24 @@ def to_examples(kept, questions: Mapping[str, records.Question],
   return out
 
 
+def to_pairs(pairs: Sequence[preference_lib.Pair],
+             questions: Mapping[str, records.Question],
+             exemplars: Sequence[prompts.Exemplar]
+             ) -> list[records.PreferencePair]:
+  """Each pair as a record: the few-shot CoT prompt its paths were sampled
+  from, and both paths trimmed after their answer sentence as CoT targets
+  (as `to_examples` writes them)."""
+  fmt = prompts.Format.COT_FEWSHOT
+  cot = lambda path: prompts.target(fmt, trim_after_answer(path.text), '')
+  return [records.PreferencePair(
+      task=p.chosen.task, id=p.chosen.id,
+      inputs=prompts.render(fmt, questions[p.chosen.id].question, exemplars),
+      chosen=cot(p.chosen), rejected=cot(p.rejected),
+      chosen_sample=p.chosen.sample, rejected_sample=p.rejected.sample,
+      votes_chosen=p.votes_chosen, votes_rejected=p.votes_rejected,
+      samples=p.samples, weight=round(p.weight, 6)) for p in pairs]
+
+
 def aggregate(
     *,
     samples_dir: str,
@@ -141,8 +166,12 @@ def aggregate(
     answer_family: str = 'number',
     formats: Sequence[str] = prompts.FORMAT_NAMES,
     manifest_extra: Mapping[str, Any] | None = None,
+    learner: str = 'sft',
+    margin: float = 0.0,
 ) -> str:
-  """Votes and writes `output_dir/selfgen.jsonl` (+ marker, manifest).
+  """Votes and writes `output_dir/selfgen.jsonl` (+ marker, manifest), or
+  with `learner='preference'` `output_dir/pairs.jsonl` (pairs whose vote
+  margin is at least `margin`).
 
   `answer_family` only sets how direct targets write the label; `formats`
   which of the four formats become training data (paper: all four);
@@ -151,19 +180,24 @@ def aggregate(
   Returns:
     The path of the self-generated file.
   """
-  path = os.path.join(output_dir, 'selfgen.jsonl')
+  if learner not in LEARNERS:
+    raise ValueError(f'learner={learner!r}: expected one of {LEARNERS}')
+  path = os.path.join(output_dir, SELFGEN_FILE if learner == 'sft'
+                      else PAIRS_FILE)
   if fileio.is_complete(path):
     logging.info('aggregate: %s is complete, skipping', path)
     return path
+  if learner == 'preference':
+    return _aggregate_pairs(
+        path, samples_dir=samples_dir, questions=questions,
+        exemplars=exemplars, seed=seed, margin=margin,
+        manifest_extra=manifest_extra)
   kept, counts = select_paths(
       shards.read_samples(samples_dir), no_vote=no_vote, seed=seed,
       min_vote_share=min_vote_share,
       max_paths_per_question=max_paths_per_question, dedup=dedup)
   by_id = {q.id: q for q in questions}
-  missing = sorted({p.id for p, _, _ in kept} - set(by_id))
-  if missing:
-    raise ValueError(f'{samples_dir}: samples for {len(missing)} questions '
-                     f'not in the task split, e.g. {missing[:3]}')
+  _check_questions(samples_dir, {p.id for p, _, _ in kept}, by_id)
   chosen = [f.value for f in parse_formats(formats)]
   examples = to_examples(kept, by_id, exemplars, answer_family, chosen)
   counts['examples'] = len(examples)
@@ -187,6 +221,47 @@ def aggregate(
   fileio.write_json(os.path.join(output_dir, 'aggregate_manifest.json'),
                      manifest)
   fileio.write_jsonl(path, examples)
+  return path
+
+
+def _check_questions(samples_dir: str, ids: set[str],
+                     questions: Mapping[str, records.Question]) -> None:
+  """Raises unless every sampled question id is one of the split's."""
+  missing = sorted(ids - set(questions))
+  if missing:
+    raise ValueError(f'{samples_dir}: samples for {len(missing)} questions '
+                     f'not in the task split, e.g. {missing[:3]}')
+
+
+def _aggregate_pairs(path: str, *, samples_dir: str,
+                     questions: Sequence[records.Question],
+                     exemplars: Sequence[prompts.Exemplar], seed: int,
+                     margin: float,
+                     manifest_extra: Mapping[str, Any] | None) -> str:
+  """`aggregate`'s preference branch: pairs.jsonl and its manifest."""
+  pairs, counts = preference_lib.select_pairs(
+      shards.read_samples(samples_dir), margin=margin, seed=seed)
+  by_id = {q.id: q for q in questions}
+  _check_questions(samples_dir, {p.chosen.id for p in pairs}, by_id)
+  sampling = _sampling_settings(samples_dir)
+  manifest = manifests.stage_manifest(
+      shards.shard_paths(samples_dir), **(manifest_extra or {}),
+      samples_dir=os.path.abspath(samples_dir), sampling=sampling,
+      counts=counts,
+      choices={
+          'learner': 'preference', 'margin': margin, 'seed': seed,
+          'weight': '(votes_chosen - votes_rejected) / samples',
+          'chosen': 'a path of the majority answer (ties: the answer seen '
+                    'first), picked at random keyed by (seed, question id)',
+          'rejected': 'a path of the least-voted answer (ties and paths '
+                      'picked at random, keyed likewise)',
+          'unparseable': 'cast no vote, never paired, count in samples',
+          'inputs': prompts.Format.COT_FEWSHOT.value,
+          'targets': 'path text trimmed after "The answer is X."',
+      })
+  fileio.write_json(os.path.join(os.path.dirname(path),
+                                 'aggregate_manifest.json'), manifest)
+  fileio.write_jsonl(path, to_pairs(pairs, by_id, exemplars))
   return path
 
 
@@ -214,6 +289,8 @@ def aggregate_task(
     max_paths_per_question: int | None = None,
     dedup: bool = False,
     formats: Sequence[str] = prompts.FORMAT_NAMES,
+    learner: str = 'sft',
+    margin: float = 0.0,
 ) -> list[str]:
   """Aggregates what `lmsi.sample.sample_task` wrote for a task or mixture.
 
@@ -236,5 +313,6 @@ def aggregate_task(
         no_vote=no_vote, seed=seed, min_vote_share=min_vote_share,
         max_paths_per_question=max_paths_per_question, dedup=dedup,
         answer_family=family.value, formats=formats,
-        manifest_extra={**notes, 'split': split}))
+        manifest_extra={**notes, 'split': split}, learner=learner,
+        margin=margin))
   return paths
