@@ -80,6 +80,23 @@ def garbage_gold_copy(src_dir, dst_dir, split):
       f.write(json.dumps(r) + '\n')
 
 
+def gemma_like_sentencepiece(tmp_path):
+  """A small SentencePiece BPE model shaped like Gemma's: byte fallback, no
+  dummy prefix, user-defined runs of spaces, BOS 2 / EOS 1 / pad 0."""
+  spm = pytest.importorskip('sentencepiece')
+  corpus = tmp_path / 'corpus.txt'
+  corpus.write_text('\n'.join(f'Tom has {i} apples and  {i + 1}  pears.'
+                              for i in range(300)))
+  spm.SentencePieceTrainer.train(
+      input=str(corpus), model_prefix=str(tmp_path / 'bpe'), vocab_size=300,
+      model_type='bpe', byte_fallback=True, add_dummy_prefix=False,
+      split_digits=True, user_defined_symbols=['\u2581\u2581',
+                                               '\u2581\u2581\u2581'],
+      remove_extra_whitespaces=False, normalization_rule_name='identity',
+      pad_id=0, eos_id=1, bos_id=2, unk_id=3)
+  return tmp_path / 'bpe.model'
+
+
 @pytest.fixture(scope='session')
 def trained_tiny(tiny_cfg, tmp_path_factory):
   """A tiny model trained briefly on the seed split: it writes answers."""

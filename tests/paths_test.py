@@ -144,7 +144,8 @@ def test_a_gs_vocabulary_loads_on_every_worker(memory_gcs, tmp_path,
   """VOCABULARY on gs:// (where every host of a pod reads it): the file and
   the config beside it are copied to a local cache, then loaded as locally
   (a WordVocab here; a tokenizer.json / tokenizer.model the same way)."""
-  from lmsi.vocab import simple as vocab_lib  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from lmsi.vocab import simple as vocab_lib
   monkeypatch.setenv('LMSI_CACHE_DIR', str(tmp_path / 'cache'))
   local = tmp_path / 'vocab.json'
   vocab_lib.WordVocab(['Ann', ' has', ' 3']).save(str(local))

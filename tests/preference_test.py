@@ -173,7 +173,7 @@ def test_preference_fit_scores_the_reference_once_and_resumes_bitwise(
   straight = _fit(tiny_cfg, name, tmp_path / 'a', init, 6, 6)
   assert straight.step == 6 and math.isfinite(straight.loss)
   ref = json.load(open(tmp_path / 'a' / preference.REFERENCE_FILE))
-  assert ref['reference_sha256'] == preference.params_digest(params)
+  assert ref['reference_sha256'] == checkpoints.params_sha256(params)
   manifest = json.load(open(tmp_path / 'a' / 'train_manifest.json'))
   assert manifest['learner'] == 'preference'
   assert manifest['preference'] == {'beta': 0.5, 'alpha': 1.0}

@@ -12,6 +12,7 @@ from lmsi.vocab import pretrained as pretrained_vocab
 from lmsi.vocab import simple as vocab_lib
 from lmsi.vocab import base as vocab_base
 from tests.conftest import REPO
+from tests.conftest import gemma_like_sentencepiece
 
 TEXTS = ['Q: Ann has 3 pens.\nA: 3 + 4 = 7. The answer is 7.', 'héllo ✓', '']
 
@@ -114,23 +115,6 @@ def test_fingerprint_is_stable_across_processes():
   assert vocab_lib.ByteVocab().fingerprint() == 'bytes'
 
 
-def _gemma_like_sentencepiece(tmp_path):
-  """A small SentencePiece BPE model shaped like Gemma's: byte fallback, no
-  dummy prefix, user-defined runs of spaces, BOS 2 / EOS 1 / pad 0."""
-  spm = pytest.importorskip('sentencepiece')
-  corpus = tmp_path / 'corpus.txt'
-  corpus.write_text('\n'.join(f'Tom has {i} apples and  {i + 1}  pears.'
-                              for i in range(300)))
-  spm.SentencePieceTrainer.train(
-      input=str(corpus), model_prefix=str(tmp_path / 'bpe'), vocab_size=300,
-      model_type='bpe', byte_fallback=True, add_dummy_prefix=False,
-      split_digits=True, user_defined_symbols=['\u2581\u2581',
-                                               '\u2581\u2581\u2581'],
-      remove_extra_whitespaces=False, normalization_rule_name='identity',
-      pad_id=0, eos_id=1, bos_id=2, unk_id=3)
-  return tmp_path / 'bpe.model'
-
-
 GGUF_TEXTS = ['Tom has 12 apples.', 'two  spaces and   three', ' lead',
               'bytes: é✓', '']
 
@@ -141,8 +125,9 @@ def test_sentencepiece_gguf_metadata_round_trip(tmp_path):
   rebuilt SentencePiece: the same ids, BOS before prompts only."""
   gguf = pytest.importorskip('gguf')
   from lmsi.interop import gguf_export  # pylint: disable=g-import-not-at-top
-  from lmsi.vocab import gguf as gguf_vocab  # pylint: disable=g-import-not-at-top
-  model = _gemma_like_sentencepiece(tmp_path)
+  # pylint: disable-next=g-import-not-at-top
+  from lmsi.vocab import gguf as gguf_vocab
+  model = gemma_like_sentencepiece(tmp_path)
   original = pretrained_vocab.SentencePieceVocab(model.read_bytes())
   meta = gguf_export.sentencepiece_metadata(
       model.read_bytes(), original.vocab_size, {'add_bos': True}, str(model))
@@ -216,7 +201,7 @@ def test_training_inputs_start_with_bos_where_prompts_do(tmp_path):
   exactly when the sampler's prompts get it, so fine-tuning sees the
   prompts sampling saw."""
   from tasks import sources  # pylint: disable=g-import-not-at-top
-  spm_model = _gemma_like_sentencepiece(tmp_path)
+  spm_model = gemma_like_sentencepiece(tmp_path)
   rows = [{'inputs': 'Tom has 3', 'targets': ' apples.'}]
   for add_bos in (False, True):
     v = pretrained_vocab.SentencePieceVocab(spm_model.read_bytes(),

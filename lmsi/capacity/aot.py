@@ -288,7 +288,8 @@ def describe(p: Program, chip: Chip) -> str:
           f'{g(p.temp_bytes)} + code {g(p.code_bytes)} = '
           f'{g(p.total_bytes)} GiB of {g(chip.hbm_bytes)} GiB HBM '
           f'({"fits" if p.total_bytes <= chip.hbm_bytes else "DOES NOT FIT"})'
-          f'; argument {p.argument_bytes:,} bytes exactly; {p.flops:.3e} FLOPs, {p.bytes_accessed:.3e} bytes accessed '
+          f'; argument {p.argument_bytes:,} bytes exactly; '
+          f'{p.flops:.3e} FLOPs, {p.bytes_accessed:.3e} bytes accessed '
           f'(loop bodies once); compiled in {p.compile_s:.1f} s')
 
 

@@ -12,6 +12,7 @@ read unverified).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -20,6 +21,7 @@ from typing import Any
 from absl import logging
 
 import jax
+import numpy as np
 from etils import epath
 import orbax.checkpoint as ocp
 
@@ -60,8 +62,21 @@ def save(mngr: ocp.CheckpointManager, step: int, params: Any,
       write_digests(os.path.join(str(mngr.directory), str(step)))
 
 
+def params_sha256(params: Any) -> str:
+  """sha256 over every parameter's path, dtype, shape and bytes (the
+  export manifest's and the preference reference's digest)."""
+  digest = hashlib.sha256()
+  for key, leaf in sorted(
+      (jax.tree_util.keystr(k), np.asarray(jax.device_get(v))) for k, v in
+      jax.tree_util.tree_flatten_with_path(params)[0]):
+    digest.update(f'{key} {leaf.dtype} {leaf.shape}\n'.encode())
+    digest.update(np.ascontiguousarray(leaf).tobytes())
+  return digest.hexdigest()
+
+
 def _digest_file(step_dir: str) -> str:
-  """MODEL_DIR/checkpoint_digests/<step>.json of MODEL_DIR/checkpoints/<step>."""
+  """MODEL_DIR/checkpoint_digests/<step>.json, of the step dir
+  MODEL_DIR/checkpoints/<step>."""
   checkpoints_dir = os.path.dirname(step_dir.rstrip('/'))
   return os.path.join(os.path.dirname(checkpoints_dir), DIGESTS,
                       os.path.basename(step_dir.rstrip('/')) + '.json')

@@ -3,7 +3,8 @@
 `Question` (a task's question, gold only where a stage may read it),
 `SampledPath` (one sampled chain of thought), `SelfGenExample` (one training
 example of the self-generated mixture), `PreferencePair` (one question's
-most- and least-voted paths, the preference learner's data). They are written with
+most- and least-voted paths, the preference learner's data). They are
+written with
 `lmsi.runtime.fileio.write_jsonl` and read back with `read_jsonl`, which
 names the file, line and field of any bad record.
 """

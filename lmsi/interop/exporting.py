@@ -24,7 +24,6 @@ no-op, and a `DIR` that holds anything else is refused.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -163,17 +162,6 @@ def _hf_facts(tokenizer_json: str) -> dict[str, Any]:
           'eos_ids': list(vocab.eos_ids), 'pad_id': vocab.pad_id}
 
 
-def params_sha256(params: Any) -> str:
-  """sha256 over every parameter's name, dtype, shape and bytes."""
-  digest = hashlib.sha256()
-  for key, leaf in sorted(
-      (jax.tree_util.keystr(k), np.asarray(v)) for k, v in
-      jax.tree_util.tree_flatten_with_path(params)[0]):
-    digest.update(f'{key} {leaf.dtype} {leaf.shape}\n'.encode())
-    digest.update(np.ascontiguousarray(leaf).tobytes())
-  return digest.hexdigest()
-
-
 def _tokenizer_json(src: Source) -> tuple[dict | None, str]:
   """(parsed tokenizer.json, where it came from) of `src`, or (None, why)."""
   if src.tokenizer == BYTES:
@@ -254,7 +242,7 @@ def export(source: str, out_dir: str, fmt: str, *, dtype: str = 'float32',
   options = {'format': fmt, 'dtype': dtype, 'untie': untie,
              'context_length': context_length, 'tokenizer': src.tokenizer,
              'gguf_pre': gguf_pre}
-  digest = params_sha256(src.params)
+  digest = checkpoints.params_sha256(src.params)
   done = _existing(out_dir, digest, options)
   if done is not None:
     return done

@@ -44,8 +44,9 @@ def sentencepiece_metadata(model_proto: bytes, vocab_size: int,
   model = sp_pb2.ModelProto.FromString(model_proto)
   if model.trainer_spec.model_type != sp_pb2.TrainerSpec.BPE:
     raise pretrained.ConversionError(
-        f'{where}: a SentencePiece {sp_pb2.TrainerSpec.ModelType.Name(model.trainer_spec.model_type)} '
-        'model; llama.cpp\'s "llama" tokenizer is SentencePiece BPE')
+        f'{where}: a SentencePiece '
+        f'{sp_pb2.TrainerSpec.ModelType.Name(model.trainer_spec.model_type)}'
+        ' model; llama.cpp\'s "llama" tokenizer is SentencePiece BPE')
   if len(model.pieces) != vocab_size:
     raise pretrained.ConversionError(
         f'{where}: {len(model.pieces)} pieces but the model has vocab_size='

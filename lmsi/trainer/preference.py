@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from lmsi.checkpoints import store as checkpoints
 from lmsi.data import inputs as inputs_lib
 from lmsi.model import decoder as decoder_lib
 from lmsi.runtime import fileio
@@ -209,18 +210,6 @@ def reference_logprobs(cfg: decoder_lib.DecoderConfig, params: Any,
   return out
 
 
-def params_digest(params: Any) -> str:
-  """sha256 over every parameter's path, dtype, shape and bytes."""
-  h = hashlib.sha256()
-  for key, leaf in sorted(
-      (jax.tree_util.keystr(k), v) for k, v in
-      jax.tree_util.tree_flatten_with_path(params)[0]):
-    value = np.asarray(jax.device_get(leaf))
-    h.update(f'{key} {value.dtype} {value.shape}\n'.encode())
-    h.update(np.ascontiguousarray(value).tobytes())
-  return h.hexdigest()
-
-
 def stored_reference(model_dir: str, pairs: TokenPairs, *,
                      reference_params: Any | None,
                      compute: Any) -> tuple[np.ndarray, dict[str, Any]]:
@@ -253,8 +242,8 @@ def stored_reference(model_dir: str, pairs: TokenPairs, *,
                      'trained: the reference log-probs cannot be recomputed '
                      'from a trained model; use a new MODEL_DIR')
   logprobs = compute()
-  facts = {'pairs_sha256': digest,
-           'reference_sha256': params_digest(reference_params)}
+  facts = {'pairs_sha256': digest, 'reference_sha256':
+               checkpoints.params_sha256(reference_params)}
   fileio.write_json(path, {**facts, 'pairs': len(pairs),
                            'logprobs': logprobs.reshape(-1).tolist()})
   return logprobs, facts
