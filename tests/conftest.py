@@ -22,6 +22,7 @@ if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
   os.environ.setdefault('JAX_COMPILATION_CACHE_MAX_SIZE', str(4 << 30))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import numpy as np  # pylint: disable=g-import-not-at-top
 import pytest  # pylint: disable=g-import-not-at-top
 
 def pytest_configure(config):
@@ -31,6 +32,33 @@ def pytest_configure(config):
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(os.path.dirname(REPO), 'shared', 'data')
+# The benchmarks' release files: $LMSI_DATA_DIR, else ../shared/data.
+DATA_DIR = os.environ.get('LMSI_DATA_DIR') or SHARED_DATA
+
+
+def installed_weights(fetch) -> str:
+  """`fetch()`'s path (`lmsi.interop.weights`), or the calling test module
+  skipped with its message (how to install the package)."""
+  try:
+    return fetch()
+  except FileNotFoundError as e:
+    pytest.skip(str(e), allow_module_level=True)
+
+
+def lmsi_logits(cfg, params, tokens, valid):
+  """The decoder's logits, numpy [B, L, V]."""
+  from lmsi.model import decoder  # pylint: disable=g-import-not-at-top
+  return np.asarray(decoder.Decoder(cfg).apply({'params': params}, tokens,
+                                               valid))
+
+
+def transformers_logits(model, tokens, valid):
+  """A transformers causal LM's float32 logits, numpy [B, L, V]."""
+  import torch  # pylint: disable=g-import-not-at-top
+  with torch.no_grad():
+    return model(input_ids=torch.tensor(tokens, dtype=torch.long),
+                 attention_mask=torch.tensor(valid, dtype=torch.long)
+                 ).logits.float().numpy()
 
 
 def tiny_config():

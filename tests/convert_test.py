@@ -12,13 +12,14 @@ import pytest
 
 from lmsi.interop import importing as convert
 from lmsi.interop import weights
-from lmsi.model import decoder as decoder_lib
 from lmsi.interop import gguf_import
 from lmsi.interop import hf_import
 from lmsi.interop import pretrained
 from lmsi.vocab import pretrained as pretrained_vocab
 from lmsi.vocab import simple as vocab_lib
 from tests.conftest import REPO
+from tests.conftest import lmsi_logits
+from tests.conftest import transformers_logits
 
 torch = pytest.importorskip('torch')
 transformers = pytest.importorskip('transformers')
@@ -51,12 +52,8 @@ def _compare(imported, model, atol=2e-5):
   valid = np.ones_like(tokens, bool)
   valid[1, 9:] = False
   valid[2, 5:] = False
-  got = np.asarray(decoder_lib.Decoder(imported.config).apply(
-      {'params': imported.params}, tokens, valid))
-  with torch.no_grad():
-    want = model(input_ids=torch.tensor(tokens, dtype=torch.long),
-                 attention_mask=torch.tensor(valid, dtype=torch.long)
-                 ).logits.float().numpy()
+  got = lmsi_logits(imported.config, imported.params, tokens, valid)
+  want = transformers_logits(model, tokens, valid)
   np.testing.assert_allclose(got[valid], want[valid], atol=atol)
 
 

@@ -36,6 +36,8 @@ from lmsi.sampling import batching
 from lmsi.sampling import generation
 from lmsi.vocab import simple as vocab_lib
 from tests.conftest import REPO
+from tests.conftest import lmsi_logits
+from tests.conftest import transformers_logits
 
 torch = pytest.importorskip('torch')
 transformers = pytest.importorskip('transformers')
@@ -232,22 +234,10 @@ def batch(texts):
   return batching.pad_batch(ids, max(map(len, ids)), VOCAB.pad_id)
 
 
-def ours_logits(cfg, params, tokens, valid):
-  return np.asarray(decoder_lib.Decoder(cfg).apply({'params': params},
-                                                   tokens, valid))
-
-
-def theirs_logits(model, tokens, valid):
-  with torch.no_grad():
-    return model(input_ids=torch.tensor(tokens, dtype=torch.long),
-                 attention_mask=torch.tensor(valid, dtype=torch.long)
-                 ).logits.float().numpy()
-
-
 def max_diff(cfg, params, model) -> float:
   tokens, valid = batch(prompts())
-  return float(np.max(np.abs(ours_logits(cfg, params, tokens, valid)
-                             - theirs_logits(model, tokens, valid))[valid]))
+  return float(np.max(np.abs(lmsi_logits(cfg, params, tokens, valid)
+                             - transformers_logits(model, tokens, valid))[valid]))
 
 
 def greedy_ours(cfg, params, texts, num_slots=3, draft_tokens=0):
@@ -375,8 +365,8 @@ def test_bfloat16_row(family, tmp_path):
   cfg16, params16 = decoder_lib.with_dtype(imp.config, imp.params,
                                            'bfloat16')
   tokens, valid = batch(prompts())
-  ours = ours_logits(cfg16, params16, tokens, valid)
-  theirs = theirs_logits(model, tokens, valid)
+  ours = lmsi_logits(cfg16, params16, tokens, valid)
+  theirs = transformers_logits(model, tokens, valid)
   agree = float(np.mean((ours.argmax(-1) == theirs.argmax(-1))[valid]))
   texts = prompts()
   same = sum(a == b for a, b in zip(greedy_ours(cfg16, params16, texts),
@@ -401,8 +391,8 @@ def test_export_round_trip(family, tmp_path):
       str(tmp_path), dtype=torch.float32).eval()
   assert type(loaded).__name__ == FAMILIES[name][1]
   tokens, valid = batch(prompts())
-  diff = float(np.max(np.abs(theirs_logits(loaded, tokens, valid)
-                             - theirs_logits(model, tokens, valid))[valid]))
+  diff = float(np.max(np.abs(transformers_logits(loaded, tokens, valid)
+                             - transformers_logits(model, tokens, valid))[valid]))
   ours = max_diff(imp.config, imp.params, loaded)
   print(f'\n{name}: HF -> lmsi -> export -> from_pretrained: max |logit '
         f'diff| to the original {diff:.3g} (<= {EXPORT_LOGITS}), to lmsi '
@@ -662,7 +652,7 @@ def test_switches_under_scan_remat_and_a_2x4_mesh(tmp_path, name):
   jax.tree_util.tree_map(
       lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
       grads, grads0)
-  want = ours_logits(cfg, imp.params, tokens, valid)
+  want = lmsi_logits(cfg, imp.params, tokens, valid)
   mesh = sharding.create_mesh(2, 4)
   rules = sharding.logical_axis_rules()
   specs = decoder_lib.logical_param_specs(cfg)
@@ -705,5 +695,5 @@ def test_convert_and_export_a_llama31_directory(tmp_path):
   loaded = load_reference(
       str(tmp_path / 'out'), dtype=torch.float32).eval()
   tokens, valid = batch(prompts())
-  np.testing.assert_array_equal(theirs_logits(loaded, tokens, valid),
-                                theirs_logits(model, tokens, valid))
+  np.testing.assert_array_equal(transformers_logits(loaded, tokens, valid),
+                                transformers_logits(model, tokens, valid))

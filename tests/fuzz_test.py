@@ -149,24 +149,19 @@ def _word_vocab():
   return vocab_lib.WordVocab(['Ann', ' has', ' 3', ' apples', '.', ' é'])
 
 
-@FUZZ
-@given(text=st.text())
-def test_byte_level_vocabularies_are_lossless(text):
-  for vocab in (vocab_lib.ByteVocab(), _word_vocab(), _HF_BYTES):
-    assert vocab.decode(vocab.encode(text)) == text, type(vocab).__name__
-
-
-_HF_BYTES = None
-
-
-@pytest.fixture(autouse=True, scope='module')
-def _hf_bytes():
-  global _HF_BYTES
+@pytest.fixture(scope='module')
+def byte_level_bpe():
   tokenizers = pytest.importorskip('tokenizers')
-  _HF_BYTES = pretrained_vocab.HFVocab(
+  return pretrained_vocab.HFVocab(
       tokenizers.Tokenizer.from_str(pretrained_vocab.byte_tokenizer_json()),
       eos_id=1, pad_id=0)
-  yield
+
+
+@FUZZ
+@given(text=st.text())
+def test_byte_level_vocabularies_are_lossless(byte_level_bpe, text):
+  for vocab in (vocab_lib.ByteVocab(), _word_vocab(), byte_level_bpe):
+    assert vocab.decode(vocab.encode(text)) == text, type(vocab).__name__
 
 
 @pytest.fixture(scope='module')

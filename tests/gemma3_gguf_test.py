@@ -30,18 +30,16 @@ from lmsi.sampling import batching
 from lmsi.sampling import generation
 from lmsi.vocab import base as vocab_base
 from lmsi.vocab import simple as vocab_lib
+from tests.conftest import DATA_DIR
+from tests.conftest import installed_weights
+from tests.conftest import lmsi_logits
+from tests.conftest import transformers_logits
 
 pytestmark = pytest.mark.slow
 
 torch = pytest.importorskip('torch')
 transformers = pytest.importorskip('transformers')
-try:
-  GGUF = weights.gemma3_270m_gguf()
-except FileNotFoundError as e:
-  pytest.skip(str(e), allow_module_level=True)
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA = os.environ.get('LMSI_DATA_DIR',
-                      os.path.join(REPO, '..', 'shared', 'data'))
+GGUF = installed_weights(weights.gemma3_270m_gguf)
 
 
 @pytest.fixture(scope='module')
@@ -69,7 +67,7 @@ def vocab():
 
 def gsm8k_prompts(n: int) -> list[str]:
   """n GSM8K test questions after the paper's 8-shot CoT exemplars."""
-  path = os.path.join(DATA, 'gsm8k', 'test.jsonl')
+  path = os.path.join(DATA_DIR, 'gsm8k', 'test.jsonl')
   if not os.path.exists(path):
     pytest.skip(f'{path} not found (set LMSI_DATA_DIR)')
   with open(path, encoding='utf-8') as f:
@@ -130,13 +128,8 @@ def logits(ours, theirs, vocab):
   ids = [vocab_base.prompt_ids(vocab, p) for p in gsm8k_prompts(4)]
   assert min(map(len, ids)) > ours.config.sliding_window
   tokens, valid = batching.pad_batch(ids, max(map(len, ids)))
-  got = np.asarray(decoder_lib.Decoder(ours.config).apply(
-      {'params': ours.params}, tokens, valid))
-  with torch.no_grad():
-    want = theirs(input_ids=torch.tensor(tokens, dtype=torch.long),
-                  attention_mask=torch.tensor(valid, dtype=torch.long)
-                  ).logits.float().numpy()
-  return got, want, valid
+  return (lmsi_logits(ours.config, ours.params, tokens, valid),
+          transformers_logits(theirs, tokens, valid), valid)
 
 
 def test_argmax_past_the_window(logits):
@@ -201,8 +194,7 @@ def test_llama_cpp_argmax(ours, vocab):
     llm.eval(ids)
     theirs = np.asarray(llm.scores[:len(ids)])
     tokens = np.asarray([ids], np.int32)
-    mine = np.asarray(decoder_lib.Decoder(ours.config).apply(
-        {'params': ours.params}, tokens, tokens > -1))[0]
+    mine = lmsi_logits(ours.config, ours.params, tokens, tokens > -1)[0]
     agree += int(np.sum(mine.argmax(-1) == theirs.argmax(-1)))
     total += len(ids)
   print(f'\ngemma3 270m GGUF: llama.cpp argmax agreement '
@@ -245,8 +237,7 @@ def test_export_gguf_and_back(ours, vocab, converted, tmp_path):
   llm.eval(ids)
   theirs = np.asarray(llm.scores[:len(ids)])
   tokens = np.asarray([ids], np.int32)
-  mine = np.asarray(decoder_lib.Decoder(ours.config).apply(
-      {'params': ours.params}, tokens, tokens > -1))[0]
+  mine = lmsi_logits(ours.config, ours.params, tokens, tokens > -1)[0]
   agree = float(np.mean(mine.argmax(-1) == theirs.argmax(-1)))
   print(f'\ngemma3 270m exported GGUF ({manifest["tensor_types"]}): '
         f'llama.cpp argmax agreement {100 * agree:.1f}% of {len(ids)}')
@@ -273,8 +264,7 @@ def test_export_hf_and_back(ours, vocab, converted, tmp_path):
   with torch.no_grad():
     theirs = model(input_ids=torch.tensor([ids])).logits[0].numpy()
   tokens = np.asarray([ids], np.int32)
-  mine = np.asarray(decoder_lib.Decoder(ours.config).apply(
-      {'params': ours.params}, tokens, tokens > -1))[0]
+  mine = lmsi_logits(ours.config, ours.params, tokens, tokens > -1)[0]
   agree = float(np.mean(mine.argmax(-1) == theirs.argmax(-1)))
   diff = float(np.max(np.abs(mine - theirs)))
   print(f'\ngemma3 270m exported HF: transformers argmax agreement '

@@ -26,6 +26,10 @@ from lmsi.model import decoder as decoder_lib
 from lmsi.interop import gguf_import
 from lmsi.sampling import generation as sampling
 from lmsi.vocab import simple as vocab_lib
+from tests.conftest import DATA_DIR
+from tests.conftest import REPO
+from tests.conftest import installed_weights
+from tests.conftest import lmsi_logits
 
 # SmolLM2-135M against transformers (f32 and f64 logits, 64 greedy tokens):
 # minutes of CPU, so `make test-slow` / `make parity` run it, not `make test`.
@@ -33,13 +37,7 @@ pytestmark = pytest.mark.slow
 
 torch = pytest.importorskip('torch')
 transformers = pytest.importorskip('transformers')
-try:
-  GGUF = weights.smollm2_gguf()
-except FileNotFoundError as e:
-  pytest.skip(str(e), allow_module_level=True)
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA = os.environ.get('LMSI_DATA_DIR',
-                      os.path.join(REPO, '..', 'shared', 'data'))
+GGUF = installed_weights(weights.smollm2_gguf)
 
 
 def _jsonl(path):
@@ -51,7 +49,7 @@ def _jsonl(path):
 
 def parity_prompts(n: int = 16) -> list[str]:
   """n GSM8K test prompts of mixed lengths (some with a 1-shot exemplar)."""
-  rows = _jsonl(os.path.join(DATA, 'gsm8k', 'test.jsonl'))
+  rows = _jsonl(os.path.join(DATA_DIR, 'gsm8k', 'test.jsonl'))
   shot = rows[-1]
   shot_text = (f"Q: {shot['question']}\nA: The answer is "
                f"{shot['answer'].split('####')[-1].strip()}.\n\n")
@@ -110,8 +108,7 @@ def test_config_matches_gin_model_file(ours):
 def test_logits_float32(ours, vocab, theirs):
   tokens, valid = batch(vocab, parity_prompts())
   assert len(set(valid.sum(1))) > 8  # mixed lengths, padded
-  got = np.asarray(decoder_lib.Decoder(ours.config).apply(
-      {'params': ours.params}, tokens, valid))
+  got = lmsi_logits(ours.config, ours.params, tokens, valid)
   want = torch_logits(theirs, tokens, valid)
   diff = max_diff(got, want, valid)
   print(f'float32 max |logit diff| = {diff:.3g}')
@@ -155,8 +152,7 @@ def test_logits_float64(ours, vocab, theirs):
                               param_dtype='float64')
     params = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float64),
                                     ours.params)
-    got = np.asarray(decoder_lib.Decoder(cfg).apply(
-        {'params': params}, tokens, valid))
+    got = lmsi_logits(cfg, params, tokens, valid)
   assert got.dtype == np.float64
   diff = max_diff(got, want, valid)
   print(f'float64 max |logit diff| = {diff:.3g}')
@@ -217,9 +213,9 @@ def test_bfloat16_sampling_agrees_with_float32(ours, vocab):
   assert min(prefixes) >= 1  # all-bf16 agrees at least on the first token
 
 def _questions():
-  qs = [r['question'] for r in _jsonl(os.path.join(DATA, 'gsm8k',
+  qs = [r['question'] for r in _jsonl(os.path.join(DATA_DIR, 'gsm8k',
                                                    'test.jsonl'))]
-  arc = _jsonl(os.path.join(DATA, 'arc', 'ARC-Challenge',
+  arc = _jsonl(os.path.join(DATA_DIR, 'arc', 'ARC-Challenge',
                             'ARC-Challenge-Test.jsonl'))
   for r in arc:
     q = r['question']

@@ -134,17 +134,7 @@ def test_sentencepiece_gguf_metadata_round_trip(tmp_path):
   assert '  ' in meta['tokens'] and '\u2581\u2581' not in meta['tokens']
   path = str(tmp_path / 'tok.gguf')
   w = gguf.GGUFWriter(path, 'llama')
-  w.add_tokenizer_model(meta['model'])
-  w.add_token_list(meta['tokens'])
-  w.add_token_scores(meta['scores'])
-  w.add_token_types(meta['types'])
-  for key, add in (('bos_id', w.add_bos_token_id),
-                   ('eos_id', w.add_eos_token_id),
-                   ('pad_id', w.add_pad_token_id),
-                   ('unk_id', w.add_unk_token_id),
-                   ('add_bos', w.add_add_bos_token),
-                   ('add_space_prefix', w.add_add_space_prefix)):
-    add(meta[key])
+  gguf_export.add_tokenizer(w, meta)  # as `gguf_export.write` writes it
   w.write_header_to_file()
   w.write_kv_data_to_file()
   w.write_tensors_to_file()

@@ -145,6 +145,28 @@ def _tensor(w: np.ndarray, dtype: str):
   return gguf.quants.quantize(w, qtype), qtype, qtype.name
 
 
+def add_tokenizer(w, tokenizer: dict[str, Any]) -> None:
+  """Adds `tokenizer` (`tokenizer_metadata` or `sentencepiece_metadata`)
+  to the `gguf.GGUFWriter` `w` as llama.cpp's `tokenizer.ggml.*` keys."""
+  w.add_tokenizer_model(tokenizer['model'])
+  w.add_tokenizer_pre(tokenizer['pre'])
+  w.add_token_list(tokenizer['tokens'])
+  w.add_token_types(tokenizer['types'])
+  if tokenizer.get('merges') is not None:
+    w.add_token_merges(tokenizer['merges'])
+  if tokenizer.get('scores') is not None:
+    w.add_token_scores(tokenizer['scores'])
+  for key, add in (('bos_id', w.add_bos_token_id),
+                   ('eos_id', w.add_eos_token_id),
+                   ('pad_id', w.add_pad_token_id),
+                   ('unk_id', w.add_unk_token_id),
+                   ('add_bos', w.add_add_bos_token),
+                   ('add_space_prefix', w.add_add_space_prefix),
+                   ('chat_template', w.add_chat_template)):
+    if tokenizer.get(key) is not None:
+      add(tokenizer[key])
+
+
 def gguf_architecture(cfg: decoder_lib.DecoderConfig, where: str) -> str:
   """llama.cpp's architecture for `cfg`: llama, qwen2 or gemma3.
 
@@ -216,23 +238,7 @@ def write(path: str, cfg: decoder_lib.DecoderConfig, params: dict[str, Any],
                    'float16': gguf.LlamaFileType.MOSTLY_F16,
                    'bfloat16': gguf.LlamaFileType.MOSTLY_BF16,
                    'q8_0': gguf.LlamaFileType.MOSTLY_Q8_0}[dtype])
-  w.add_tokenizer_model(tokenizer['model'])
-  w.add_tokenizer_pre(tokenizer['pre'])
-  w.add_token_list(tokenizer['tokens'])
-  w.add_token_types(tokenizer['types'])
-  if tokenizer.get('merges') is not None:
-    w.add_token_merges(tokenizer['merges'])
-  if tokenizer.get('scores') is not None:
-    w.add_token_scores(tokenizer['scores'])
-  for key, add in (('bos_id', w.add_bos_token_id),
-                   ('eos_id', w.add_eos_token_id),
-                   ('pad_id', w.add_pad_token_id),
-                   ('unk_id', w.add_unk_token_id),
-                   ('add_bos', w.add_add_bos_token),
-                   ('add_space_prefix', w.add_add_space_prefix),
-                   ('chat_template', w.add_chat_template)):
-    if tokenizer.get(key) is not None:
-      add(tokenizer[key])
+  add_tokenizer(w, tokenizer)
   types: Counter = Counter()
   names = gguf_import.tensor_names(arch)
   for role, weight in pretrained.disassemble(cfg, params).items():

@@ -207,16 +207,23 @@ def write_jsonl(path: str, records: Iterable[Any]) -> int:
   Returns:
     The number of records written.
   """
-  if is_complete(path):
-    epath.Path(path + MARKER).unlink()  # Rewriting: invalidate first.
   lines = [to_json(r) for r in records]
-  text = ''.join(line + '\n' for line in lines)
+  _write_marked(path, ''.join(line + '\n' for line in lines),
+                records=len(lines))
+  return len(lines)
+
+
+def _write_marked(path: str, text: str, **counts: int) -> None:
+  """Writes `text` atomically, then its `.COMPLETED` marker (`counts`,
+  bytes, sha256: what `is_complete` and `read_lines` check). An old marker
+  is removed first, so a rewrite killed midway reads as unfinished."""
+  if epath.Path(path + MARKER).exists():
+    epath.Path(path + MARKER).unlink()
   write_text_atomic(path, text)
   data = text.encode('utf-8')
   write_text_atomic(path + MARKER, json.dumps({
-      'records': len(lines), 'bytes': len(data),
+      **counts, 'bytes': len(data),
       'sha256': hashlib.sha256(data).hexdigest()}) + '\n')
-  return len(lines)
 
 
 def read_lines(path: str, *, require_marker: bool = True
@@ -250,13 +257,7 @@ def read_lines(path: str, *, require_marker: bool = True
 def write_json(path: str, obj: Any) -> None:
   """Writes a JSON document atomically (sorted keys, indented), then its
   `.COMPLETED` marker (bytes, sha256), as every output has one."""
-  if epath.Path(path + MARKER).exists():
-    epath.Path(path + MARKER).unlink()  # Rewriting: invalidate first.
-  text = json.dumps(obj, indent=2, sort_keys=True) + '\n'
-  write_text_atomic(path, text)
-  data = text.encode('utf-8')
-  write_text_atomic(path + MARKER, json.dumps({
-      'bytes': len(data), 'sha256': hashlib.sha256(data).hexdigest()}) + '\n')
+  _write_marked(path, json.dumps(obj, indent=2, sort_keys=True) + '\n')
 
 
 def read_jsonl_dicts(path: str) -> Iterator[dict]:
